@@ -1,0 +1,542 @@
+//! One run of the `claude` CLI: spawned in its own process group with a cleared environment, its
+//! stream-json read line by line under watchdogs, and its outcome classified once.
+//!
+//! The contract this follows is `shared/claude-cli.md`.
+
+pub mod outcome;
+pub mod stream;
+
+use std::collections::VecDeque;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
+
+pub use outcome::{Exit, Outcome, Stop, classify};
+pub use stream::{StreamState, Usage};
+
+/// Environment variables a child gets by default; everything else is cleared.
+/// A trailing `*` matches a prefix. The emulator's knobs are listed so tests and the demo can steer it.
+pub const DEFAULT_ENV_ALLOW: &[&str] = &[
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "TERM",
+    "TMPDIR",
+    "USER",
+    "CLAUDE_CONFIG_DIR",
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "ANTHROPIC_BASE_URL",
+    "ANTHROPIC_MODEL",
+    "CLAUDE_CODE_OAUTH_TOKEN",
+    "CLAUDE_CODE_USE_BEDROCK",
+    "CLAUDE_CODE_USE_VERTEX",
+    "CLAUDE_EMULATOR_*",
+];
+
+/// Variables that never reach a child, whatever the allow-list says: the worker's own secrets.
+const ENV_DENY: &[&str] = &["DATABASE_URL", "REDIS_URL", "BATON_*"];
+
+/// How the agent runs the CLI. Every limit is configurable; see the README for the variables.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The CLI to run (`BATON_CLAUDE_BIN`).
+    pub program: PathBuf,
+    /// The longest a run may take in all.
+    pub wall_clock: Duration,
+    /// The longest a run may print nothing.
+    pub idle: Duration,
+    /// How long the process may linger after its `result` line before it is ended.
+    pub post_result_grace: Duration,
+    /// How long each signal (SIGINT, then SIGTERM) is given before the next, ending with SIGKILL.
+    pub kill_step: Duration,
+    /// Names (or `PREFIX*` patterns) of environment variables passed to the child.
+    pub env_allow: Vec<String>,
+    /// Longest stdout line read; longer lines are skipped.
+    pub max_line_bytes: usize,
+    /// How much of stderr's end is kept for error reports.
+    pub stderr_tail_bytes: usize,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            program: PathBuf::from("claude"),
+            wall_clock: Duration::from_secs(30 * 60),
+            idle: Duration::from_secs(5 * 60),
+            post_result_grace: Duration::from_secs(5),
+            kill_step: Duration::from_secs(3),
+            env_allow: DEFAULT_ENV_ALLOW.iter().map(|s| s.to_string()).collect(),
+            max_line_bytes: 8 * 1024 * 1024,
+            stderr_tail_bytes: 8 * 1024,
+        }
+    }
+}
+
+/// What to ask the CLI for in one run.
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest {
+    /// The project's directory; the child's cwd.
+    pub cwd: PathBuf,
+    /// The prompt (`-p`).
+    pub prompt: String,
+    /// The session to resume, if any.
+    pub resume: Option<String>,
+    /// Resume into a new session id holding a copy of the history.
+    pub fork_session: bool,
+    /// `--model`.
+    pub model: Option<String>,
+    /// `--max-turns`.
+    pub max_turns: Option<u32>,
+    /// `--permission-mode` (not kept on resume, so passed on every run).
+    pub permission_mode: Option<String>,
+}
+
+impl RunRequest {
+    /// Whether this run is a `/compact`.
+    pub fn is_compact(&self) -> bool {
+        self.prompt.trim() == "/compact"
+    }
+
+    /// The CLI arguments for this request.
+    pub fn args(&self) -> Vec<String> {
+        // The prompt is positional; one that starts with '-' would be read as a flag, and a leading
+        // space changes nothing for the model.
+        let prompt = if self.prompt.starts_with('-') {
+            format!(" {}", self.prompt)
+        } else {
+            self.prompt.clone()
+        };
+        let mut args = vec![
+            "-p".to_string(),
+            prompt,
+            "--output-format".into(),
+            "stream-json".into(),
+            "--verbose".into(),
+        ];
+        if let Some(id) = &self.resume {
+            // With '=': --resume takes an optional value, so a separate word could be misread.
+            args.push(format!("--resume={id}"));
+        }
+        if self.fork_session {
+            args.push("--fork-session".into());
+        }
+        if let Some(m) = &self.model {
+            args.extend(["--model".into(), m.clone()]);
+        }
+        if let Some(n) = self.max_turns {
+            args.extend(["--max-turns".into(), n.to_string()]);
+        }
+        if let Some(p) = &self.permission_mode {
+            args.extend(["--permission-mode".into(), p.clone()]);
+        }
+        args
+    }
+}
+
+/// Everything one run produced.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// What the run came to.
+    pub outcome: Outcome,
+    /// The session the run worked in: from the first line that carried one, confirmed by `result`.
+    pub session_id: Option<String>,
+    /// Files written by Write/Edit/MultiEdit/NotebookEdit tool calls.
+    pub files_created: Vec<String>,
+    /// Token usage, each API message counted once.
+    pub usage: Usage,
+    /// `total_cost_usd` as the CLI reported it (per run or cumulative, depending on the CLI version).
+    pub cost_usd: f64,
+    /// `duration_ms` from the result, or the wall time when there was none.
+    pub duration_ms: u64,
+    /// `num_turns` from the result.
+    pub num_turns: u64,
+    /// How the process ended.
+    pub exit: Option<Exit>,
+    /// The last part of stderr.
+    pub stderr_tail: String,
+    /// The result's text.
+    pub result_text: Option<String>,
+    /// The process printed its result but did not exit within the grace, and was ended.
+    pub killed_after_result: bool,
+    /// Stdout lines skipped as not JSON or too long.
+    pub skipped_lines: u64,
+    /// Time spent from spawn to reaping, in milliseconds.
+    pub wall_ms: u64,
+}
+
+/// Why a run could not even start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The CLI could not be started.
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        /// The program that was run.
+        program: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+}
+
+/// Runs the CLI. Cheap to clone and share.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    config: AgentConfig,
+}
+
+enum StdoutItem {
+    Line(String),
+    TooLong(usize),
+}
+
+impl Agent {
+    /// An agent with this configuration.
+    pub fn new(config: AgentConfig) -> Self {
+        Agent { config }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    /// The environment a child gets: the allowed variables of `vars`, never the denied ones.
+    pub fn child_env(&self, vars: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+        vars.filter(|(k, _)| {
+            matches_any(k, self.config.env_allow.iter().map(String::as_str))
+                && !matches_any(k, ENV_DENY.iter().copied())
+        })
+        .collect()
+    }
+
+    /// Runs one request to the end, a watchdog, or `cancel`. Always reaps the child and its group.
+    pub async fn run(
+        &self,
+        req: &RunRequest,
+        cancel: &CancellationToken,
+    ) -> Result<RunReport, AgentError> {
+        let started = Instant::now();
+        let mut cmd = Command::new(&self.config.program);
+        cmd.args(req.args())
+            .current_dir(&req.cwd)
+            .env_clear()
+            .envs(self.child_env(std::env::vars()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|source| AgentError::Spawn {
+            program: self.config.program.display().to_string(),
+            source,
+        })?;
+        let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+        tracing::debug!(pid = ?pgid, resume = ?req.resume, "agent run started");
+
+        let (tx, mut rx) = mpsc::channel(256);
+        let stdout = child.stdout.take().expect("stdout is piped");
+        tokio::spawn(read_stdout(stdout, tx, self.config.max_line_bytes));
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let stderr_task = tokio::spawn(read_tail(stderr, self.config.stderr_tail_bytes));
+
+        let mut state = StreamState::default();
+        let mut too_long = 0u64;
+        let mut exit: Option<Exit> = None;
+        let mut stdout_open = true;
+        let mut killed_after_result = false;
+        let wall_deadline = tokio::time::Instant::now() + self.config.wall_clock;
+        let mut idle_deadline = tokio::time::Instant::now() + self.config.idle;
+        let mut drain_deadline: Option<tokio::time::Instant> = None;
+        let stop = loop {
+            // After the result (or after the process exited) only a short grace remains.
+            let soft_deadline = drain_deadline.unwrap_or(idle_deadline);
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break Stop::Cancelled,
+                _ = sleep_until(wall_deadline) => break Stop::WallClock(self.config.wall_clock),
+                _ = sleep_until(soft_deadline) => {
+                    if drain_deadline.is_some() {
+                        killed_after_result = exit.is_none();
+                        break Stop::Natural;
+                    }
+                    break Stop::Idle(self.config.idle);
+                }
+                item = rx.recv(), if stdout_open => match item {
+                    Some(StdoutItem::Line(line)) => {
+                        state.feed(&line);
+                        idle_deadline = tokio::time::Instant::now() + self.config.idle;
+                        if state.result.is_some() && drain_deadline.is_none() {
+                            drain_deadline = Some(tokio::time::Instant::now() + self.config.post_result_grace);
+                        }
+                    }
+                    Some(StdoutItem::TooLong(n)) => {
+                        too_long += 1;
+                        tracing::warn!(bytes = n, limit = self.config.max_line_bytes, "skipping an over-long stdout line");
+                    }
+                    None => {
+                        stdout_open = false;
+                        if exit.is_some() { break Stop::Natural; }
+                    }
+                },
+                status = child.wait(), if exit.is_none() => {
+                    exit = status.ok().map(to_exit);
+                    if !stdout_open { break Stop::Natural; }
+                    // A grandchild may still hold stdout open; give it the grace, not the idle limit.
+                    drain_deadline.get_or_insert(tokio::time::Instant::now() + self.config.post_result_grace);
+                }
+            }
+        };
+
+        if exit.is_none() {
+            exit = self.terminate(&mut child, pgid).await;
+        }
+        // Whatever the leader left behind in its group ends with the run.
+        if let Some(pgid) = pgid {
+            let _ = killpg(pgid, Signal::SIGKILL);
+            wait_group_gone(pgid, self.config.kill_step).await;
+        }
+        // Lines already printed before the end still count.
+        while let Ok(Some(item)) = timeout(Duration::from_millis(200), rx.recv()).await {
+            if let StdoutItem::Line(line) = item {
+                state.feed(&line);
+            }
+        }
+        let stderr_tail = timeout(Duration::from_secs(1), stderr_task)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+
+        let now_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let outcome = classify(
+            &state,
+            exit,
+            &stderr_tail,
+            stop,
+            req.is_compact(),
+            now_epoch,
+        );
+        let result = state.result.clone().unwrap_or_default();
+        let session_id = match (&state.session_id, &result.session_id) {
+            (Some(first), Some(last)) if first != last => {
+                tracing::warn!(first = %first, result = %last, "the result names another session than the stream began with; taking the result's");
+                Some(last.clone())
+            }
+            (first, last) => first.clone().or_else(|| last.clone()),
+        };
+        let wall_ms = started.elapsed().as_millis() as u64;
+        Ok(RunReport {
+            outcome,
+            session_id,
+            files_created: state.files_created.clone(),
+            usage: if state.usage == Usage::default() {
+                result.usage.unwrap_or_default()
+            } else {
+                state.usage
+            },
+            cost_usd: result.cost_usd.unwrap_or(0.0),
+            duration_ms: result.duration_ms.unwrap_or(wall_ms),
+            num_turns: result.num_turns.unwrap_or(0),
+            exit,
+            stderr_tail,
+            result_text: result.result.clone(),
+            killed_after_result,
+            skipped_lines: state.skipped_lines + too_long,
+            wall_ms,
+        })
+    }
+
+    /// Ends the child's process group: SIGINT so the CLI can end its turn, then SIGTERM, then SIGKILL.
+    async fn terminate(&self, child: &mut Child, pgid: Option<Pid>) -> Option<Exit> {
+        if let Some(pgid) = pgid {
+            for signal in [Signal::SIGINT, Signal::SIGTERM] {
+                let _ = killpg(pgid, signal);
+                if let Ok(Ok(status)) = timeout(self.config.kill_step, child.wait()).await {
+                    return Some(to_exit(status));
+                }
+            }
+            let _ = killpg(pgid, Signal::SIGKILL);
+        } else {
+            let _ = child.start_kill();
+        }
+        child.wait().await.ok().map(to_exit)
+    }
+}
+
+/// Waits (at most `bound`) until no process of the group is left alive, so a run that returned has
+/// really ended. Zombies of a reaping parent other than us count as gone.
+async fn wait_group_gone(pgid: Pid, bound: Duration) {
+    let deadline = Instant::now() + bound;
+    while Instant::now() < deadline {
+        if killpg(pgid, None).is_err() || !group_has_live_member(pgid) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tracing::warn!(
+        pgid = pgid.as_raw(),
+        "processes of the agent's group are still alive after SIGKILL"
+    );
+}
+
+fn group_has_live_member(pgid: Pid) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    entries.filter_map(Result::ok).any(|e| {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            return false;
+        };
+        // Fields after the command's closing parenthesis: state, ppid, pgrp, ...
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            return false;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().unwrap_or("");
+        let pgrp = fields.nth(1).and_then(|f| f.parse::<i32>().ok());
+        pgrp == Some(pgid.as_raw()) && state != "Z" && state != "X"
+    })
+}
+
+fn to_exit(status: std::process::ExitStatus) -> Exit {
+    match status.code() {
+        Some(code) => Exit::Code(code),
+        None => Exit::Signal(status.signal().unwrap_or(0)),
+    }
+}
+
+fn matches_any<'a>(name: &str, patterns: impl IntoIterator<Item = &'a str>) -> bool {
+    patterns.into_iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == p,
+    })
+}
+
+async fn read_stdout(
+    stdout: impl AsyncRead + Unpin,
+    tx: mpsc::Sender<StdoutItem>,
+    max_line_bytes: usize,
+) {
+    let mut reader = BufReader::new(stdout);
+    let mut line = Vec::new();
+    let mut overflow = 0usize;
+    loop {
+        let chunk = match reader.fill_buf().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the agent's stdout failed");
+                break;
+            }
+        };
+        if chunk.is_empty() {
+            break;
+        }
+        let (part, ends_line) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (&chunk[..i], true),
+            None => (chunk, false),
+        };
+        if overflow == 0 && line.len() + part.len() <= max_line_bytes {
+            line.extend_from_slice(part);
+        } else {
+            // Over the bound: stop keeping the line, but keep reading to its end.
+            overflow += line.len() + part.len();
+            line.clear();
+        }
+        let used = part.len() + usize::from(ends_line);
+        reader.consume(used);
+        if ends_line {
+            let item = if overflow > 0 {
+                StdoutItem::TooLong(overflow)
+            } else {
+                StdoutItem::Line(String::from_utf8_lossy(&line).into_owned())
+            };
+            line.clear();
+            overflow = 0;
+            if tx.send(item).await.is_err() {
+                return;
+            }
+        }
+    }
+    if !line.is_empty() {
+        let _ = tx
+            .send(StdoutItem::Line(
+                String::from_utf8_lossy(&line).into_owned(),
+            ))
+            .await;
+    }
+}
+
+async fn read_tail(mut stderr: impl AsyncRead + Unpin, keep: usize) -> String {
+    let mut tail: VecDeque<u8> = VecDeque::with_capacity(keep.min(64 * 1024));
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stderr.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        tail.extend(&buf[..n]);
+        while tail.len() > keep {
+            tail.pop_front();
+        }
+    }
+    String::from_utf8_lossy(tail.make_contiguous()).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn child_env_keeps_the_allow_list_and_never_the_secrets() {
+        let agent = Agent::new(AgentConfig {
+            env_allow: vec!["PATH".into(), "EXTRA_*".into(), "DATABASE_URL".into()],
+            ..AgentConfig::default()
+        });
+        let vars = [
+            ("PATH", "/bin"),
+            ("EXTRA_ONE", "1"),
+            ("DATABASE_URL", "postgres://secret"),
+            ("REDIS_URL", "redis://secret"),
+            ("BATON_STREAM", "s"),
+            ("OTHER", "x"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let mut names: Vec<_> = agent.child_env(vars).into_iter().map(|(k, _)| k).collect();
+        names.sort();
+        assert_eq!(names, ["EXTRA_ONE", "PATH"]);
+    }
+
+    #[test]
+    fn args_follow_the_contract() {
+        let req = RunRequest {
+            prompt: "--help me".into(),
+            resume: Some("-abc".into()),
+            ..RunRequest::default()
+        };
+        let args = req.args();
+        assert_eq!(
+            args[..5],
+            [
+                "-p",
+                " --help me",
+                "--output-format",
+                "stream-json",
+                "--verbose"
+            ]
+        );
+        assert!(args.contains(&"--resume=-abc".to_string()));
+    }
+}

@@ -1,0 +1,493 @@
+//! The job format (version 1) that a backend puts on the stream, and its validation.
+//!
+//! The same rules are published as a JSON Schema (`job.schema.json`, see [`JOB_SCHEMA`]) so that a
+//! backend in another language can check a job before it enqueues it; a test keeps the two in step.
+
+use std::path::{Component, Path};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The job format version this crate reads and writes.
+pub const JOB_VERSION: u64 = 1;
+
+/// The JSON Schema of a version-1 job, for producers written in other languages.
+pub const JOB_SCHEMA: &str = include_str!("../job.schema.json");
+
+/// Longest id (build, project, version, user) accepted.
+pub const MAX_ID_LEN: usize = 128;
+/// Longest session id accepted; the ledger stores them as `varchar(255)`.
+pub const MAX_SESSION_ID_LEN: usize = 255;
+/// Longest `project_path` accepted.
+pub const MAX_PROJECT_PATH_LEN: usize = 255;
+/// The default bound on a prompt's size (`BATON_MAX_PROMPT_BYTES`).
+pub const DEFAULT_MAX_PROMPT_BYTES: usize = 64 * 1024;
+
+/// What kind of operation a job asks for; each kind has its own step plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// The project's first build: starts a fresh session.
+    Create,
+    /// A later build: resumes the project's newest session.
+    Update,
+}
+
+impl JobKind {
+    /// The kind's name as it appears in the job JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Create => "create",
+            JobKind::Update => "update",
+        }
+    }
+}
+
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for JobKind {
+    type Err = JobError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "create" => Ok(JobKind::Create),
+            "update" => Ok(JobKind::Update),
+            other => Err(JobError::invalid(
+                "kind",
+                format!("unknown kind {other:?} (expected create or update)"),
+            )),
+        }
+    }
+}
+
+/// A build job as it travels on the stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    /// Format version; always [`JOB_VERSION`].
+    pub v: u64,
+    /// Unique id of this build; the key of its checkpoint and ledger rows.
+    pub build_id: String,
+    /// Which step plan to run.
+    pub kind: JobKind,
+    /// The project the build belongs to.
+    pub project_id: String,
+    /// The project version this build produces.
+    pub version_id: String,
+    /// The user who owns the project.
+    pub user_id: String,
+    /// What the user asked for.
+    pub prompt: String,
+    /// The session the backend believes is the project's newest, if any.
+    pub previous_session_id: Option<String>,
+    /// The project's directory, relative to `BATON_WORKSPACE_ROOT`.
+    pub project_path: String,
+    /// When the job was enqueued.
+    pub enqueued_at: DateTime<Utc>,
+}
+
+/// Bounds that depend on configuration rather than on the format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest prompt accepted, in bytes.
+    pub max_prompt_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_prompt_bytes: DEFAULT_MAX_PROMPT_BYTES,
+        }
+    }
+}
+
+/// Why a job was refused. Every variant is final: retrying the same payload cannot succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    /// The payload is not JSON at all.
+    #[error("job is not valid JSON: {0}")]
+    NotJson(String),
+    /// The payload is JSON but declares a version this build does not read.
+    #[error("unsupported job version {0} (this worker reads version {JOB_VERSION})")]
+    UnsupportedVersion(String),
+    /// The payload does not have the shape of a job: a field is missing, unknown or of the wrong type.
+    #[error("malformed job: {0}")]
+    Malformed(String),
+    /// A field has the right type but a value that is not allowed.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The offending field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl JobError {
+    fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        JobError::Invalid {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The fields a producer supplies; [`NewJob::into_job`] fills in the rest and validates.
+#[derive(Debug, Clone, Default)]
+pub struct NewJob {
+    /// Which step plan to run.
+    pub kind: Option<JobKind>,
+    /// The project the build belongs to.
+    pub project_id: String,
+    /// The version this build produces.
+    pub version_id: String,
+    /// The project's owner.
+    pub user_id: String,
+    /// What the user asked for.
+    pub prompt: String,
+    /// The session the backend believes is newest.
+    pub previous_session_id: Option<String>,
+    /// The project's directory; defaults to the project id.
+    pub project_path: Option<String>,
+    /// A build id chosen by the caller; a fresh UUIDv7 otherwise.
+    pub build_id: Option<String>,
+}
+
+impl NewJob {
+    /// Builds a version-1 job stamped now, and validates it.
+    pub fn into_job(self, limits: &Limits) -> Result<Job, JobError> {
+        let kind = self
+            .kind
+            .ok_or_else(|| JobError::invalid("kind", "missing"))?;
+        let job = Job {
+            v: JOB_VERSION,
+            build_id: self
+                .build_id
+                .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+            kind,
+            project_path: self.project_path.unwrap_or_else(|| self.project_id.clone()),
+            project_id: self.project_id,
+            version_id: self.version_id,
+            user_id: self.user_id,
+            prompt: self.prompt,
+            previous_session_id: self.previous_session_id,
+            enqueued_at: Utc::now(),
+        };
+        job.validate(limits)?;
+        Ok(job)
+    }
+}
+
+impl Job {
+    /// Parses and validates a payload read from the stream.
+    pub fn from_json(payload: &[u8], limits: &Limits) -> Result<Job, JobError> {
+        let value: serde_json::Value =
+            serde_json::from_slice(payload).map_err(|e| JobError::NotJson(e.to_string()))?;
+        // The version is checked before the shape, so a newer producer gets a clear answer
+        // rather than a complaint about whichever of its fields we do not know.
+        match value.get("v") {
+            Some(serde_json::Value::Number(n)) if n.as_u64() == Some(JOB_VERSION) => {}
+            Some(other) => return Err(JobError::UnsupportedVersion(other.to_string())),
+            None => return Err(JobError::Malformed("missing field `v`".into())),
+        }
+        let job: Job =
+            serde_json::from_value(value).map_err(|e| JobError::Malformed(e.to_string()))?;
+        job.validate(limits)?;
+        Ok(job)
+    }
+
+    /// The job as the JSON a producer puts on the stream.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a job always serialises")
+    }
+
+    /// Checks every field against the rules of the format and the configured limits.
+    pub fn validate(&self, limits: &Limits) -> Result<(), JobError> {
+        if self.v != JOB_VERSION {
+            return Err(JobError::UnsupportedVersion(self.v.to_string()));
+        }
+        validate_id("build_id", &self.build_id, MAX_ID_LEN)?;
+        validate_id("project_id", &self.project_id, MAX_ID_LEN)?;
+        validate_id("version_id", &self.version_id, MAX_ID_LEN)?;
+        validate_id("user_id", &self.user_id, MAX_ID_LEN)?;
+        if let Some(session) = &self.previous_session_id {
+            validate_id("previous_session_id", session, MAX_SESSION_ID_LEN)?;
+        }
+        validate_prompt(&self.prompt, limits)?;
+        validate_project_path(&self.project_path)?;
+        Ok(())
+    }
+}
+
+/// Ids go into Redis keys, file names, log lines and CLI arguments, so only a safe set is allowed:
+/// ASCII letters, digits, `.`, `_`, `:` and `-`, starting with a letter or digit.
+pub fn validate_id(field: &'static str, value: &str, max_len: usize) -> Result<(), JobError> {
+    if value.is_empty() {
+        return Err(JobError::invalid(field, "must not be empty"));
+    }
+    if value.len() > max_len {
+        return Err(JobError::invalid(
+            field,
+            format!("is {} bytes long, the limit is {max_len}", value.len()),
+        ));
+    }
+    if !value.as_bytes()[0].is_ascii_alphanumeric() {
+        return Err(JobError::invalid(
+            field,
+            format!("{value:?} must start with a letter or digit"),
+        ));
+    }
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
+    {
+        return Err(JobError::invalid(
+            field,
+            format!(
+                "{value:?} contains {bad:?}; allowed are letters, digits, '.', '_', ':' and '-'"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_prompt(prompt: &str, limits: &Limits) -> Result<(), JobError> {
+    if prompt.trim().is_empty() {
+        return Err(JobError::invalid("prompt", "must not be empty"));
+    }
+    if prompt.len() > limits.max_prompt_bytes {
+        return Err(JobError::invalid(
+            "prompt",
+            format!(
+                "is {} bytes, the limit (BATON_MAX_PROMPT_BYTES) is {}",
+                prompt.len(),
+                limits.max_prompt_bytes
+            ),
+        ));
+    }
+    // A NUL byte cannot be passed in a process argument.
+    if prompt.contains('\0') {
+        return Err(JobError::invalid("prompt", "must not contain NUL bytes"));
+    }
+    Ok(())
+}
+
+/// A project path must stay inside the workspace root: relative, no `..`, no empty or hidden
+/// tricks. Symlinks that lead out can only be seen on disk; the worker checks those.
+pub fn validate_project_path(path: &str) -> Result<(), JobError> {
+    const FIELD: &str = "project_path";
+    if path.is_empty() {
+        return Err(JobError::invalid(FIELD, "must not be empty"));
+    }
+    if path.len() > MAX_PROJECT_PATH_LEN {
+        return Err(JobError::invalid(
+            FIELD,
+            format!("is longer than {MAX_PROJECT_PATH_LEN} bytes"),
+        ));
+    }
+    if path.starts_with('/') || path.starts_with('\\') {
+        return Err(JobError::invalid(
+            FIELD,
+            format!("{path:?} is absolute; it must be relative to BATON_WORKSPACE_ROOT"),
+        ));
+    }
+    for component in Path::new(path).components() {
+        match component {
+            Component::Normal(part) => {
+                let part = part.to_str().unwrap_or_default();
+                let safe = !part.is_empty()
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+                if !safe {
+                    return Err(JobError::invalid(
+                        FIELD,
+                        format!(
+                            "{path:?} has the component {part:?}; allowed are letters, digits, '.', '_' and '-'"
+                        ),
+                    ));
+                }
+            }
+            Component::ParentDir => {
+                return Err(JobError::invalid(
+                    FIELD,
+                    format!("{path:?} contains '..' and could leave BATON_WORKSPACE_ROOT"),
+                ));
+            }
+            Component::CurDir => {
+                return Err(JobError::invalid(
+                    FIELD,
+                    format!("{path:?} contains '.'; give the plain relative path"),
+                ));
+            }
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(JobError::invalid(FIELD, format!("{path:?} is absolute")));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> serde_json::Value {
+        serde_json::json!({
+            "v": 1,
+            "build_id": "b-1",
+            "kind": "create",
+            "project_id": "p1",
+            "version_id": "v1",
+            "user_id": "u1",
+            "prompt": "Build a todo app",
+            "previous_session_id": null,
+            "project_path": "p1",
+            "enqueued_at": "2026-11-21T05:00:00Z"
+        })
+    }
+
+    fn with(field: &str, value: serde_json::Value) -> serde_json::Value {
+        let mut job = valid();
+        job[field] = value;
+        job
+    }
+
+    fn without(field: &str) -> serde_json::Value {
+        let mut job = valid();
+        job.as_object_mut().unwrap().remove(field);
+        job
+    }
+
+    /// Cases both the Rust validation and the published schema must agree on.
+    fn cases() -> Vec<(&'static str, serde_json::Value, bool)> {
+        let long_prompt = "x".repeat(DEFAULT_MAX_PROMPT_BYTES + 1);
+        vec![
+            ("valid create", valid(), true),
+            (
+                "valid update with session",
+                {
+                    let mut j = with("kind", "update".into());
+                    j["previous_session_id"] = "81898c55-fde9-4d44-b1f5-fbd77cd4fef6".into();
+                    j
+                },
+                true,
+            ),
+            (
+                "nested project path",
+                with("project_path", "users/u1/p1".into()),
+                true,
+            ),
+            ("version 2", with("v", 2.into()), false),
+            ("unknown kind", with("kind", "delete".into()), false),
+            ("missing prompt", without("prompt"), false),
+            (
+                "absent previous_session_id means null",
+                without("previous_session_id"),
+                true,
+            ),
+            ("empty prompt", with("prompt", "".into()), false),
+            (
+                "prompt over the limit",
+                with("prompt", long_prompt.into()),
+                false,
+            ),
+            ("id with a space", with("project_id", "p 1".into()), false),
+            ("id with a slash", with("build_id", "a/b".into()), false),
+            (
+                "id starting with a dash",
+                with("user_id", "-rf".into()),
+                false,
+            ),
+            (
+                "session id with a quote",
+                with("previous_session_id", "a'b".into()),
+                false,
+            ),
+            ("absolute path", with("project_path", "/etc".into()), false),
+            (
+                "parent dir",
+                with("project_path", "p1/../../etc".into()),
+                false,
+            ),
+            ("unknown field", with("extra", 1.into()), false),
+            (
+                "bad timestamp",
+                with("enqueued_at", "yesterday".into()),
+                false,
+            ),
+        ]
+    }
+
+    #[test]
+    fn rust_validation_accepts_and_refuses_each_case() {
+        for (name, job, ok) in cases() {
+            let result = Job::from_json(job.to_string().as_bytes(), &Limits::default());
+            assert_eq!(result.is_ok(), ok, "{name}: {result:?}");
+        }
+    }
+
+    #[test]
+    fn published_schema_agrees_with_rust_validation() {
+        let schema: serde_json::Value = serde_json::from_str(JOB_SCHEMA).unwrap();
+        let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+        for (name, job, ok) in cases() {
+            assert_eq!(validator.is_valid(&job), ok, "schema disagrees on {name}");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let err = Job::from_json(b"not json", &Limits::default()).unwrap_err();
+        assert!(matches!(err, JobError::NotJson(_)), "{err}");
+        let err = Job::from_json(
+            with("v", 7.into()).to_string().as_bytes(),
+            &Limits::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err, JobError::UnsupportedVersion("7".into()));
+        let err = Job::from_json(
+            without("project_id").to_string().as_bytes(),
+            &Limits::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("project_id"), "{err}");
+        let err = Job::from_json(
+            with("project_path", "../x".into()).to_string().as_bytes(),
+            &Limits::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("'..'"), "{err}");
+    }
+
+    #[test]
+    fn new_job_defaults_path_to_project_and_round_trips() {
+        let job = NewJob {
+            kind: Some(JobKind::Update),
+            project_id: "proj-9".into(),
+            version_id: "v2".into(),
+            user_id: "u".into(),
+            prompt: "add a button".into(),
+            ..NewJob::default()
+        }
+        .into_job(&Limits::default())
+        .unwrap();
+        assert_eq!(job.project_path, "proj-9");
+        assert!(uuid::Uuid::parse_str(&job.build_id).is_ok());
+        let back = Job::from_json(job.to_json().as_bytes(), &Limits::default()).unwrap();
+        assert_eq!(back, job);
+    }
+
+    #[test]
+    fn prompt_limit_is_configurable() {
+        let limits = Limits {
+            max_prompt_bytes: 4,
+        };
+        let err = Job::from_json(valid().to_string().as_bytes(), &limits).unwrap_err();
+        assert!(err.to_string().contains("BATON_MAX_PROMPT_BYTES"), "{err}");
+    }
+}

@@ -1,0 +1,206 @@
+//! The steps each job kind runs, and the names the ledger records them under.
+
+use serde::{Deserialize, Serialize};
+
+use crate::job::{Job, JobKind};
+
+/// One agent run of a job's plan, in the order the plan runs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// The user's prompt: creates or changes the project.
+    Build,
+    /// Metadata, first run: recommendations for the project's next steps.
+    Recommendations,
+    /// Metadata, second run: the project's documentation.
+    Documentation,
+    /// `/compact` on the session the steps before left.
+    Compact,
+}
+
+const BUILD_PLAN: &[Step] = &[
+    Step::Build,
+    Step::Recommendations,
+    Step::Documentation,
+    Step::Compact,
+];
+
+impl Step {
+    /// The steps a job of `kind` runs, in order.
+    pub fn plan(kind: JobKind) -> &'static [Step] {
+        match kind {
+            JobKind::Create | JobKind::Update => BUILD_PLAN,
+        }
+    }
+
+    /// The step's stable name, used in the ledger, the checkpoint and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Build => "build",
+            Step::Recommendations => "metadata.recommendations",
+            Step::Documentation => "metadata.documentation",
+            Step::Compact => "compact",
+        }
+    }
+
+    /// Parses a name written by [`Step::name`].
+    pub fn from_name(name: &str) -> Option<Step> {
+        [
+            Step::Build,
+            Step::Recommendations,
+            Step::Documentation,
+            Step::Compact,
+        ]
+        .into_iter()
+        .find(|s| s.name() == name)
+    }
+
+    /// The transition source the ledger records this step's run under.
+    pub fn source(self) -> Source {
+        match self {
+            Step::Build => Source::Build,
+            Step::Recommendations | Step::Documentation => Source::Metadata,
+            Step::Compact => Source::Compact,
+        }
+    }
+
+    /// Whether a failure of this step leaves the job's session usable, so the job still completes.
+    /// A compaction that fails changes nothing in the session.
+    pub fn may_fail(self) -> bool {
+        matches!(self, Step::Compact)
+    }
+
+    /// The prompt the step sends to the CLI.
+    pub fn prompt(self, job: &Job) -> String {
+        match self {
+            Step::Build => job.prompt.clone(),
+            Step::Recommendations => {
+                "Review the project as it is now and write RECOMMENDATIONS.md: \
+                 the five most valuable next steps, each with a one-line reason."
+                    .to_string()
+            }
+            Step::Documentation => {
+                "Write or update README.md so a new developer can run, test and \
+                 change the project. Describe what changed in this version."
+                    .to_string()
+            }
+            Step::Compact => "/compact".to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a session transition was recorded; stored in `session_transitions.source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The build step's run.
+    Build,
+    /// A metadata run (recommendations or documentation).
+    Metadata,
+    /// A `/compact` run.
+    Compact,
+    /// A planning chat run.
+    ChatPlan,
+    /// A fresh start after the CLI could not find the session to resume.
+    ResumeFallback,
+    /// An operator reset the project's session.
+    Reset,
+    /// A forked session.
+    Fork,
+}
+
+impl Source {
+    /// The name stored in the ledger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Build => "build",
+            Source::Metadata => "metadata",
+            Source::Compact => "compact",
+            Source::ChatPlan => "chat_plan",
+            Source::ResumeFallback => "resume_fallback",
+            Source::Reset => "reset",
+            Source::Fork => "fork",
+        }
+    }
+}
+
+/// Where a build stands; stored in `builds.status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BuildStatus {
+    /// Enqueued, not yet taken by a worker.
+    Queued,
+    /// A worker is running its steps.
+    Running,
+    /// Every step ran.
+    Completed,
+    /// The build stopped on an error it cannot recover from.
+    Failed,
+}
+
+impl BuildStatus {
+    /// The name stored in the ledger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuildStatus::Queued => "queued",
+            BuildStatus::Running => "running",
+            BuildStatus::Completed => "completed",
+            BuildStatus::Failed => "failed",
+        }
+    }
+
+    /// Parses a name written by [`BuildStatus::as_str`].
+    pub fn from_name(name: &str) -> Option<BuildStatus> {
+        match name {
+            "queued" => Some(BuildStatus::Queued),
+            "running" => Some(BuildStatus::Running),
+            "completed" => Some(BuildStatus::Completed),
+            "failed" => Some(BuildStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_plans_run_build_then_metadata_then_compact() {
+        for kind in [JobKind::Create, JobKind::Update] {
+            let sources: Vec<_> = Step::plan(kind).iter().map(|s| s.source()).collect();
+            assert_eq!(
+                sources,
+                [
+                    Source::Build,
+                    Source::Metadata,
+                    Source::Metadata,
+                    Source::Compact
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn step_names_round_trip() {
+        for step in Step::plan(JobKind::Create) {
+            assert_eq!(Step::from_name(step.name()), Some(*step));
+        }
+        assert_eq!(Step::from_name("nope"), None);
+    }
+
+    #[test]
+    fn only_compaction_may_fail_without_failing_the_job() {
+        let tolerant: Vec<_> = Step::plan(JobKind::Create)
+            .iter()
+            .filter(|s| s.may_fail())
+            .collect();
+        assert_eq!(tolerant, [&Step::Compact]);
+    }
+}

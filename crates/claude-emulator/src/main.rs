@@ -1,0 +1,548 @@
+//! `claude-emulator`: a stand-in for the `claude` CLI in print mode.
+//!
+//! It accepts the real CLI's print-mode flags with the real validation texts and exit codes, prints
+//! stream-json in the real line shapes (see `shared/claude-cli.md`), keeps sessions as JSONL files where
+//! the real CLI keeps them, keeps the session id on `--resume` (or rolls it, as old CLIs did, with
+//! `CLAUDE_EMULATOR_SESSION_IDS=rolling`), and does visible work: it writes a file into its cwd and
+//! answers from the session's history.
+//!
+//! Environment:
+//! - `CLAUDE_CONFIG_DIR`: where sessions live (default `~/.claude`).
+//! - `CLAUDE_EMULATOR_SESSION_IDS`: `keep` (default, current CLIs) or `rolling` (old CLIs).
+//! - `CLAUDE_EMULATOR_LATENCY_MS`: time each run takes before its result.
+//! - `CLAUDE_EMULATOR_LOG`: a file that gets one JSON line per run.
+
+mod args;
+mod session;
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use args::{Args, OutputFormat};
+use serde_json::{Value, json};
+use session::{Session, text_tokens};
+
+/// The CLI version the emulator imitates.
+const VERSION: &str = "2.1.329";
+const DEFAULT_MODEL: &str = "claude-sonnet-4-6";
+const TOOLS: &[&str] = &[
+    "Task",
+    "Bash",
+    "Edit",
+    "MultiEdit",
+    "NotebookEdit",
+    "Read",
+    "Write",
+    "WebFetch",
+    "WebSearch",
+];
+
+fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let started = chrono::Utc::now();
+    let clock = Instant::now();
+    let ended = invoke(&argv).unwrap_or_else(|e| {
+        eprintln!("Error: {e}");
+        Ended {
+            code: 1,
+            session_in: None,
+            session_out: None,
+            outcome: format!("io_error: {e}"),
+        }
+    });
+    log_run(&argv, started, clock, &ended);
+    let _ = io::stdout().flush();
+    std::process::exit(ended.code);
+}
+
+/// What one invocation ended as, for the run log.
+struct Ended {
+    code: i32,
+    session_in: Option<String>,
+    session_out: Option<String>,
+    outcome: String,
+}
+
+fn refuse(stderr: &str, session_in: Option<String>, outcome: &str) -> Ended {
+    eprintln!("{stderr}");
+    Ended {
+        code: 1,
+        session_in,
+        session_out: None,
+        outcome: outcome.to_string(),
+    }
+}
+
+fn invoke(argv: &[String]) -> io::Result<Ended> {
+    let args = match args::parse(argv) {
+        Ok(a) => a,
+        Err(r) => return Ok(refuse(&r.stderr, None, "invalid_invocation")),
+    };
+    if args.version {
+        println!("{VERSION} (Claude Code)");
+        return Ok(ended_ok(None, None, "version"));
+    }
+    if args.help {
+        println!(
+            "Usage: claude [options] [command] [prompt]\n\n(claude-emulator: print mode only)"
+        );
+        return Ok(ended_ok(None, None, "help"));
+    }
+    if let Err(r) = args::validate(&args) {
+        return Ok(refuse(&r.stderr, None, "invalid_invocation"));
+    }
+    if !args.print {
+        return Ok(refuse(
+            "claude-emulator supports print mode (-p) only",
+            None,
+            "invalid_invocation",
+        ));
+    }
+    let prompt = match &args.prompt {
+        Some(p) => p.clone(),
+        None => {
+            let mut buf = String::new();
+            io::Read::read_to_string(&mut io::stdin(), &mut buf)?;
+            if buf.trim().is_empty() {
+                return Ok(refuse(
+                    "Error: Input must be provided either through stdin or as a prompt argument when using --print",
+                    None,
+                    "invalid_invocation",
+                ));
+            }
+            buf
+        }
+    };
+    let cwd = std::env::current_dir()?;
+    let format = args.output_format.unwrap_or(OutputFormat::Text);
+    let mut out = Output::new(format, args.verbose);
+
+    let resume_id = match &args.resume {
+        None => None,
+        Some(None) => {
+            return Ok(refuse(
+                "Error: --resume requires a valid session ID or session title when used with --print",
+                None,
+                "invalid_invocation",
+            ));
+        }
+        Some(Some(id)) => Some(id.clone()),
+    };
+    if let Some(id) = &args.session_id
+        && Session::exists(&cwd, id)
+    {
+        return Ok(refuse(
+            &format!("Error: Session ID {id} is already in use."),
+            resume_id,
+            "invalid_invocation",
+        ));
+    }
+
+    let mut session = match &resume_id {
+        None => Session::create(&cwd, args.session_id.clone().unwrap_or_else(new_id)),
+        Some(id) => match Session::find(&cwd, id) {
+            Some(found) => {
+                let rolling =
+                    std::env::var("CLAUDE_EMULATOR_SESSION_IDS").as_deref() == Ok("rolling");
+                if args.fork_session || rolling {
+                    found.copy_as(&cwd, args.session_id.clone().unwrap_or_else(new_id))
+                } else {
+                    found
+                }
+            }
+            None => {
+                let message = format!("No conversation found with session ID: {id}");
+                if format == OutputFormat::StreamJson {
+                    out.emit(missing_session_result(id));
+                }
+                out.finish();
+                return Ok(refuse(&message, resume_id, "resume_not_found"));
+            }
+        },
+    };
+
+    let model = args
+        .model
+        .clone()
+        .unwrap_or_else(|| DEFAULT_MODEL.to_string());
+    let latency = std::env::var("CLAUDE_EMULATOR_LATENCY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or_default();
+    let clock = Instant::now();
+
+    let outcome = if prompt.trim() == "/compact" {
+        compact(&mut session, &cwd, &model, &args, &mut out, latency, clock)?
+    } else {
+        turn(
+            &mut session,
+            &cwd,
+            &model,
+            &args,
+            &prompt,
+            &mut out,
+            latency,
+            clock,
+        )?
+    };
+    out.finish();
+    Ok(ended_ok(resume_id, Some(session.id), &outcome))
+}
+
+fn ended_ok(session_in: Option<String>, session_out: Option<String>, outcome: &str) -> Ended {
+    Ended {
+        code: 0,
+        session_in,
+        session_out,
+        outcome: outcome.to_string(),
+    }
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn init_line(session: &Session, cwd: &Path, model: &str, args: &Args) -> Value {
+    json!({
+        "type": "system",
+        "subtype": "init",
+        "cwd": cwd.to_string_lossy(),
+        "session_id": session.id,
+        "tools": TOOLS,
+        "mcp_servers": [],
+        "model": model,
+        "permissionMode": args.permission_mode.as_deref().unwrap_or("default"),
+        "slash_commands": ["compact", "clear", "context", "init", "review"],
+        "apiKeySource": "none",
+        "claude_code_version": VERSION,
+        "output_style": "default",
+        "agents": ["general-purpose", "Explore", "Plan"],
+        "skills": [],
+        "plugins": [],
+        "uuid": new_id(),
+        "fast_mode_state": "off"
+    })
+}
+
+fn usage(input: u64, cache_read: u64, output: u64) -> Value {
+    json!({
+        "input_tokens": input,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": cache_read,
+        "output_tokens": output,
+        "service_tier": "standard"
+    })
+}
+
+fn cost(input: u64, cache_read: u64, output: u64) -> f64 {
+    (input as f64 * 3.0 + cache_read as f64 * 0.3 + output as f64 * 15.0) / 1_000_000.0
+}
+
+/// The file a prompt asks for (the first name with an extension it mentions), or a note per turn.
+fn target_file(prompt: &str, turn: usize) -> String {
+    prompt
+        .split(|c: char| c.is_whitespace() || matches!(c, ',' | ':' | ';' | '(' | ')' | '`' | '"'))
+        .map(|w| w.trim_end_matches('.'))
+        .find(|w| {
+            w.rsplit_once('.').is_some_and(|(stem, ext)| {
+                !stem.is_empty()
+                    && (1..=4).contains(&ext.len())
+                    && ext.chars().all(|c| c.is_ascii_alphanumeric())
+                    && w.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            })
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("notes/turn-{turn}.md"))
+}
+
+fn asks_for_history(prompt: &str) -> bool {
+    let p = prompt.to_lowercase();
+    [
+        "what was asked",
+        "what did i ask",
+        "previous prompts",
+        "earlier prompts",
+    ]
+    .iter()
+    .any(|k| p.contains(k))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn turn(
+    session: &mut Session,
+    cwd: &Path,
+    model: &str,
+    args: &Args,
+    prompt: &str,
+    out: &mut Output,
+    latency: Duration,
+    clock: Instant,
+) -> io::Result<String> {
+    let earlier = session.prompts();
+    let history_tokens = session.context_tokens();
+    out.emit(init_line(session, cwd, model, args));
+
+    let turn_no = earlier.len() + 1;
+    let file = target_file(prompt, turn_no);
+    let file_path: PathBuf = cwd.join(&file);
+    let content = format!(
+        "# {file}\n\nWritten in turn {turn_no} of session {}.\n\nAsked: {prompt}\n",
+        session.id
+    );
+    let answer = if asks_for_history(prompt) {
+        let mut a = String::from("Earlier prompts in this session:");
+        for (i, p) in earlier.iter().enumerate() {
+            a.push_str(&format!("\n{}. {p}", i + 1));
+        }
+        a
+    } else {
+        format!("Done: wrote {file}.")
+    };
+
+    let prompt_tokens = text_tokens(prompt);
+    let first_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
+    let first_out = text_tokens(&content) + 10;
+    let first_usage = usage(prompt_tokens, history_tokens, first_out);
+    let tool_id = format!("toolu_{}", uuid::Uuid::new_v4().simple());
+    // The real CLI prints one assistant line per content block, each repeating the turn's usage.
+    out.emit(assistant_line(
+        session,
+        model,
+        &first_id,
+        json!({"type": "text", "text": format!("I'll write {file}.")}),
+        &first_usage,
+        None,
+    ));
+    out.emit(assistant_line(
+        session,
+        model,
+        &first_id,
+        json!({"type": "tool_use", "id": tool_id, "name": "Write", "input": {"file_path": file_path.to_string_lossy(), "content": content}}),
+        &first_usage,
+        Some("tool_use"),
+    ));
+    if let Some(dir) = file_path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&file_path, &content)?;
+    out.emit(json!({
+        "type": "user",
+        "message": {"role": "user", "content": [{"tool_use_id": tool_id, "type": "tool_result", "content": format!("File created successfully at: {}", file_path.display())}]},
+        "parent_tool_use_id": null,
+        "session_id": session.id,
+        "uuid": new_id()
+    }));
+
+    std::thread::sleep(latency);
+    let second_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
+    let second_in = prompt_tokens + first_out + 20;
+    let second_out = text_tokens(&answer);
+    let second_usage = usage(second_in, history_tokens, second_out);
+    out.emit(assistant_line(
+        session,
+        model,
+        &second_id,
+        json!({"type": "text", "text": answer}),
+        &second_usage,
+        Some("end_turn"),
+    ));
+
+    session.push(
+        json!({"type": "user", "message": {"role": "user", "content": prompt}}),
+        cwd,
+    );
+    session.push(json!({"type": "assistant", "message": {"role": "assistant", "content": answer, "files": [file]}}), cwd);
+    session.save()?;
+
+    let input = prompt_tokens + second_in;
+    let output = first_out + second_out;
+    let cache_read = history_tokens * 2;
+    out.emit(json!({
+        "type": "result",
+        "subtype": "success",
+        "is_error": false,
+        "duration_ms": clock.elapsed().as_millis() as u64,
+        "duration_api_ms": clock.elapsed().as_millis() as u64,
+        "num_turns": 2,
+        "result": answer,
+        "stop_reason": "end_turn",
+        "session_id": session.id,
+        "total_cost_usd": cost(input, cache_read, output),
+        "usage": usage(input, cache_read, output),
+        "modelUsage": {model: {"inputTokens": input, "outputTokens": output, "cacheReadInputTokens": cache_read, "cacheCreationInputTokens": 0, "costUSD": cost(input, cache_read, output)}},
+        "permission_denials": [],
+        "terminal_reason": "completed",
+        "uuid": new_id()
+    }));
+    Ok("success".into())
+}
+
+fn assistant_line(
+    session: &Session,
+    model: &str,
+    id: &str,
+    block: Value,
+    usage: &Value,
+    stop: Option<&str>,
+) -> Value {
+    json!({
+        "type": "assistant",
+        "message": {"model": model, "id": id, "type": "message", "role": "assistant", "content": [block], "stop_reason": stop, "stop_sequence": null, "usage": usage},
+        "parent_tool_use_id": null,
+        "session_id": session.id,
+        "uuid": new_id()
+    })
+}
+
+fn compact(
+    session: &mut Session,
+    cwd: &Path,
+    model: &str,
+    args: &Args,
+    out: &mut Output,
+    latency: Duration,
+    clock: Instant,
+) -> io::Result<String> {
+    out.emit(json!({"type": "system", "subtype": "status", "status": "compacting", "session_id": session.id, "uuid": new_id()}));
+    std::thread::sleep(latency);
+    let enough = session.messages_since_compaction() >= 2;
+    let (result_text, outcome) = if enough {
+        let pre = session.context_tokens();
+        let summary = format!(
+            "Summary of {} earlier prompts: {}",
+            session.prompts().len(),
+            session.prompts().join(" | ")
+        );
+        let post = text_tokens(&summary).min(pre);
+        out.emit(json!({"type": "system", "subtype": "status", "status": null, "compact_result": "success", "session_id": session.id, "uuid": new_id()}));
+        out.emit(init_line(session, cwd, model, args));
+        out.emit(json!({"type": "system", "subtype": "compact_boundary", "session_id": session.id, "uuid": new_id(), "compact_metadata": {"trigger": "manual", "pre_tokens": pre, "post_tokens": post, "duration_ms": clock.elapsed().as_millis() as u64}}));
+        session.push(json!({"type": "compact_boundary", "preTokens": pre, "postTokens": post, "summary": summary}), cwd);
+        session.save()?;
+        ("Compacted. ".to_string(), "compacted")
+    } else {
+        let error = "Not enough messages to compact.";
+        out.emit(json!({"type": "system", "subtype": "status", "status": null, "compact_result": "failed", "compact_error": error, "session_id": session.id, "uuid": new_id()}));
+        out.emit(init_line(session, cwd, model, args));
+        // A fresh session has no transcript yet; the real CLI leaves none behind either.
+        (error.to_string(), "compact_failed")
+    };
+    out.emit(json!({
+        "type": "result",
+        "subtype": "success",
+        "is_error": false,
+        "duration_ms": clock.elapsed().as_millis() as u64,
+        "duration_api_ms": 0,
+        "num_turns": 0,
+        "result": result_text,
+        "local_command": "compact",
+        "stop_reason": null,
+        "session_id": session.id,
+        "total_cost_usd": 0,
+        "usage": usage(0, 0, 0),
+        "modelUsage": {},
+        "permission_denials": [],
+        "uuid": new_id()
+    }));
+    Ok(outcome.into())
+}
+
+/// The one `result` line CLI 2.1.329 prints in stream-json when the session to resume is missing.
+fn missing_session_result(id: &str) -> Value {
+    json!({
+        "type": "result",
+        "subtype": "error_during_execution",
+        "duration_ms": 0,
+        "duration_api_ms": 0,
+        "is_error": true,
+        "num_turns": 0,
+        "stop_reason": null,
+        "session_id": id,
+        "total_cost_usd": 0,
+        "usage": usage(0, 0, 0),
+        "modelUsage": {},
+        "permission_denials": [],
+        "uuid": new_id(),
+        "errors": [format!("No conversation found with session ID: {id}")]
+    })
+}
+
+/// Prints messages in the chosen format: as they happen (stream-json), or at the end (json, text).
+struct Output {
+    format: OutputFormat,
+    verbose: bool,
+    held: Vec<Value>,
+}
+
+impl Output {
+    fn new(format: OutputFormat, verbose: bool) -> Self {
+        Output {
+            format,
+            verbose,
+            held: Vec::new(),
+        }
+    }
+
+    fn emit(&mut self, line: Value) {
+        if self.format == OutputFormat::StreamJson {
+            let mut stdout = io::stdout().lock();
+            let _ = writeln!(stdout, "{line}");
+            let _ = stdout.flush();
+        } else {
+            self.held.push(line);
+        }
+    }
+
+    fn finish(&mut self) {
+        let result = self
+            .held
+            .iter()
+            .rev()
+            .find(|l| l["type"] == "result")
+            .cloned();
+        match self.format {
+            OutputFormat::StreamJson => {}
+            OutputFormat::Json if self.verbose => {
+                println!("{}", Value::Array(std::mem::take(&mut self.held)))
+            }
+            OutputFormat::Json => {
+                if let Some(r) = result {
+                    println!("{r}");
+                }
+            }
+            OutputFormat::Text => {
+                if let Some(text) = result.as_ref().and_then(|r| r["result"].as_str()) {
+                    println!("{text}");
+                }
+            }
+        }
+    }
+}
+
+fn log_run(argv: &[String], started: chrono::DateTime<chrono::Utc>, clock: Instant, ended: &Ended) {
+    let Some(path) = std::env::var_os("CLAUDE_EMULATOR_LOG") else {
+        return;
+    };
+    let line = json!({
+        "pid": std::process::id(),
+        "argv": argv,
+        "cwd": std::env::current_dir().ok().map(|d| d.to_string_lossy().into_owned()),
+        "session_in": ended.session_in,
+        "session_out": ended.session_out,
+        "started_at": started.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "ended_at": (started + chrono::Duration::from_std(clock.elapsed()).unwrap_or_default()).to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "outcome": ended.outcome,
+        "exit_code": ended.code
+    });
+    // One write of one line with O_APPEND keeps lines of concurrent runs whole.
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = f.write_all(format!("{line}\n").as_bytes());
+    }
+}
