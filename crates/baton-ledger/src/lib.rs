@@ -1,0 +1,575 @@
+//! The ledger: Postgres as the single source of truth for every project's Claude session chain.
+//!
+//! Every agent run is recorded in one transaction that locks the project row: the project's and the
+//! version's session ids, an audit row in `session_transitions` and a usage row in
+//! `project_ai_session_metrics`. Recording is idempotent on (build, step) and fenced: a write under an
+//! older claim of the build than the newest is refused, so a stalled worker cannot overwrite its
+//! successor.
+
+use baton_core::{BuildStatus, Job, Step};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+/// The migrations in `migrations/`, embedded so `baton migrate` and the worker need no files.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// What can go wrong in the ledger.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The database refused or failed a query.
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A newer claim of the build exists; the caller's work is stale and must stop.
+    #[error(
+        "build {build_id} was claimed again (token {current}); this worker's token {yours} is stale"
+    )]
+    Fenced {
+        /// The build.
+        build_id: String,
+        /// The caller's token.
+        yours: i64,
+        /// The newest token.
+        current: i64,
+    },
+    /// The job's user does not own the project it names.
+    #[error("project {project_id} belongs to another user than {user_id}")]
+    NotOwner {
+        /// The project.
+        project_id: String,
+        /// The job's user.
+        user_id: String,
+    },
+    /// The job's version already belongs to another project.
+    #[error("version {version_id} belongs to project {owner}, not {project_id}")]
+    VersionOfOtherProject {
+        /// The version.
+        version_id: String,
+        /// The job's project.
+        project_id: String,
+        /// The project that has the version.
+        owner: String,
+    },
+    /// The build is not in the ledger.
+    #[error("no build {0} in the ledger")]
+    UnknownBuild(String),
+}
+
+impl LedgerError {
+    /// Whether the job that hit this error can never succeed as it is (dead-letter it).
+    pub fn is_terminal_for_job(&self) -> bool {
+        matches!(
+            self,
+            LedgerError::NotOwner { .. } | LedgerError::VersionOfOtherProject { .. }
+        )
+    }
+}
+
+/// A worker's hold on a build, returned by [`Ledger::claim_build`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The fencing token every write of this claim carries.
+    pub fence: i64,
+    /// How many times the build has been claimed, this claim included.
+    pub attempt: i32,
+    /// The build had already finished; nothing is to be run.
+    pub finished: Option<BuildStatus>,
+    /// The project's newest session before this build.
+    pub project_session: Option<String>,
+    /// The runs of this build already recorded, in order.
+    pub recorded: Vec<RecordedRun>,
+}
+
+/// A run of a build that the ledger holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecordedRun {
+    /// The step's name.
+    pub step: String,
+    /// The session the run resumed.
+    pub old_session_id: Option<String>,
+    /// The session the run left.
+    pub new_session_id: String,
+}
+
+/// One agent run to record.
+#[derive(Debug, Clone)]
+pub struct RunRecord<'a> {
+    /// The job the run belongs to.
+    pub job: &'a Job,
+    /// The claim's fencing token.
+    pub fence: i64,
+    /// The step.
+    pub step: Step,
+    /// The session the run resumed, if any.
+    pub old_session_id: Option<&'a str>,
+    /// The session the run reported.
+    pub new_session_id: &'a str,
+    /// Usage and timing.
+    pub metrics: RunMetrics,
+}
+
+/// Usage of one run, as the CLI reported it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RunMetrics {
+    /// Uncached input tokens.
+    pub input_tokens: i64,
+    /// Output tokens.
+    pub output_tokens: i64,
+    /// Cached input tokens read.
+    pub cache_read_input_tokens: i64,
+    /// Cached input tokens written.
+    pub cache_creation_input_tokens: i64,
+    /// `total_cost_usd`.
+    pub cost_usd: f64,
+    /// `duration_ms`.
+    pub duration_ms: i64,
+    /// `num_turns`.
+    pub num_turns: i32,
+}
+
+/// What [`Ledger::record_run`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// The run was written.
+    Written,
+    /// This run of this build was already recorded; nothing was written.
+    AlreadyRecorded,
+}
+
+/// One link of a project's session chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Transition {
+    /// Order of recording.
+    pub id: i64,
+    /// The version the run belonged to.
+    pub version_id: Option<String>,
+    /// The build the run belonged to.
+    pub build_id: Option<String>,
+    /// The step.
+    pub step: Option<String>,
+    /// The session resumed.
+    pub old_session_id: Option<String>,
+    /// The session left.
+    pub new_session_id: String,
+    /// Why it was recorded.
+    pub source: String,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A build as the ledger knows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BuildState {
+    /// The build.
+    pub build_id: String,
+    /// Its project.
+    pub project_id: String,
+    /// Its version.
+    pub version_id: String,
+    /// `create` or `update`.
+    pub kind: String,
+    /// `queued`, `running`, `completed` or `failed`.
+    pub status: String,
+    /// The last step recorded or started.
+    pub step: Option<String>,
+    /// Claims so far.
+    pub attempt: i32,
+    /// The last error, if any.
+    pub last_error: Option<String>,
+    /// When the producer enqueued it.
+    pub enqueued_at: Option<DateTime<Utc>>,
+    /// When a worker first took it.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it completed or failed.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Its runs, in order.
+    pub runs: Vec<RecordedRun>,
+}
+
+/// The ledger, over a connection pool. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    pool: PgPool,
+}
+
+impl Ledger {
+    /// Connects to `database_url`.
+    pub async fn connect(database_url: &str) -> Result<Ledger, LedgerError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect(database_url)
+            .await?;
+        Ok(Ledger { pool })
+    }
+
+    /// A ledger over an existing pool.
+    pub fn from_pool(pool: PgPool) -> Ledger {
+        Ledger { pool }
+    }
+
+    /// The pool, for health checks.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies every pending migration.
+    pub async fn migrate(&self) -> Result<(), LedgerError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Records a build as queued (by the producer). Does nothing when the build is already known.
+    pub async fn record_queued(
+        &self,
+        job: &Job,
+        stream_id: Option<&str>,
+    ) -> Result<(), LedgerError> {
+        sqlx::query!(
+            r#"INSERT INTO builds (build_id, project_id, version_id, user_id, kind, status, stream_id, payload, enqueued_at)
+               VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8)
+               ON CONFLICT (build_id) DO NOTHING"#,
+            job.build_id,
+            job.project_id,
+            job.version_id,
+            job.user_id,
+            job.kind.as_str(),
+            stream_id,
+            serde_json::to_value(job).expect("a job serialises"),
+            job.enqueued_at,
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Takes a build for a worker: creates the project and version on first sight, checks that the
+    /// job's user owns the project, raises the build's fencing token and marks it running.
+    pub async fn claim_build(
+        &self,
+        job: &Job,
+        stream_id: Option<&str>,
+    ) -> Result<Claim, LedgerError> {
+        let mut tx = self.pool.begin().await?;
+        // Lock order everywhere: project row, then build row.
+        sqlx::query!(
+            "INSERT INTO projects (project_id, user_id) VALUES ($1, $2) ON CONFLICT (project_id) DO NOTHING",
+            job.project_id,
+            job.user_id
+        )
+        .execute(&mut *tx)
+        .await?;
+        let project = sqlx::query!(
+            "SELECT user_id, last_ai_session_id FROM projects WHERE project_id = $1 FOR UPDATE",
+            job.project_id
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if project.user_id != job.user_id {
+            return Err(LedgerError::NotOwner {
+                project_id: job.project_id.clone(),
+                user_id: job.user_id.clone(),
+            });
+        }
+        sqlx::query!(
+            "INSERT INTO project_versions (version_id, project_id) VALUES ($1, $2) ON CONFLICT (version_id) DO NOTHING",
+            job.version_id,
+            job.project_id
+        )
+        .execute(&mut *tx)
+        .await?;
+        let owner = sqlx::query_scalar!(
+            "SELECT project_id FROM project_versions WHERE version_id = $1",
+            job.version_id
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if owner != job.project_id {
+            return Err(LedgerError::VersionOfOtherProject {
+                version_id: job.version_id.clone(),
+                project_id: job.project_id.clone(),
+                owner,
+            });
+        }
+        let build = sqlx::query!(
+            r#"INSERT INTO builds (build_id, project_id, version_id, user_id, kind, status, stream_id, payload,
+                                   enqueued_at, started_at, attempt, fencing_token)
+               VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $8, now(), 1, 1)
+               ON CONFLICT (build_id) DO UPDATE SET
+                   attempt = builds.attempt + CASE WHEN builds.status IN ('completed', 'failed') THEN 0 ELSE 1 END,
+                   fencing_token = builds.fencing_token + CASE WHEN builds.status IN ('completed', 'failed') THEN 0 ELSE 1 END,
+                   status = CASE WHEN builds.status IN ('completed', 'failed') THEN builds.status ELSE 'running' END,
+                   stream_id = COALESCE(EXCLUDED.stream_id, builds.stream_id),
+                   started_at = COALESCE(builds.started_at, now()),
+                   updated_at = now()
+               RETURNING fencing_token, attempt, status"#,
+            job.build_id,
+            job.project_id,
+            job.version_id,
+            job.user_id,
+            job.kind.as_str(),
+            stream_id,
+            serde_json::to_value(job).expect("a job serialises"),
+            job.enqueued_at,
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let recorded = recorded_runs(&mut *tx, &job.build_id).await?;
+        tx.commit().await?;
+        Ok(Claim {
+            fence: build.fencing_token,
+            attempt: build.attempt,
+            finished: BuildStatus::from_name(&build.status)
+                .filter(|s| matches!(s, BuildStatus::Completed | BuildStatus::Failed)),
+            project_session: project.last_ai_session_id,
+            recorded,
+        })
+    }
+
+    /// Records one agent run in one transaction: the project's and version's session ids, the
+    /// transition and the usage row. Refused under a stale fence; a no-op when already recorded.
+    pub async fn record_run(&self, run: &RunRecord<'_>) -> Result<Recorded, LedgerError> {
+        let job = run.job;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query!(
+            "SELECT project_id FROM projects WHERE project_id = $1 FOR UPDATE",
+            job.project_id
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        check_fence(&mut tx, &job.build_id, run.fence).await?;
+        let inserted = sqlx::query_scalar!(
+            r#"INSERT INTO session_transitions (project_id, version_id, build_id, step, old_session_id, new_session_id, source)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)
+               ON CONFLICT (build_id, step) WHERE build_id IS NOT NULL AND step IS NOT NULL DO NOTHING
+               RETURNING id"#,
+            job.project_id,
+            job.version_id,
+            job.build_id,
+            run.step.name(),
+            run.old_session_id,
+            run.new_session_id,
+            run.step.source().as_str(),
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        if inserted.is_none() {
+            tx.rollback().await?;
+            return Ok(Recorded::AlreadyRecorded);
+        }
+        sqlx::query!(
+            "UPDATE projects SET last_ai_session_id = $2 WHERE project_id = $1",
+            job.project_id,
+            run.new_session_id
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query!(
+            r#"UPDATE project_versions SET
+                   ai_session_created_at = CASE WHEN ai_session_id IS DISTINCT FROM $2 THEN now() ELSE ai_session_created_at END,
+                   ai_session_id = $2,
+                   ai_session_last_used_at = now()
+               WHERE version_id = $1"#,
+            job.version_id,
+            run.new_session_id
+        )
+        .execute(&mut *tx)
+        .await?;
+        let m = &run.metrics;
+        sqlx::query!(
+            r#"INSERT INTO project_ai_session_metrics
+                   (session_id, project_id, build_id, step, source, input_tokens, output_tokens,
+                    cache_read_input_tokens, cache_creation_input_tokens, cost_usd, duration_ms, num_turns)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+               ON CONFLICT (build_id, step) WHERE build_id IS NOT NULL AND step IS NOT NULL DO NOTHING"#,
+            run.new_session_id,
+            job.project_id,
+            job.build_id,
+            run.step.name(),
+            run.step.source().as_str(),
+            m.input_tokens,
+            m.output_tokens,
+            m.cache_read_input_tokens,
+            m.cache_creation_input_tokens,
+            m.cost_usd,
+            m.duration_ms,
+            m.num_turns,
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query!(
+            "UPDATE builds SET step = $2, updated_at = now() WHERE build_id = $1",
+            job.build_id,
+            run.step.name()
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Recorded::Written)
+    }
+
+    /// Marks the step a claim is about to run, so `baton status` can show it.
+    pub async fn start_step(
+        &self,
+        build_id: &str,
+        fence: i64,
+        step: Step,
+    ) -> Result<(), LedgerError> {
+        let mut tx = self.pool.begin().await?;
+        check_fence(&mut tx, build_id, fence).await?;
+        sqlx::query!(
+            "UPDATE builds SET step = $2, updated_at = now() WHERE build_id = $1",
+            build_id,
+            step.name()
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends a build as completed or failed, under the claim's fence.
+    pub async fn finish_build(
+        &self,
+        build_id: &str,
+        fence: i64,
+        status: BuildStatus,
+        last_error: Option<&str>,
+    ) -> Result<(), LedgerError> {
+        let mut tx = self.pool.begin().await?;
+        check_fence(&mut tx, build_id, fence).await?;
+        sqlx::query!(
+            r#"UPDATE builds SET status = $2, last_error = COALESCE($3, last_error), finished_at = now(), updated_at = now()
+               WHERE build_id = $1"#,
+            build_id,
+            status.as_str(),
+            last_error
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Marks a build failed without a claim: for jobs refused before any worker could run them.
+    pub async fn fail_unclaimed(&self, job: &Job, error: &str) -> Result<(), LedgerError> {
+        sqlx::query!(
+            r#"INSERT INTO builds (build_id, project_id, version_id, user_id, kind, status, last_error, payload, enqueued_at, finished_at)
+               VALUES ($1, $2, $3, $4, $5, 'failed', $6, $7, $8, now())
+               ON CONFLICT (build_id) DO UPDATE SET status = 'failed', last_error = EXCLUDED.last_error,
+                   finished_at = now(), updated_at = now()"#,
+            job.build_id,
+            job.project_id,
+            job.version_id,
+            job.user_id,
+            job.kind.as_str(),
+            error,
+            serde_json::to_value(job).expect("a job serialises"),
+            job.enqueued_at,
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The project's newest session, if it has one.
+    pub async fn project_session(&self, project_id: &str) -> Result<Option<String>, LedgerError> {
+        Ok(sqlx::query_scalar!(
+            "SELECT last_ai_session_id FROM projects WHERE project_id = $1",
+            project_id
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        .flatten())
+    }
+
+    /// The project's session transitions, oldest first.
+    pub async fn chain(&self, project_id: &str) -> Result<Vec<Transition>, LedgerError> {
+        Ok(sqlx::query_as!(
+            Transition,
+            r#"SELECT id, version_id, build_id, step, old_session_id, new_session_id, source, created_at
+               FROM session_transitions WHERE project_id = $1 ORDER BY id"#,
+            project_id
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The build's state and the runs it recorded.
+    pub async fn build_state(&self, build_id: &str) -> Result<BuildState, LedgerError> {
+        let row = sqlx::query!(
+            r#"SELECT build_id, project_id, version_id, kind, status, step, attempt, last_error,
+                      enqueued_at, started_at, finished_at
+               FROM builds WHERE build_id = $1"#,
+            build_id
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| LedgerError::UnknownBuild(build_id.to_string()))?;
+        let mut conn = self.pool.acquire().await?;
+        let runs = recorded_runs(&mut conn, build_id).await?;
+        Ok(BuildState {
+            build_id: row.build_id,
+            project_id: row.project_id,
+            version_id: row.version_id,
+            kind: row.kind,
+            status: row.status,
+            step: row.step,
+            attempt: row.attempt,
+            last_error: row.last_error,
+            enqueued_at: row.enqueued_at,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+            runs,
+        })
+    }
+}
+
+async fn check_fence(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    build_id: &str,
+    fence: i64,
+) -> Result<(), LedgerError> {
+    let current = sqlx::query_scalar!(
+        "SELECT fencing_token FROM builds WHERE build_id = $1 FOR UPDATE",
+        build_id
+    )
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or_else(|| LedgerError::UnknownBuild(build_id.to_string()))?;
+    if current != fence {
+        return Err(LedgerError::Fenced {
+            build_id: build_id.to_string(),
+            yours: fence,
+            current,
+        });
+    }
+    Ok(())
+}
+
+async fn recorded_runs(
+    conn: &mut sqlx::PgConnection,
+    build_id: &str,
+) -> Result<Vec<RecordedRun>, LedgerError> {
+    let rows = sqlx::query!(
+        r#"SELECT step AS "step!", old_session_id, new_session_id
+           FROM session_transitions WHERE build_id = $1 AND step IS NOT NULL ORDER BY id"#,
+        build_id
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| RecordedRun {
+            step: r.step,
+            old_session_id: r.old_session_id,
+            new_session_id: r.new_session_id,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,105 @@
+-- Baton's ledger: the single source of truth for each project's Claude session chain.
+-- Table and column names follow existing deployments of the seed design.
+
+CREATE TABLE projects (
+    project_id                 text PRIMARY KEY,
+    user_id                    text NOT NULL,
+    last_ai_session_id         varchar(255),
+    last_ai_session_updated_at timestamptz,
+    created_at                 timestamptz NOT NULL DEFAULT now(),
+    updated_at                 timestamptz NOT NULL DEFAULT now()
+);
+
+-- The session timestamp follows the session id whoever writes it.
+CREATE FUNCTION projects_touch_session() RETURNS trigger AS $$
+BEGIN
+    IF TG_OP = 'INSERT' OR NEW.last_ai_session_id IS DISTINCT FROM OLD.last_ai_session_id THEN
+        IF NEW.last_ai_session_id IS NOT NULL THEN
+            NEW.last_ai_session_updated_at := now();
+        END IF;
+    END IF;
+    NEW.updated_at := now();
+    RETURN NEW;
+END;
+$$ LANGUAGE plpgsql;
+
+CREATE TRIGGER projects_touch_session
+    BEFORE INSERT OR UPDATE ON projects
+    FOR EACH ROW EXECUTE FUNCTION projects_touch_session();
+
+CREATE TABLE project_versions (
+    version_id              text PRIMARY KEY,
+    project_id              text NOT NULL REFERENCES projects (project_id) ON DELETE CASCADE,
+    ai_session_id           varchar(255),
+    ai_session_created_at   timestamptz,
+    ai_session_last_used_at timestamptz,
+    created_at              timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX project_versions_project_id_idx ON project_versions (project_id);
+CREATE INDEX project_versions_ai_session_id_idx ON project_versions (ai_session_id);
+
+-- Job state. A build row may exist before its project does (the producer records it as queued).
+CREATE TABLE builds (
+    build_id      text PRIMARY KEY,
+    project_id    text NOT NULL,
+    version_id    text NOT NULL,
+    user_id       text NOT NULL,
+    kind          text NOT NULL,
+    status        text NOT NULL DEFAULT 'queued'
+                  CHECK (status IN ('queued', 'running', 'completed', 'failed')),
+    step          text,
+    attempt       integer NOT NULL DEFAULT 0,
+    -- Raised by every claim of the job; writes under an older token are refused.
+    fencing_token bigint NOT NULL DEFAULT 0,
+    last_error    text,
+    stream_id     text,
+    payload       jsonb,
+    enqueued_at   timestamptz,
+    started_at    timestamptz,
+    finished_at   timestamptz,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX builds_project_id_idx ON builds (project_id);
+
+CREATE TABLE session_transitions (
+    id             bigserial PRIMARY KEY,
+    project_id     text NOT NULL REFERENCES projects (project_id) ON DELETE CASCADE,
+    version_id     text,
+    build_id       text,
+    step           text,
+    old_session_id varchar(255),
+    new_session_id varchar(255) NOT NULL,
+    source         text NOT NULL
+                   CHECK (source IN ('build', 'metadata', 'compact', 'chat_plan', 'resume_fallback', 'reset', 'fork')),
+    created_at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX session_transitions_project_id_idx ON session_transitions (project_id, id);
+CREATE INDEX session_transitions_new_session_id_idx ON session_transitions (new_session_id);
+-- One transition per run of a build: a replayed run records nothing twice.
+CREATE UNIQUE INDEX session_transitions_build_step_key ON session_transitions (build_id, step)
+    WHERE build_id IS NOT NULL AND step IS NOT NULL;
+
+CREATE TABLE project_ai_session_metrics (
+    id                          bigserial PRIMARY KEY,
+    session_id                  varchar(255) NOT NULL,
+    project_id                  text NOT NULL REFERENCES projects (project_id) ON DELETE CASCADE,
+    build_id                    text,
+    step                        text,
+    source                      text NOT NULL,
+    input_tokens                bigint NOT NULL DEFAULT 0,
+    output_tokens               bigint NOT NULL DEFAULT 0,
+    cache_read_input_tokens     bigint NOT NULL DEFAULT 0,
+    cache_creation_input_tokens bigint NOT NULL DEFAULT 0,
+    -- As the CLI reported it; whether that covers one run or the whole session depends on its version.
+    cost_usd                    double precision NOT NULL DEFAULT 0,
+    duration_ms                 bigint NOT NULL DEFAULT 0,
+    num_turns                   integer NOT NULL DEFAULT 0,
+    is_resumable                boolean NOT NULL DEFAULT true,
+    resume_failure_count        integer NOT NULL DEFAULT 0,
+    created_at                  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX project_ai_session_metrics_project_id_idx ON project_ai_session_metrics (project_id);
+CREATE INDEX project_ai_session_metrics_session_id_idx ON project_ai_session_metrics (session_id);
+CREATE UNIQUE INDEX project_ai_session_metrics_build_step_key ON project_ai_session_metrics (build_id, step)
+    WHERE build_id IS NOT NULL AND step IS NOT NULL;
