@@ -317,7 +317,7 @@ impl Ledger {
         )
         .fetch_one(&mut *tx)
         .await?;
-        let recorded = recorded_runs(&mut *tx, &job.build_id).await?;
+        let recorded = recorded_runs(&mut tx, &job.build_id).await?;
         tx.commit().await?;
         Ok(Claim {
             fence: build.fencing_token,

@@ -194,6 +194,21 @@ impl Queue {
         Ok(())
     }
 
+    /// How many entries the group has delivered and not yet acknowledged.
+    pub async fn pending_count(&self) -> Result<u64, QueueError> {
+        let mut conn = self.pool.get().await?;
+        // XPENDING's summary form begins with the count; the rest is not needed here.
+        let summary: Vec<redis::Value> = redis::cmd("XPENDING")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .query_async(&mut conn)
+            .await?;
+        Ok(match summary.first() {
+            Some(redis::Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
+            _ => 0,
+        })
+    }
+
     /// Moves an entry to the dead-letter stream with its reason and acknowledges it, atomically.
     pub async fn dead_letter(&self, letter: &DeadLetter<'_>) -> Result<String, QueueError> {
         let mut conn = self.pool.get().await?;

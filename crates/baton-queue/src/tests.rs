@@ -58,19 +58,7 @@ async fn an_enqueued_job_is_read_once_by_the_group_and_acked() {
         "one consumer per entry"
     );
     q.ack(&id).await.unwrap();
-    let mut conn = q.pool.get().await.unwrap();
-    let pending: (
-        i64,
-        Option<String>,
-        Option<String>,
-        Option<Vec<(String, String)>>,
-    ) = redis::cmd("XPENDING")
-        .arg(q.stream())
-        .arg(q.group())
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(pending.0, 0);
+    assert_eq!(q.pending_count().await.unwrap(), 0);
 }
 
 #[tokio::test]
@@ -114,18 +102,11 @@ async fn a_dead_letter_keeps_the_payload_and_reason_and_acks_the_entry() {
     assert_eq!(value_text(&fields["payload"]), "{not json");
     assert_eq!(value_text(&fields["reason"]), "job is not valid JSON");
     assert_eq!(value_text(&fields["stream_id"]), id);
-    let pending: (
-        i64,
-        Option<String>,
-        Option<String>,
-        Option<Vec<(String, String)>>,
-    ) = redis::cmd("XPENDING")
-        .arg(q.stream())
-        .arg(q.group())
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(pending.0, 0, "the dead-lettered entry is acknowledged");
+    assert_eq!(
+        q.pending_count().await.unwrap(),
+        0,
+        "the dead-lettered entry is acknowledged"
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,81 @@
+//! The producer: validates a job, records it as queued in the ledger, and adds it to the stream.
+//!
+//! A backend in Rust uses [`Producer`]; one in another language writes the same JSON (see
+//! `crates/baton-core/job.schema.json`) with `XADD <stream> * job <json>`.
+
+use baton_core::{Job, JobError, Limits, NewJob};
+use baton_ledger::{Ledger, LedgerError};
+use baton_queue::{Queue, QueueError};
+use serde::Serialize;
+
+/// What can go wrong enqueueing a job.
+#[derive(Debug, thiserror::Error)]
+pub enum ProducerError {
+    /// The job is invalid; nothing was enqueued.
+    #[error(transparent)]
+    Invalid(#[from] JobError),
+    /// Redis refused the job.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// The ledger could not record the job as queued.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+/// A job that is on the stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Enqueued {
+    /// The build's id.
+    pub build_id: String,
+    /// The stream entry's id.
+    pub stream_id: String,
+}
+
+/// Enqueues jobs on one stream, recording them in the ledger when it has one.
+#[derive(Debug, Clone)]
+pub struct Producer {
+    queue: Queue,
+    ledger: Option<Ledger>,
+    limits: Limits,
+}
+
+impl Producer {
+    /// A producer over a queue and, optionally, the ledger (for `queued` build states).
+    pub fn new(queue: Queue, ledger: Option<Ledger>, limits: Limits) -> Self {
+        Producer {
+            queue,
+            ledger,
+            limits,
+        }
+    }
+
+    /// Validates and enqueues a job.
+    pub async fn enqueue(&self, new: NewJob) -> Result<Enqueued, ProducerError> {
+        let job = new.into_job(&self.limits)?;
+        self.enqueue_job(&job).await
+    }
+
+    /// Enqueues a job built elsewhere, after validating it again.
+    pub async fn enqueue_job(&self, job: &Job) -> Result<Enqueued, ProducerError> {
+        job.validate(&self.limits)?;
+        // Recorded before the XADD so a fast worker never finds a build the ledger has not seen.
+        if let Some(ledger) = &self.ledger {
+            ledger.record_queued(job, None).await?;
+        }
+        let stream_id = match self.queue.enqueue(job).await {
+            Ok(id) => id,
+            Err(e) => {
+                if let Some(ledger) = &self.ledger {
+                    let _ = ledger
+                        .fail_unclaimed(job, &format!("enqueue failed: {e}"))
+                        .await;
+                }
+                return Err(e.into());
+            }
+        };
+        Ok(Enqueued {
+            build_id: job.build_id.clone(),
+            stream_id,
+        })
+    }
+}

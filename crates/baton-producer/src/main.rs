@@ -1,0 +1,288 @@
+//! `baton`: enqueue build jobs, apply migrations, and inspect builds and session chains.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use baton_core::{JobKind, Limits, NewJob};
+use baton_ledger::{BuildState, Ledger, LedgerError, Transition};
+use baton_producer::{Producer, ProducerError};
+use baton_queue::Queue;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "baton",
+    version,
+    about = "Enqueue Baton build jobs and inspect their sessions"
+)]
+struct Cli {
+    /// Redis holding the job stream.
+    #[arg(
+        long,
+        global = true,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    redis_url: String,
+    /// Postgres holding the ledger.
+    #[arg(
+        long,
+        global = true,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/baton"
+    )]
+    database_url: String,
+    /// The job stream.
+    #[arg(long, global = true, env = "BATON_STREAM", default_value = baton_core::DEFAULT_STREAM)]
+    stream: String,
+    /// The workers' consumer group.
+    #[arg(long, global = true, env = "BATON_GROUP", default_value = baton_core::DEFAULT_GROUP)]
+    group: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a build job and put it on the stream; prints its build id.
+    Enqueue(EnqueueArgs),
+    /// Apply the ledger's migrations.
+    Migrate,
+    /// Print a project's session transitions, oldest first.
+    Chain {
+        /// The project.
+        project: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a build's state and the sessions it recorded.
+    Status {
+        /// The build.
+        build: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct EnqueueArgs {
+    /// The project.
+    #[arg(long)]
+    project: String,
+    /// The version this build produces.
+    #[arg(long)]
+    version: String,
+    /// `create` starts a fresh session; `update` resumes the project's newest.
+    #[arg(long)]
+    kind: JobKind,
+    /// What to build.
+    #[arg(long)]
+    prompt: String,
+    /// The project's owner.
+    #[arg(long, env = "BATON_USER", default_value = "local")]
+    user: String,
+    /// The session the caller believes is the project's newest.
+    #[arg(long = "previous-session")]
+    previous_session: Option<String>,
+    /// The project's folder relative to BATON_WORKSPACE_ROOT (default: the project id).
+    #[arg(long = "project-path")]
+    project_path: Option<String>,
+    /// A build id of the caller's choosing (default: a new UUIDv7).
+    #[arg(long = "build-id")]
+    build_id: Option<String>,
+    /// Largest prompt accepted, in bytes.
+    #[arg(long, env = "BATON_MAX_PROMPT_BYTES", default_value_t = baton_core::job::DEFAULT_MAX_PROMPT_BYTES)]
+    max_prompt_bytes: usize,
+    /// Do not record the build as queued in the ledger (Redis only).
+    #[arg(long)]
+    no_ledger: bool,
+    /// Print `{"build_id": ..., "stream_id": ...}`.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Exit code for input Baton refuses, as opposed to a failure of Redis or Postgres.
+const EXIT_INVALID: u8 = 2;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("baton: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Enqueue(args) => {
+            enqueue(
+                &cli.redis_url,
+                &cli.database_url,
+                &cli.stream,
+                &cli.group,
+                args,
+            )
+            .await
+        }
+        Command::Migrate => {
+            ledger(&cli.database_url).await?.migrate().await?;
+            println!("migrations applied");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Chain { project, json } => {
+            let chain = ledger(&cli.database_url).await?.chain(&project).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&chain)?);
+            } else {
+                print_chain(&project, &chain);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { build, json } => {
+            match ledger(&cli.database_url).await?.build_state(&build).await {
+                Ok(state) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&state)?);
+                    } else {
+                        print_status(&state);
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(LedgerError::UnknownBuild(id)) => {
+                    eprintln!("baton: no build {id} in the ledger");
+                    Ok(ExitCode::FAILURE)
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+}
+
+async fn ledger(url: &str) -> anyhow::Result<Ledger> {
+    Ledger::connect(url)
+        .await
+        .with_context(|| format!("cannot reach the ledger at {}", redact(url)))
+}
+
+async fn enqueue(
+    redis_url: &str,
+    database_url: &str,
+    stream: &str,
+    group: &str,
+    args: EnqueueArgs,
+) -> anyhow::Result<ExitCode> {
+    let new = NewJob {
+        kind: Some(args.kind),
+        project_id: args.project,
+        version_id: args.version,
+        user_id: args.user,
+        prompt: args.prompt,
+        previous_session_id: args.previous_session,
+        project_path: args.project_path,
+        build_id: args.build_id,
+    };
+    let limits = Limits {
+        max_prompt_bytes: args.max_prompt_bytes,
+    };
+    // Validate before touching any service, so bad input is refused even when they are down.
+    let job = match new.into_job(&limits) {
+        Ok(job) => job,
+        Err(e) => {
+            eprintln!("baton: refusing the job: {e}");
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+    };
+    let queue = Queue::connect(redis_url, stream, group)
+        .await
+        .with_context(|| format!("cannot reach Redis at {}", redact(redis_url)))?;
+    let ledger = if args.no_ledger {
+        None
+    } else {
+        Some(ledger(database_url).await?)
+    };
+    let producer = Producer::new(queue, ledger, limits);
+    match producer.enqueue_job(&job).await {
+        Ok(done) => {
+            if args.json {
+                println!("{}", serde_json::to_string(&done)?);
+            } else {
+                println!("{}", done.build_id);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(ProducerError::Invalid(e)) => {
+            eprintln!("baton: refusing the job: {e}");
+            Ok(ExitCode::from(EXIT_INVALID))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn print_chain(project: &str, chain: &[Transition]) {
+    if chain.is_empty() {
+        println!("project {project}: no sessions recorded");
+        return;
+    }
+    println!("session chain of project {project} (oldest first):");
+    for t in chain {
+        let step = t.step.as_deref().unwrap_or("-");
+        let build = t.build_id.as_deref().unwrap_or("-");
+        let old = t.old_session_id.as_deref().unwrap_or("(fresh)");
+        let kept = if t.old_session_id.as_deref() == Some(t.new_session_id.as_str()) {
+            " (kept)"
+        } else {
+            ""
+        };
+        println!(
+            "  #{:<4} {}  {:<9} {:<25} build {}  {} -> {}{}",
+            t.id,
+            t.created_at.format("%Y-%m-%d %H:%M:%S"),
+            t.source,
+            step,
+            build,
+            old,
+            t.new_session_id,
+            kept
+        );
+    }
+}
+
+fn print_status(s: &BuildState) {
+    println!("build     {}", s.build_id);
+    println!("status    {}", s.status);
+    println!("kind      {}", s.kind);
+    println!("project   {}  version {}", s.project_id, s.version_id);
+    println!("step      {}", s.step.as_deref().unwrap_or("-"));
+    println!("attempt   {}", s.attempt);
+    if let Some(e) = &s.last_error {
+        println!("error     {e}");
+    }
+    for r in &s.runs {
+        println!(
+            "run       {:<25} {} -> {}",
+            r.step,
+            r.old_session_id.as_deref().unwrap_or("(fresh)"),
+            r.new_session_id
+        );
+    }
+}
+
+/// A URL without its password, for error messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}

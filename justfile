@@ -1,0 +1,25 @@
+# Baton's commands. `just demo` runs Baton end to end; `just test` runs every check CI runs.
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# List the recipes.
+default:
+    @just --list
+
+# Run Baton end to end: a create and an update of one project through a worker (see README).
+demo:
+    scripts/with-services scripts/demo.sh
+
+# Format check, clippy with -D warnings, and every test (end-to-end included) against real services.
+test:
+    scripts/with-services just _checks
+
+# The checks themselves; expects REDIS_URL and DATABASE_URL to answer (use `just test`).
+_checks:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+    cargo build --workspace --bins
+    cargo test --workspace
+
+# Refresh the committed .sqlx/ query data from a migrated database (after changing a query).
+sqlx-prepare:
+    scripts/with-services bash -c 'db="${DATABASE_URL%/*}/baton_sqlx_prepare"; psql "${DATABASE_URL%/*}/postgres" -qc "DROP DATABASE IF EXISTS baton_sqlx_prepare" -c "CREATE DATABASE baton_sqlx_prepare" && DATABASE_URL="$db" sqlx migrate run --source migrations && SQLX_OFFLINE=false DATABASE_URL="$db" cargo sqlx prepare --workspace -- --all-targets'

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Baton end to end: migrate, start one worker, enqueue a `create` and then an `update` of one project,
+# wait for both, print the session chain, and check that the update resumed the session the create
+# left. Needs REDIS_URL and DATABASE_URL that answer (run it through scripts/with-services, as
+# `just demo` does).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n==> %s\n' "$*"; }
+die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
+
+say "building Baton"
+cargo build --workspace --bins --quiet
+BIN=$PWD/target/debug
+
+STATE=$PWD/.baton/demo
+mkdir -p "$STATE"
+export BATON_STREAM=${BATON_STREAM:-baton-demo:builds}
+export BATON_GROUP=${BATON_GROUP:-baton-demo-workers}
+export BATON_WORKSPACE_ROOT=${BATON_WORKSPACE_ROOT:-$STATE/workspace}
+export BATON_LOG_FORMAT=${BATON_LOG_FORMAT:-text}
+
+if [ -n "${BATON_CLAUDE_BIN:-}" ] && [ "$(basename "$BATON_CLAUDE_BIN")" != claude-emulator ]; then
+  say "using the real Claude CLI: $BATON_CLAUDE_BIN ($("$BATON_CLAUDE_BIN" --version 2>/dev/null || echo 'version unknown'))"
+else
+  export BATON_CLAUDE_BIN=$BIN/claude-emulator
+  # The emulator keeps its sessions here, away from a real ~/.claude.
+  export CLAUDE_CONFIG_DIR=$STATE/claude-emulator
+  say "using claude-emulator (set BATON_CLAUDE_BIN to a real claude CLI to use it instead)"
+fi
+
+say "applying migrations"
+"$BIN/baton" migrate
+
+say "starting a worker (log: $STATE/worker.log)"
+"$BIN/baton-worker" >"$STATE/worker.log" 2>&1 &
+WORKER=$!
+stop_worker() {
+  if kill -0 "$WORKER" 2>/dev/null; then
+    kill -TERM "$WORKER" 2>/dev/null || true
+    wait "$WORKER" 2>/dev/null || true
+  fi
+}
+trap stop_worker EXIT
+
+field() { awk -v k="$1" '$1 == k { print $2; exit }'; }
+
+wait_build() {
+  local build=$1 status=""
+  for _ in $(seq 1 600); do
+    status=$("$BIN/baton" status "$build" | field status)
+    case "$status" in
+      completed) return 0 ;;
+      failed) "$BIN/baton" status "$build" >&2; die "build $build failed" ;;
+    esac
+    kill -0 "$WORKER" 2>/dev/null || { tail -20 "$STATE/worker.log" >&2; die "the worker exited"; }
+    sleep 0.5
+  done
+  die "build $build still $status after 5 minutes"
+}
+
+# The session a build's run of STEP left (or resumed, with `old`).
+run_session() {
+  "$BIN/baton" status "$1" | awk -v step="$2" -v which="$3" \
+    '$1 == "run" && $2 == step { print (which == "old" ? $3 : $5); exit }'
+}
+
+PROJECT=demo-$(date +%Y%m%d-%H%M%S)
+say "enqueueing a create for project $PROJECT"
+CREATE=$("$BIN/baton" enqueue --project "$PROJECT" --version "$PROJECT-v1" --kind create \
+  --prompt "Build a small todo web app: index.html, app.js and a README.md")
+echo "build $CREATE"
+wait_build "$CREATE"
+LEFT=$(run_session "$CREATE" compact new)
+[ -n "$LEFT" ] || LEFT=$(run_session "$CREATE" metadata.documentation new)
+echo "the create left session $LEFT"
+
+say "enqueueing an update of $PROJECT"
+UPDATE=$("$BIN/baton" enqueue --project "$PROJECT" --version "$PROJECT-v2" --kind update \
+  --previous-session "$LEFT" --prompt "Add due dates to the todo items in app.js")
+echo "build $UPDATE"
+wait_build "$UPDATE"
+RESUMED=$(run_session "$UPDATE" build old)
+
+say "session chain of $PROJECT"
+"$BIN/baton" chain "$PROJECT"
+
+if [ "$RESUMED" = "$LEFT" ]; then
+  say "OK: the update resumed session $RESUMED, the one the create left"
+else
+  die "the update resumed ${RESUMED:-nothing}, not $LEFT"
+fi

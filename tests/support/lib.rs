@@ -1,0 +1,301 @@
+//! A test environment for end-to-end tests: a fresh Postgres database, a fresh stream, a scratch
+//! workspace and Claude config folder, and the real `baton` and `baton-worker` binaries driving the
+//! emulator. Needs Redis at `REDIS_URL` and Postgres at `DATABASE_URL` (the justfile provides them).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sqlx::Connection;
+
+/// Redis for tests: `REDIS_URL`, or the local default.
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Postgres for tests: `DATABASE_URL`, or the local default. Each environment makes its own database.
+pub fn admin_database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// `url` with its database name replaced by `name`.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let host_part = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{host_part}/{name}?{q}"),
+        None => format!("{host_part}/{name}"),
+    }
+}
+
+/// One isolated Baton installation: its own database, stream, workspace and CLI config.
+pub struct TestEnv {
+    /// The database's name.
+    pub db_name: String,
+    /// The URL of this environment's database.
+    pub database_url: String,
+    /// Redis.
+    pub redis_url: String,
+    /// This environment's job stream.
+    pub stream: String,
+    /// Scratch folder holding workspace, Claude config, logs.
+    pub dir: tempfile::TempDir,
+    /// Extra environment for workers (for example the emulator's session-id mode).
+    pub worker_env: Vec<(String, String)>,
+    workers: Vec<Child>,
+}
+
+impl TestEnv {
+    /// Creates the database, applies the migrations with `baton migrate`, and picks a stream name.
+    pub async fn new() -> TestEnv {
+        let db_name = format!("baton_e2e_{}", uuid::Uuid::new_v4().simple());
+        let admin = admin_database_url();
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("Postgres must answer at DATABASE_URL ({admin}): {e}"));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create the test database");
+        let env = TestEnv {
+            database_url: with_database(&admin, &db_name),
+            db_name,
+            redis_url: redis_url(),
+            stream: format!("baton-e2e:{}", uuid::Uuid::new_v4()),
+            dir: tempfile::tempdir().expect("scratch folder"),
+            worker_env: Vec::new(),
+            workers: Vec::new(),
+        };
+        let out = env.baton(&["migrate"]);
+        assert!(
+            out.status.success(),
+            "baton migrate failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        env
+    }
+
+    /// The folder projects live in.
+    pub fn workspace(&self) -> PathBuf {
+        self.dir.path().join("workspace")
+    }
+
+    /// The emulator's run log (one JSON line per CLI run).
+    pub fn emulator_log(&self) -> PathBuf {
+        self.dir.path().join("emulator-runs.jsonl")
+    }
+
+    /// A command for one of the workspace binaries, configured for this environment.
+    pub fn command(&self, binary: &str) -> Command {
+        let mut cmd = Command::new(claude_emulator::sibling_binary(binary));
+        cmd.env("REDIS_URL", &self.redis_url)
+            .env("DATABASE_URL", &self.database_url)
+            .env("BATON_STREAM", &self.stream)
+            .env("BATON_GROUP", "baton-workers")
+            .env("BATON_WORKSPACE_ROOT", self.workspace())
+            .env("BATON_CLAUDE_BIN", claude_emulator::binary())
+            .env("CLAUDE_CONFIG_DIR", self.dir.path().join("claude-config"))
+            .env("CLAUDE_EMULATOR_LOG", self.emulator_log())
+            .env("BATON_LOG_FORMAT", "json")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `baton` with these arguments.
+    pub fn baton(&self, args: &[&str]) -> Output {
+        self.command("baton")
+            .args(args)
+            .output()
+            .expect("run baton")
+    }
+
+    /// Runs `baton ... --json`, asserts success and parses stdout.
+    pub fn baton_json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = self.baton(&all);
+        assert!(
+            out.status.success(),
+            "baton {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("baton printed JSON")
+    }
+
+    /// Starts a worker replica; its log goes to `worker-<n>.log` in the scratch folder.
+    pub fn start_worker(&mut self) -> u32 {
+        let log_path = self
+            .dir
+            .path()
+            .join(format!("worker-{}.log", self.workers.len()));
+        let log = std::fs::File::create(&log_path).expect("worker log");
+        let child = self
+            .command("baton-worker")
+            .envs(
+                self.worker_env
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("start baton-worker");
+        let pid = child.id();
+        self.workers.push(child);
+        pid
+    }
+
+    /// Enqueues a job with `baton enqueue --json`; returns its build id.
+    pub fn enqueue(&self, project: &str, version: &str, kind: &str, prompt: &str) -> String {
+        let v = self.baton_json(&[
+            "enqueue",
+            "--project",
+            project,
+            "--version",
+            version,
+            "--kind",
+            kind,
+            "--prompt",
+            prompt,
+        ]);
+        assert!(
+            v["stream_id"].as_str().is_some_and(|s| s.contains('-')),
+            "stream id in {v}"
+        );
+        v["build_id"].as_str().expect("build id").to_string()
+    }
+
+    /// Polls `baton status --json` until the build completes or fails, or `limit` passes.
+    pub fn wait_finished(&self, build: &str, limit: Duration) -> Value {
+        let start = Instant::now();
+        loop {
+            let v = self.baton_json(&["status", build]);
+            let status = v["status"].as_str().unwrap_or_default().to_string();
+            if status == "completed" || status == "failed" {
+                return v;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "build {build} still {status} after {limit:?}; worker logs:\n{}",
+                self.worker_logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Every worker log, for failure messages.
+    pub fn worker_logs(&self) -> String {
+        (0..self.workers.len())
+            .map(|i| {
+                std::fs::read_to_string(self.dir.path().join(format!("worker-{i}.log")))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The emulator's run log, parsed.
+    pub fn emulator_runs(&self) -> Vec<Value> {
+        read_json_lines(&self.emulator_log())
+    }
+
+    /// A connection to this environment's database.
+    pub async fn db(&self) -> sqlx::PgConnection {
+        sqlx::PgConnection::connect(&self.database_url)
+            .await
+            .expect("connect to the test database")
+    }
+
+    /// A connection to Redis.
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.redis_url.as_str())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to redis")
+    }
+}
+
+fn read_json_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        for w in &mut self.workers {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+        let admin = admin_database_url();
+        let db_name = self.db_name.clone();
+        let redis_url = self.redis_url.clone();
+        let streams = [
+            self.stream.clone(),
+            baton_core::dead_letter_stream(&self.stream),
+        ];
+        // Drop runs inside the test's runtime, so the cleanup gets a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
+                }
+                if let Ok(client) = redis::Client::open(redis_url.as_str())
+                    && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                {
+                    let _: Result<i64, _> = redis::cmd("DEL")
+                        .arg(&streams[..])
+                        .query_async(&mut conn)
+                        .await;
+                }
+            });
+            Some(())
+        })
+        .join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn database_names_are_swapped_in_urls() {
+        assert_eq!(
+            with_database("postgres://root@127.0.0.1:5432/baton", "x"),
+            "postgres://root@127.0.0.1:5432/x"
+        );
+        assert_eq!(
+            with_database("postgres://127.0.0.1", "x"),
+            "postgres://127.0.0.1/x"
+        );
+        assert_eq!(
+            with_database("postgres://u:p@h/db?sslmode=disable", "x"),
+            "postgres://u:p@h/x?sslmode=disable"
+        );
+        assert_eq!(
+            with_database("postgresql:///baton?host=/run/postgresql", "x"),
+            "postgresql:///x?host=/run/postgresql"
+        );
+    }
+}
