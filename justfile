@@ -23,3 +23,23 @@ _checks:
 # Refresh the committed .sqlx/ query data from a migrated database (after changing a query).
 sqlx-prepare:
     scripts/with-services bash -c 'db="${DATABASE_URL%/*}/baton_sqlx_prepare"; psql "${DATABASE_URL%/*}/postgres" -qc "DROP DATABASE IF EXISTS baton_sqlx_prepare" -c "CREATE DATABASE baton_sqlx_prepare" && DATABASE_URL="$db" sqlx migrate run --source migrations && SQLX_OFFLINE=false DATABASE_URL="$db" cargo sqlx prepare --workspace -- --all-targets'
+
+# Install the real claude CLI into a scratch folder and run the conformance suite against it and the
+# emulator. No credentials are used: the real CLI only shows its error paths.
+conformance-real:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    dir="${BATON_CLAUDE_CLI_DIR:-$HOME/.cache/baton/claude-cli}"
+    mkdir -p "$dir"
+    if [ ! -x "$dir/node_modules/.bin/claude" ]; then
+      echo "installing @anthropic-ai/claude-code into $dir"
+      if ! npm install --prefix "$dir" --no-audit --no-fund --loglevel=error @anthropic-ai/claude-code; then
+        if [ "${BATON_CONFORMANCE_OPTIONAL:-0}" = 1 ]; then
+          echo "warning: could not install the real CLI; skipping its conformance run" >&2
+          exit 0
+        fi
+        exit 1
+      fi
+    fi
+    echo "real CLI: $("$dir/node_modules/.bin/claude" --version)"
+    BATON_REAL_CLAUDE="$dir/node_modules/.bin/claude" cargo test -p baton-agent --test conformance

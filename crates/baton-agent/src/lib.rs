@@ -5,6 +5,7 @@
 
 pub mod outcome;
 pub mod stream;
+pub mod supervise;
 
 use std::collections::VecDeque;
 use std::os::unix::process::ExitStatusExt;
@@ -60,6 +61,9 @@ pub struct AgentConfig {
     pub post_result_grace: Duration,
     /// How long each signal (SIGINT, then SIGTERM) is given before the next, ending with SIGKILL.
     pub kill_step: Duration,
+    /// An executable that calls [`supervise::run_if_supervisor`] first thing (the worker's own);
+    /// the CLI then runs under it and dies with the worker. `None` runs the CLI directly.
+    pub supervisor: Option<PathBuf>,
     /// Names (or `PREFIX*` patterns) of environment variables passed to the child.
     pub env_allow: Vec<String>,
     /// Longest stdout line read; longer lines are skipped.
@@ -76,6 +80,7 @@ impl Default for AgentConfig {
             idle: Duration::from_secs(5 * 60),
             post_result_grace: Duration::from_secs(5),
             kill_step: Duration::from_secs(3),
+            supervisor: None,
             env_allow: DEFAULT_ENV_ALLOW.iter().map(|s| s.to_string()).collect(),
             max_line_bytes: 8 * 1024 * 1024,
             stderr_tail_bytes: 8 * 1024,
@@ -226,9 +231,22 @@ impl Agent {
         cancel: &CancellationToken,
     ) -> Result<RunReport, AgentError> {
         let started = Instant::now();
-        let mut cmd = Command::new(&self.config.program);
-        cmd.args(req.args())
-            .current_dir(&req.cwd)
+        let mut cmd = match &self.config.supervisor {
+            Some(supervisor) => {
+                let mut c = Command::new(supervisor);
+                c.args(supervise::supervisor_args(
+                    &self.config.program,
+                    &req.args(),
+                ));
+                c
+            }
+            None => {
+                let mut c = Command::new(&self.config.program);
+                c.args(req.args());
+                c
+            }
+        };
+        cmd.current_dir(&req.cwd)
             .env_clear()
             .envs(self.child_env(std::env::vars()))
             .stdin(Stdio::null())

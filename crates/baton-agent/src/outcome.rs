@@ -6,8 +6,10 @@ use serde::Serialize;
 
 use crate::stream::StreamState;
 
-/// The stderr line the CLI prints when the session to resume does not exist.
+/// What the CLI prints when the session to resume does not exist.
 const NO_CONVERSATION: &str = "No conversation found with session ID";
+/// What the CLI prints when a `--resume` value is neither a UUID nor a session title.
+const NO_SUCH_TITLE: &str = "--resume requires a valid session ID or session title";
 
 /// What an agent run came to. A `result` line is authoritative over the exit code.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -169,14 +171,8 @@ pub fn classify(
     compact: bool,
     now_epoch_secs: u64,
 ) -> Outcome {
-    let missing = |text: &str| {
-        text.lines()
-            .find(|l| l.contains(NO_CONVERSATION))
-            .map(|l| l.rsplit(':').next().unwrap_or("").trim().to_string())
-            .map(|id| if id.is_empty() { None } else { Some(id) })
-    };
     if let Some(result) = &state.result {
-        if let Some(session_id) = result.errors.iter().find_map(|e| missing(e)) {
+        if let Some(session_id) = result.errors.iter().find_map(|e| missing_resume_target(e)) {
             return Outcome::ResumeNotFound { session_id };
         }
         return classify_result(state, result, compact, now_epoch_secs);
@@ -199,7 +195,7 @@ pub fn classify(
         }
         Stop::Natural => {}
     }
-    if let Some(session_id) = missing(stderr) {
+    if let Some(session_id) = missing_resume_target(stderr) {
         return Outcome::ResumeNotFound { session_id };
     }
     let tail = last_lines(stderr, 5);
@@ -217,6 +213,26 @@ pub fn classify(
             detail: format!("ended without a result or an exit status; stderr: {tail}"),
         },
     }
+}
+
+/// Whether `text` says the resume target cannot be found, and which one where it says so.
+fn missing_resume_target(text: &str) -> Option<Option<String>> {
+    text.lines().find_map(|line| {
+        if let Some(at) = line.find(NO_CONVERSATION) {
+            let id = line[at + NO_CONVERSATION.len()..]
+                .trim_start_matches(':')
+                .trim();
+            return Some((!id.is_empty()).then(|| id.to_string()));
+        }
+        if line.contains(NO_SUCH_TITLE) {
+            let value = line
+                .split_once("Provided value \"")
+                .and_then(|(_, rest)| rest.split_once('"'))
+                .map(|(v, _)| v.to_string());
+            return Some(value);
+        }
+        None
+    })
 }
 
 fn is_flag_error(stderr: &str) -> bool {

@@ -12,6 +12,12 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
+    fixture_with(&[], None)
+}
+
+/// A scratch project and config dir; `env` is exported to the emulator (the agent clears the rest),
+/// `tune` adjusts the agent's limits.
+fn fixture_with(env: &[(&str, &str)], tune: Option<fn(&mut AgentConfig)>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let cwd = dir.path().join("project");
     std::fs::create_dir_all(&cwd).unwrap();
@@ -21,8 +27,11 @@ fn fixture() -> Fixture {
     std::fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\nexport CLAUDE_CONFIG_DIR='{}'\nenv > \"$PWD/.child-env\"\nexec '{}' \"$@\"\n",
+            "#!/bin/sh\nexport CLAUDE_CONFIG_DIR='{}'\n{}exec '{}' \"$@\"\n",
             config_dir.display(),
+            env.iter()
+                .map(|(k, v)| format!("export {k}='{v}'\n"))
+                .collect::<String>(),
             claude_emulator::binary().display()
         ),
     )
@@ -32,12 +41,16 @@ fn fixture() -> Fixture {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let agent = Agent::new(AgentConfig {
+    let mut config = AgentConfig {
         program: wrapper,
         wall_clock: Duration::from_secs(30),
         idle: Duration::from_secs(10),
         ..AgentConfig::default()
-    });
+    };
+    if let Some(tune) = tune {
+        tune(&mut config);
+    }
+    let agent = Agent::new(config);
     Fixture {
         _dir: dir,
         agent,
@@ -195,4 +208,250 @@ async fn a_silent_child_is_ended_by_the_idle_watchdog() {
         report.outcome
     );
     assert!(report.outcome.is_retryable());
+}
+
+async fn run_with_fault(fault: &str, tune: Option<fn(&mut AgentConfig)>) -> baton_agent::RunReport {
+    let f = fixture_with(&[("CLAUDE_EMULATOR_FAULT", fault)], tune);
+    f.agent
+        .run(
+            &request(&f, "Build it in main.py", None),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap()
+}
+
+fn short_watchdogs(c: &mut AgentConfig) {
+    c.idle = Duration::from_millis(500);
+    c.post_result_grace = Duration::from_millis(300);
+    c.kill_step = Duration::from_millis(200);
+}
+
+#[tokio::test]
+async fn fault_crash_mid_stream_is_a_retryable_crash() {
+    let r = run_with_fault("crash", None).await;
+    assert!(
+        matches!(r.outcome, Outcome::Crashed { .. }),
+        "{:?}",
+        r.outcome
+    );
+    assert!(r.outcome.is_retryable());
+    assert_eq!(r.exit, Some(baton_agent::Exit::Signal(6)), "SIGABRT");
+    assert!(
+        r.session_id.is_some(),
+        "the session id of the init line survives the crash"
+    );
+}
+
+#[tokio::test]
+async fn fault_hang_before_result_is_ended_by_the_idle_watchdog() {
+    let r = run_with_fault("hang_before_result", Some(short_watchdogs)).await;
+    assert!(matches!(r.outcome, Outcome::Hung { .. }), "{:?}", r.outcome);
+    assert!(r.session_id.is_some());
+}
+
+#[tokio::test]
+async fn fault_hang_after_result_keeps_the_result_and_ends_the_process() {
+    let r = run_with_fault("hang_after_result", Some(short_watchdogs)).await;
+    // The result line is authoritative: the turn finished and its transcript is saved.
+    assert_eq!(r.outcome, Outcome::Success);
+    assert!(r.killed_after_result);
+}
+
+#[tokio::test]
+async fn fault_garbage_lines_are_skipped() {
+    let r = run_with_fault("garbage", None).await;
+    assert_eq!(r.outcome, Outcome::Success);
+    assert_eq!(r.skipped_lines, 3, "three lines that are not JSON objects");
+}
+
+#[tokio::test]
+async fn fault_not_logged_in_is_an_auth_failure() {
+    let r = run_with_fault("not_logged_in", None).await;
+    assert!(
+        matches!(r.outcome, Outcome::AuthFailed { .. }),
+        "{:?}",
+        r.outcome
+    );
+    assert_eq!(r.exit, Some(baton_agent::Exit::Code(1)));
+}
+
+#[tokio::test]
+async fn fault_rate_limited_carries_the_retry_after() {
+    let r = run_with_fault("rate_limited", None).await;
+    match r.outcome {
+        Outcome::RateLimited {
+            retry_after: Some(after),
+            ..
+        } => {
+            assert!(
+                after <= Duration::from_secs(60) && after >= Duration::from_secs(50),
+                "{after:?}"
+            )
+        }
+        other => panic!("expected a rate limit with a retry-after, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn fault_exit_after_success_is_still_a_success() {
+    let r = run_with_fault("exit_after_success", None).await;
+    assert_eq!(r.outcome, Outcome::Success);
+    assert_eq!(r.exit, Some(baton_agent::Exit::Code(1)));
+}
+
+#[tokio::test]
+async fn fault_max_turns_is_a_turn_limit() {
+    let r = run_with_fault("max_turns", None).await;
+    assert!(
+        matches!(r.outcome, Outcome::TurnLimit { .. }),
+        "{:?}",
+        r.outcome
+    );
+    assert!(!r.outcome.is_retryable());
+}
+
+#[tokio::test]
+async fn a_seeded_fault_rate_repeats_the_same_draws() {
+    async fn draws() -> Vec<&'static str> {
+        let f = fixture_with(
+            &[
+                ("CLAUDE_EMULATOR_FAULT", "max_turns"),
+                ("CLAUDE_EMULATOR_FAULT_RATE", "0.5"),
+                ("CLAUDE_EMULATOR_SEED", "7"),
+            ],
+            None,
+        );
+        let mut out = Vec::new();
+        for _ in 0..12 {
+            let r = f
+                .agent
+                .run(&request(&f, "go", None), &CancellationToken::new())
+                .await
+                .unwrap();
+            out.push(r.outcome.label());
+        }
+        out
+    }
+    let first = draws().await;
+    assert_eq!(first, draws().await, "same seed, same sequence");
+    assert!(
+        first.contains(&"success") && first.contains(&"turn_limit"),
+        "a rate of 0.5 mixes: {first:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_fork_gets_a_new_id_holding_the_history() {
+    let f = fixture();
+    let cancel = CancellationToken::new();
+    let first = f
+        .agent
+        .run(&request(&f, "Write notes.md", None), &cancel)
+        .await
+        .unwrap();
+    let id = first.session_id.unwrap();
+    let mut fork = request(&f, "What was asked before?", Some(&id));
+    fork.fork_session = true;
+    let forked = f.agent.run(&fork, &cancel).await.unwrap();
+    assert_eq!(forked.outcome, Outcome::Success);
+    assert_ne!(forked.session_id.as_deref(), Some(id.as_str()));
+    assert!(
+        forked.result_text.unwrap().contains("Write notes.md"),
+        "the fork holds the history"
+    );
+}
+
+#[tokio::test]
+async fn context_survives_a_compaction() {
+    let f = fixture();
+    let cancel = CancellationToken::new();
+    let id = f
+        .agent
+        .run(&request(&f, "Create lib.rs", None), &cancel)
+        .await
+        .unwrap()
+        .session_id
+        .unwrap();
+    f.agent
+        .run(&request(&f, "Add tests.rs", Some(&id)), &cancel)
+        .await
+        .unwrap();
+    let compact = f
+        .agent
+        .run(&request(&f, "/compact", Some(&id)), &cancel)
+        .await
+        .unwrap();
+    assert_eq!(compact.outcome, Outcome::Success);
+    let after = f
+        .agent
+        .run(&request(&f, "What was asked before?", Some(&id)), &cancel)
+        .await
+        .unwrap();
+    let text = after.result_text.unwrap();
+    assert!(
+        text.contains("Create lib.rs") && text.contains("Add tests.rs"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_supervised_run_behaves_like_a_direct_one() {
+    let f = fixture_with(
+        &[],
+        Some(|c: &mut AgentConfig| {
+            c.supervisor = Some(claude_emulator::sibling_binary("baton-worker"));
+        }),
+    );
+    let cancel = CancellationToken::new();
+    let ok = f
+        .agent
+        .run(&request(&f, "Build app.py", None), &cancel)
+        .await
+        .unwrap();
+    assert_eq!(ok.outcome, Outcome::Success, "{}", ok.stderr_tail);
+    let missing = f
+        .agent
+        .run(
+            &request(&f, "hi", Some("00000000-0000-4000-8000-000000000000")),
+            &cancel,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(missing.outcome, Outcome::ResumeNotFound { .. }),
+        "{:?}",
+        missing.outcome
+    );
+    assert_eq!(
+        missing.exit,
+        Some(baton_agent::Exit::Code(1)),
+        "the supervisor exits as the CLI did"
+    );
+}
+
+#[tokio::test]
+async fn a_chatty_child_is_ended_by_the_wall_clock_watchdog() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("chatty-claude");
+    // Output keeps the idle watchdog quiet; only the wall clock can end this.
+    std::fs::write(&script, "#!/bin/sh\nwhile true; do echo '{\"type\":\"system\",\"subtype\":\"status\",\"session_id\":\"s\"}'; sleep 0.05; done\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let agent = Agent::new(AgentConfig {
+        program: script,
+        wall_clock: Duration::from_millis(600),
+        idle: Duration::from_secs(30),
+        kill_step: Duration::from_millis(200),
+        ..AgentConfig::default()
+    });
+    let req = RunRequest {
+        cwd: dir.path().to_path_buf(),
+        prompt: "x".into(),
+        ..RunRequest::default()
+    };
+    let report = agent.run(&req, &CancellationToken::new()).await.unwrap();
+    match &report.outcome {
+        Outcome::Hung { detail } => assert!(detail.contains("wall-clock"), "{detail}"),
+        other => panic!("expected the wall-clock watchdog, got {other:?}"),
+    }
 }

@@ -57,6 +57,14 @@ pub struct Config {
     #[arg(long, env = "BATON_RUN_IDLE_TIMEOUT", default_value_t = 300)]
     pub run_idle_secs: u64,
 
+    /// Seconds the CLI may linger after printing its result before it is ended.
+    #[arg(long, env = "BATON_RUN_EXIT_GRACE", default_value_t = 5)]
+    pub run_exit_grace_secs: u64,
+
+    /// Run the CLI without the supervisor that ends it when this worker dies (not recommended).
+    #[arg(long, env = "BATON_NO_SUPERVISOR", default_value_t = false)]
+    pub no_supervisor: bool,
+
     /// Extra environment variables passed to the CLI, comma-separated (`NAME` or `PREFIX*`).
     #[arg(long, env = "BATON_AGENT_ENV_ALLOW", value_delimiter = ',')]
     pub agent_env_allow: Vec<String>,
@@ -91,6 +99,12 @@ impl Config {
             program: self.claude_bin.clone(),
             wall_clock: Duration::from_secs(self.run_timeout_secs),
             idle: Duration::from_secs(self.run_idle_secs),
+            post_result_grace: Duration::from_secs(self.run_exit_grace_secs),
+            supervisor: if self.no_supervisor {
+                None
+            } else {
+                std::env::current_exe().ok()
+            },
             ..baton_agent::AgentConfig::default()
         };
         agent.env_allow.extend(

@@ -10,6 +10,8 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // This executable also supervises each CLI child (see baton_agent::supervise).
+    baton_agent::supervise::run_if_supervisor();
     let config = Config::parse();
     init_tracing(&config.log_format);
     match run(config).await {

@@ -11,8 +11,10 @@
 //! - `CLAUDE_EMULATOR_SESSION_IDS`: `keep` (default, current CLIs) or `rolling` (old CLIs).
 //! - `CLAUDE_EMULATOR_LATENCY_MS`: time each run takes before its result.
 //! - `CLAUDE_EMULATOR_LOG`: a file that gets one JSON line per run.
+//! - `CLAUDE_EMULATOR_FAULT`, `_FAULT_RATE`, `_SEED`, `_FAULT_MATCH`: fault injection (see `fault.rs`).
 
 mod args;
+mod fault;
 mod session;
 
 use std::io::{self, Write};
@@ -20,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use args::{Args, OutputFormat};
+use fault::Fault;
 use serde_json::{Value, json};
 use session::{Session, text_tokens};
 
@@ -38,10 +41,12 @@ const TOOLS: &[&str] = &[
     "WebSearch",
 ];
 
+/// When this process started, for the run log.
+static STARTED: std::sync::OnceLock<chrono::DateTime<chrono::Utc>> = std::sync::OnceLock::new();
+
 fn main() {
+    STARTED.get_or_init(chrono::Utc::now);
     let argv: Vec<String> = std::env::args().skip(1).collect();
-    let started = chrono::Utc::now();
-    let clock = Instant::now();
     let ended = invoke(&argv).unwrap_or_else(|e| {
         eprintln!("Error: {e}");
         Ended {
@@ -51,7 +56,7 @@ fn main() {
             outcome: format!("io_error: {e}"),
         }
     });
-    log_run(&argv, started, clock, &ended);
+    log_run(&argv, &ended, true);
     let _ = io::stdout().flush();
     std::process::exit(ended.code);
 }
@@ -152,12 +157,28 @@ fn invoke(argv: &[String]) -> io::Result<Ended> {
                 }
             }
             None => {
-                let message = format!("No conversation found with session ID: {id}");
+                // A value that is not a UUID is looked up as a session title; the emulator keeps
+                // no titles, so it is never found.
+                let (message, result_session, outcome) = if uuid::Uuid::parse_str(id).is_ok() {
+                    (
+                        format!("No conversation found with session ID: {id}"),
+                        id.clone(),
+                        "resume_not_found",
+                    )
+                } else {
+                    (
+                        format!(
+                            "Error: --resume requires a valid session ID or session title when used with --print. Usage: claude -p --resume <session-id|title>. Provided value \"{id}\" is not a UUID and does not match any session title."
+                        ),
+                        new_id(),
+                        "invalid_resume_value",
+                    )
+                };
                 if format == OutputFormat::StreamJson {
-                    out.emit(missing_session_result(id));
+                    out.emit(failed_resume_result(&result_session, &message));
                 }
                 out.finish();
-                return Ok(refuse(&message, resume_id, "resume_not_found"));
+                return Ok(refuse(&message, resume_id, outcome));
             }
         },
     };
@@ -172,23 +193,78 @@ fn invoke(argv: &[String]) -> io::Result<Ended> {
         .map(Duration::from_millis)
         .unwrap_or_default();
     let clock = Instant::now();
+    let fault = match fault::draw(&prompt, &session::config_dir()) {
+        Ok(f) => f,
+        Err(e) => {
+            return Ok(refuse(
+                &format!("claude-emulator: {e}"),
+                resume_id,
+                "invalid_invocation",
+            ));
+        }
+    };
+    let run = Run {
+        cwd: &cwd,
+        model: &model,
+        args: &args,
+        latency,
+        clock,
+        fault,
+        resume_id: resume_id.clone(),
+    };
 
-    let outcome = if prompt.trim() == "/compact" {
-        compact(&mut session, &cwd, &model, &args, &mut out, latency, clock)?
+    let (outcome, code) = if prompt.trim() == "/compact" {
+        (compact(&mut session, &run, &mut out)?, 0)
     } else {
-        turn(
-            &mut session,
-            &cwd,
-            &model,
-            &args,
-            &prompt,
-            &mut out,
-            latency,
-            clock,
-        )?
+        turn(&mut session, &run, &prompt, &mut out)?
     };
     out.finish();
-    Ok(ended_ok(resume_id, Some(session.id), &outcome))
+    Ok(Ended {
+        code,
+        session_in: resume_id,
+        session_out: Some(session.id),
+        outcome,
+    })
+}
+
+/// What every part of one run needs to know.
+struct Run<'a> {
+    cwd: &'a Path,
+    model: &'a str,
+    args: &'a Args,
+    latency: Duration,
+    clock: Instant,
+    fault: Option<Fault>,
+    resume_id: Option<String>,
+}
+
+impl Run<'_> {
+    /// Logs the run as it stands and never returns: a hang the caller's watchdog must end.
+    fn hang(&self, session: &Session, out: &mut Output) -> ! {
+        out.finish();
+        self.log_unfinished(session, self.fault.map(Fault::name).unwrap_or("hang"));
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+
+    /// Logs the run and dies by SIGABRT, as a crashing CLI does.
+    fn crash(&self, session: &Session) -> ! {
+        self.log_unfinished(session, "crash");
+        std::process::abort();
+    }
+
+    fn log_unfinished(&self, session: &Session, outcome: &str) {
+        let _ = io::stdout().flush();
+        let ended = Ended {
+            code: -1,
+            session_in: self.resume_id.clone(),
+            session_out: Some(session.id.clone()),
+            outcome: outcome.to_string(),
+        };
+        let argv: Vec<String> = std::env::args().skip(1).collect();
+        log_run(&argv, &ended, false);
+    }
 }
 
 fn ended_ok(session_in: Option<String>, session_out: Option<String>, outcome: &str) -> Ended {
@@ -270,20 +346,35 @@ fn asks_for_history(prompt: &str) -> bool {
     .any(|k| p.contains(k))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn turn(
     session: &mut Session,
-    cwd: &Path,
-    model: &str,
-    args: &Args,
+    run: &Run<'_>,
     prompt: &str,
     out: &mut Output,
-    latency: Duration,
-    clock: Instant,
-) -> io::Result<String> {
+) -> io::Result<(String, i32)> {
+    let (cwd, model, clock) = (run.cwd, run.model, run.clock);
     let earlier = session.prompts();
     let history_tokens = session.context_tokens();
-    out.emit(init_line(session, cwd, model, args));
+    out.emit(init_line(session, cwd, model, run.args));
+    match run.fault {
+        Some(Fault::HangBeforeResult) => run.hang(session, out),
+        Some(Fault::NotLoggedIn) => {
+            let text = "Not logged in · Please run /login";
+            return api_error(session, run, prompt, out, "authentication_failed", text);
+        }
+        Some(Fault::RateLimited) => {
+            let resets = chrono::Utc::now().timestamp() + 60;
+            out.emit(json!({"type": "rate_limit_event", "rate_limit_info": {"status": "rejected", "resetsAt": resets, "rateLimitType": "five_hour"}, "session_id": session.id, "uuid": new_id()}));
+            let text = "API Error: Rate limit reached";
+            return api_error(session, run, prompt, out, "rate_limit", text);
+        }
+        Some(Fault::Garbage) => {
+            out.emit_raw("this line is not JSON");
+            out.emit(json!({"type": "mystery_event", "subtype": "from_the_future", "session_id": session.id}));
+            out.emit_raw("[1, 2, 3]");
+        }
+        _ => {}
+    }
 
     let turn_no = earlier.len() + 1;
     let file = target_file(prompt, turn_no);
@@ -324,6 +415,9 @@ fn turn(
         &first_usage,
         Some("tool_use"),
     ));
+    if run.fault == Some(Fault::Crash) {
+        run.crash(session);
+    }
     if let Some(dir) = file_path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -336,7 +430,10 @@ fn turn(
         "uuid": new_id()
     }));
 
-    std::thread::sleep(latency);
+    std::thread::sleep(run.latency);
+    if run.fault == Some(Fault::Garbage) {
+        out.emit_raw("{\"truncated\": ");
+    }
     let second_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
     let second_in = prompt_tokens + first_out + 20;
     let second_out = text_tokens(&answer);
@@ -360,6 +457,27 @@ fn turn(
     let input = prompt_tokens + second_in;
     let output = first_out + second_out;
     let cache_read = history_tokens * 2;
+    if run.fault == Some(Fault::MaxTurns) {
+        let limit = run.args.max_turns.unwrap_or(1);
+        out.emit(json!({
+            "type": "result",
+            "subtype": "error_max_turns",
+            "duration_ms": clock.elapsed().as_millis() as u64,
+            "duration_api_ms": clock.elapsed().as_millis() as u64,
+            "is_error": true,
+            "num_turns": limit + 1,
+            "stop_reason": "tool_use",
+            "session_id": session.id,
+            "total_cost_usd": cost(input, cache_read, output),
+            "usage": usage(input, cache_read, output),
+            "modelUsage": {},
+            "permission_denials": [],
+            "terminal_reason": "max_turns",
+            "uuid": new_id(),
+            "errors": [format!("Reached maximum number of turns ({limit})")]
+        }));
+        return Ok(("max_turns".into(), 1));
+    }
     out.emit(json!({
         "type": "result",
         "subtype": "success",
@@ -377,7 +495,71 @@ fn turn(
         "terminal_reason": "completed",
         "uuid": new_id()
     }));
-    Ok("success".into())
+    match run.fault {
+        Some(Fault::HangAfterResult) => run.hang(session, out),
+        Some(Fault::ExitAfterSuccess) => {
+            eprintln!("MCP server \"emulated\" failed to shut down cleanly");
+            Ok(("exit_after_success".into(), 1))
+        }
+        Some(Fault::Garbage) => Ok(("garbage".into(), 0)),
+        _ => Ok(("success".into(), 0)),
+    }
+}
+
+/// The shape CLI 2.1.329 prints for API and account errors: a synthetic assistant line with `error`,
+/// then a `result` with `subtype:"success"` and `is_error:true`; exit 1.
+fn api_error(
+    session: &mut Session,
+    run: &Run<'_>,
+    prompt: &str,
+    out: &mut Output,
+    error: &str,
+    text: &str,
+) -> io::Result<(String, i32)> {
+    // The real CLI keeps the transcript of a failed turn: the prompt and the synthetic answer.
+    session.push(
+        json!({"type": "user", "message": {"role": "user", "content": prompt}}),
+        run.cwd,
+    );
+    session.push(
+        json!({"type": "assistant", "error": error, "isApiErrorMessage": true, "message": {"role": "assistant", "model": "<synthetic>", "content": text}}),
+        run.cwd,
+    );
+    session.save()?;
+    out.emit(json!({
+        "type": "assistant",
+        "message": {"id": new_id(), "model": "<synthetic>", "role": "assistant", "type": "message", "stop_reason": "stop_sequence", "stop_sequence": "", "usage": usage(0, 0, 0), "content": [{"type": "text", "text": text}]},
+        "parent_tool_use_id": null,
+        "session_id": session.id,
+        "uuid": new_id(),
+        "error": error,
+        "is_api_error_message": true
+    }));
+    out.emit(json!({
+        "type": "result",
+        "subtype": "success",
+        "is_error": true,
+        "api_error_status": null,
+        "duration_ms": run.clock.elapsed().as_millis() as u64,
+        "duration_api_ms": 0,
+        "num_turns": 1,
+        "result": text,
+        "stop_reason": "stop_sequence",
+        "session_id": session.id,
+        "total_cost_usd": 0,
+        "usage": usage(0, 0, 0),
+        "modelUsage": {},
+        "permission_denials": [],
+        "terminal_reason": "api_error",
+        "uuid": new_id()
+    }));
+    Ok((
+        run.fault
+            .map(Fault::name)
+            .unwrap_or("api_error")
+            .to_string(),
+        1,
+    ))
 }
 
 fn assistant_line(
@@ -397,17 +579,15 @@ fn assistant_line(
     })
 }
 
-fn compact(
-    session: &mut Session,
-    cwd: &Path,
-    model: &str,
-    args: &Args,
-    out: &mut Output,
-    latency: Duration,
-    clock: Instant,
-) -> io::Result<String> {
+fn compact(session: &mut Session, run: &Run<'_>, out: &mut Output) -> io::Result<String> {
+    let (cwd, model, args, clock) = (run.cwd, run.model, run.args, run.clock);
     out.emit(json!({"type": "system", "subtype": "status", "status": "compacting", "session_id": session.id, "uuid": new_id()}));
-    std::thread::sleep(latency);
+    match run.fault {
+        Some(Fault::HangBeforeResult) => run.hang(session, out),
+        Some(Fault::Crash) => run.crash(session),
+        _ => {}
+    }
+    std::thread::sleep(run.latency);
     let enough = session.messages_since_compaction() >= 2;
     let (result_text, outcome) = if enough {
         let pre = session.context_tokens();
@@ -450,8 +630,9 @@ fn compact(
     Ok(outcome.into())
 }
 
-/// The one `result` line CLI 2.1.329 prints in stream-json when the session to resume is missing.
-fn missing_session_result(id: &str) -> Value {
+/// The one `result` line the CLI prints in stream-json when the session to resume cannot be found
+/// (2.1.329 for a missing id; also 2.1.197 for a value that is no UUID and no title).
+fn failed_resume_result(session_id: &str, message: &str) -> Value {
     json!({
         "type": "result",
         "subtype": "error_during_execution",
@@ -460,13 +641,13 @@ fn missing_session_result(id: &str) -> Value {
         "is_error": true,
         "num_turns": 0,
         "stop_reason": null,
-        "session_id": id,
+        "session_id": session_id,
         "total_cost_usd": 0,
         "usage": usage(0, 0, 0),
         "modelUsage": {},
         "permission_denials": [],
         "uuid": new_id(),
-        "errors": [format!("No conversation found with session ID: {id}")]
+        "errors": [message]
     })
 }
 
@@ -496,6 +677,15 @@ impl Output {
         }
     }
 
+    /// A line that is not a JSON object, for the garbage fault (stream-json only).
+    fn emit_raw(&mut self, line: &str) {
+        if self.format == OutputFormat::StreamJson {
+            let mut stdout = io::stdout().lock();
+            let _ = writeln!(stdout, "{line}");
+            let _ = stdout.flush();
+        }
+    }
+
     fn finish(&mut self) {
         let result = self
             .held
@@ -522,7 +712,9 @@ impl Output {
     }
 }
 
-fn log_run(argv: &[String], started: chrono::DateTime<chrono::Utc>, clock: Instant, ended: &Ended) {
+/// Appends one line about this run to `CLAUDE_EMULATOR_LOG`; `ended_at` is null for a run that
+/// hangs or crashes.
+fn log_run(argv: &[String], ended: &Ended, finished: bool) {
     let Some(path) = std::env::var_os("CLAUDE_EMULATOR_LOG") else {
         return;
     };
@@ -532,8 +724,8 @@ fn log_run(argv: &[String], started: chrono::DateTime<chrono::Utc>, clock: Insta
         "cwd": std::env::current_dir().ok().map(|d| d.to_string_lossy().into_owned()),
         "session_in": ended.session_in,
         "session_out": ended.session_out,
-        "started_at": started.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        "ended_at": (started + chrono::Duration::from_std(clock.elapsed()).unwrap_or_default()).to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "started_at": STARTED.get().map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+        "ended_at": finished.then(|| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
         "outcome": ended.outcome,
         "exit_code": ended.code
     });
