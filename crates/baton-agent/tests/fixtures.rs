@@ -161,3 +161,15 @@ fn death_by_signal_without_result_is_a_retryable_crash() {
     assert!(matches!(outcome, Outcome::Crashed { .. }), "{outcome:?}");
     assert!(outcome.is_retryable());
 }
+
+#[test]
+fn budget_limit_from_its_result_subtype() {
+    let mut state = StreamState::default();
+    state.feed(r#"{"session_id":"s","is_error":true,"subtype":"error_max_budget_usd","type":"result","errors":["Reached maximum budget ($1)"]}"#);
+    let outcome = classify(&state, Some(Exit::Code(1)), "", Stop::Natural, false, 0);
+    assert!(
+        matches!(outcome, Outcome::BudgetLimit { .. }),
+        "{outcome:?}"
+    );
+    assert!(!outcome.is_retryable());
+}

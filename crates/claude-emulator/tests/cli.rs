@@ -1,0 +1,66 @@
+//! The emulator's output formats and history, through its binary.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn emulator(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_claude-emulator"))
+        .args(args)
+        .current_dir(dir)
+        .env("CLAUDE_CONFIG_DIR", dir.join(".claude"))
+        .env_remove("CLAUDE_EMULATOR_FAULT")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn json_prints_the_result_object_or_with_verbose_every_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = emulator(dir.path(), &["-p", "hi", "--output-format", "json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["type"], "result");
+    let out = emulator(
+        dir.path(),
+        &["-p", "hi", "--output-format", "json", "--verbose"],
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let messages = v.as_array().expect("an array with --verbose");
+    assert_eq!(messages.first().unwrap()["subtype"], "init");
+    assert_eq!(messages.last().unwrap()["type"], "result");
+}
+
+#[test]
+fn text_prints_only_the_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = emulator(dir.path(), &["-p", "Write a.md"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "Done: wrote a.md."
+    );
+    assert!(dir.path().join("a.md").is_file());
+}
+
+#[test]
+fn token_counts_grow_with_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |resume: Option<&str>| -> Value {
+        let mut args = vec!["-p", "Write more into notes.md", "--output-format", "json"];
+        let flag;
+        if let Some(id) = resume {
+            flag = format!("--resume={id}");
+            args.push(&flag);
+        }
+        serde_json::from_slice(&emulator(dir.path(), &args).stdout).unwrap()
+    };
+    let first = run(None);
+    let id = first["session_id"].as_str().unwrap().to_string();
+    let second = run(Some(&id));
+    let third = run(Some(&id));
+    let cached = |v: &Value| v["usage"]["cache_read_input_tokens"].as_u64().unwrap();
+    assert!(cached(&first) < cached(&second) && cached(&second) < cached(&third));
+    assert_eq!(
+        third["session_id"], first["session_id"],
+        "the id is kept on resume"
+    );
+}
