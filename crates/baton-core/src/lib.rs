@@ -6,6 +6,7 @@
 pub mod checkpoint;
 pub mod job;
 pub mod plan;
+pub mod policy;
 
 pub use checkpoint::{Checkpoint, checkpoint_key};
 pub use job::{Job, JobError, JobKind, Limits, NewJob};

@@ -6,6 +6,7 @@
 //! older claim of the build than the newest is refused, so a stalled worker cannot overwrite its
 //! successor.
 
+use baton_core::policy::{FreshReason, ProjectSessions};
 use baton_core::{BuildStatus, Job, Step};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -56,6 +57,22 @@ pub enum LedgerError {
     /// The build is not in the ledger.
     #[error("no build {0} in the ledger")]
     UnknownBuild(String),
+    /// The project is not in the ledger.
+    #[error("no project {0} in the ledger")]
+    UnknownProject(String),
+    /// The run resumed a session that is no longer the project's newest: another operation on the
+    /// project recorded in between. Recording it would fork the chain.
+    #[error(
+        "project {project_id} moved on to session {actual:?} while this run resumed {expected}"
+    )]
+    StaleSession {
+        /// The project.
+        project_id: String,
+        /// The session the run resumed.
+        expected: String,
+        /// The project's newest session now.
+        actual: Option<String>,
+    },
 }
 
 impl LedgerError {
@@ -77,8 +94,8 @@ pub struct Claim {
     pub attempt: i32,
     /// The build had already finished; nothing is to be run.
     pub finished: Option<BuildStatus>,
-    /// The project's newest session before this build.
-    pub project_session: Option<String>,
+    /// What the ledger knows of the project's sessions, for the resume policy.
+    pub project: ProjectSessions,
     /// The runs of this build already recorded, in order.
     pub recorded: Vec<RecordedRun>,
 }
@@ -109,6 +126,8 @@ pub struct RunRecord<'a> {
     pub new_session_id: &'a str,
     /// Usage and timing.
     pub metrics: RunMetrics,
+    /// Why this run started a fresh session, when it did.
+    pub fresh_reason: Option<FreshReason>,
 }
 
 /// Usage of one run, as the CLI reported it.
@@ -152,10 +171,12 @@ pub struct Transition {
     pub step: Option<String>,
     /// The session resumed.
     pub old_session_id: Option<String>,
-    /// The session left.
-    pub new_session_id: String,
+    /// The session left; none for a reset or a resume fallback, which end a session.
+    pub new_session_id: Option<String>,
     /// Why it was recorded.
     pub source: String,
+    /// Why the run started fresh, when it did.
+    pub fresh_reason: Option<String>,
     /// When.
     pub created_at: DateTime<Utc>,
 }
@@ -263,7 +284,7 @@ impl Ledger {
         .execute(&mut *tx)
         .await?;
         let project = sqlx::query!(
-            "SELECT user_id, last_ai_session_id FROM projects WHERE project_id = $1 FOR UPDATE",
+            "SELECT user_id FROM projects WHERE project_id = $1 FOR UPDATE",
             job.project_id
         )
         .fetch_one(&mut *tx)
@@ -318,13 +339,14 @@ impl Ledger {
         .fetch_one(&mut *tx)
         .await?;
         let recorded = recorded_runs(&mut tx, &job.build_id).await?;
+        let project = project_sessions(&mut tx, job).await?;
         tx.commit().await?;
         Ok(Claim {
             fence: build.fencing_token,
             attempt: build.attempt,
             finished: BuildStatus::from_name(&build.status)
                 .filter(|s| matches!(s, BuildStatus::Completed | BuildStatus::Failed)),
-            project_session: project.last_ai_session_id,
+            project,
             recorded,
         })
     }
@@ -334,18 +356,37 @@ impl Ledger {
     pub async fn record_run(&self, run: &RunRecord<'_>) -> Result<Recorded, LedgerError> {
         let job = run.job;
         let mut tx = self.pool.begin().await?;
-        sqlx::query!(
-            "SELECT project_id FROM projects WHERE project_id = $1 FOR UPDATE",
+        let current = sqlx::query_scalar!(
+            "SELECT last_ai_session_id FROM projects WHERE project_id = $1 FOR UPDATE",
             job.project_id
         )
         .fetch_one(&mut *tx)
         .await?;
         check_fence(&mut tx, &job.build_id, run.fence).await?;
-        let inserted = sqlx::query_scalar!(
-            r#"INSERT INTO session_transitions (project_id, version_id, build_id, step, old_session_id, new_session_id, source)
-               VALUES ($1, $2, $3, $4, $5, $6, $7)
-               ON CONFLICT (build_id, step) WHERE build_id IS NOT NULL AND step IS NOT NULL DO NOTHING
-               RETURNING id"#,
+        let recorded = sqlx::query_scalar!(
+            "SELECT id FROM session_transitions WHERE build_id = $1 AND step = $2",
+            job.build_id,
+            run.step.name()
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        if recorded.is_some() {
+            tx.rollback().await?;
+            return Ok(Recorded::AlreadyRecorded);
+        }
+        // A resumed run extends the chain only from its newest link; anything else is a fork.
+        if let Some(expected) = run.old_session_id
+            && current.as_deref() != Some(expected)
+        {
+            return Err(LedgerError::StaleSession {
+                project_id: job.project_id.clone(),
+                expected: expected.to_string(),
+                actual: current,
+            });
+        }
+        sqlx::query!(
+            r#"INSERT INTO session_transitions (project_id, version_id, build_id, step, old_session_id, new_session_id, source, fresh_reason)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"#,
             job.project_id,
             job.version_id,
             job.build_id,
@@ -353,13 +394,10 @@ impl Ledger {
             run.old_session_id,
             run.new_session_id,
             run.step.source().as_str(),
+            run.fresh_reason.map(FreshReason::as_str),
         )
-        .fetch_optional(&mut *tx)
+        .execute(&mut *tx)
         .await?;
-        if inserted.is_none() {
-            tx.rollback().await?;
-            return Ok(Recorded::AlreadyRecorded);
-        }
         sqlx::query!(
             "UPDATE projects SET last_ai_session_id = $2 WHERE project_id = $1",
             job.project_id,
@@ -490,7 +528,7 @@ impl Ledger {
     pub async fn chain(&self, project_id: &str) -> Result<Vec<Transition>, LedgerError> {
         Ok(sqlx::query_as!(
             Transition,
-            r#"SELECT id, version_id, build_id, step, old_session_id, new_session_id, source, created_at
+            r#"SELECT id, version_id, build_id, step, old_session_id, new_session_id, source, fresh_reason, created_at
                FROM session_transitions WHERE project_id = $1 ORDER BY id"#,
             project_id
         )
@@ -528,6 +566,141 @@ impl Ledger {
     }
 }
 
+impl Ledger {
+    /// Records that the CLI could not find the session a run tried to resume: marks the session not
+    /// resumable, counts the failure, and records a `resume_fallback` transition, so the run can
+    /// start fresh. Fenced like every write of a claim; recorded once per (build, step).
+    pub async fn record_resume_fallback(
+        &self,
+        job: &Job,
+        fence: i64,
+        step: Step,
+        missing_session: &str,
+    ) -> Result<(), LedgerError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query!(
+            "SELECT project_id FROM projects WHERE project_id = $1 FOR UPDATE",
+            job.project_id
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        check_fence(&mut tx, &job.build_id, fence).await?;
+        let fallback_step = format!("{}:resume_fallback", step.name());
+        sqlx::query!(
+            r#"INSERT INTO session_transitions (project_id, version_id, build_id, step, old_session_id, new_session_id, source)
+               VALUES ($1, $2, $3, $4, $5, NULL, 'resume_fallback')
+               ON CONFLICT (build_id, step) WHERE build_id IS NOT NULL AND step IS NOT NULL DO NOTHING"#,
+            job.project_id,
+            job.version_id,
+            job.build_id,
+            fallback_step,
+            missing_session,
+        )
+        .execute(&mut *tx)
+        .await?;
+        mark_not_resumable(&mut tx, &job.project_id, missing_session).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends a project's session so its next job starts fresh; recorded as a `reset` transition.
+    /// Returns the session that was ended, if there was one.
+    pub async fn reset_session(&self, project_id: &str) -> Result<Option<String>, LedgerError> {
+        let mut tx = self.pool.begin().await?;
+        let last = sqlx::query_scalar!(
+            "SELECT last_ai_session_id FROM projects WHERE project_id = $1 FOR UPDATE",
+            project_id
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| LedgerError::UnknownProject(project_id.to_string()))?;
+        sqlx::query!(
+            r#"INSERT INTO session_transitions (project_id, old_session_id, new_session_id, source)
+               VALUES ($1, $2, NULL, 'reset')"#,
+            project_id,
+            last
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query!(
+            "UPDATE projects SET last_ai_session_id = NULL WHERE project_id = $1",
+            project_id
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(last)
+    }
+}
+
+/// Marks a session not resumable and counts the failure; the project forgets it as its newest.
+async fn mark_not_resumable(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    project_id: &str,
+    session: &str,
+) -> Result<(), LedgerError> {
+    sqlx::query!(
+        r#"UPDATE project_ai_session_metrics
+           SET is_resumable = false, resume_failure_count = resume_failure_count + 1
+           WHERE session_id = $1 AND project_id = $2"#,
+        session,
+        project_id
+    )
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query!(
+        "UPDATE projects SET last_ai_session_id = NULL WHERE project_id = $1 AND last_ai_session_id = $2",
+        project_id,
+        session
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// What the resume policy needs to know about the job's project, read inside the claim.
+async fn project_sessions(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    job: &Job,
+) -> Result<ProjectSessions, LedgerError> {
+    let row = sqlx::query!(
+        r#"WITH last_fresh AS (
+               SELECT max(id) AS id FROM session_transitions
+               WHERE project_id = $1 AND old_session_id IS NULL AND new_session_id IS NOT NULL
+           )
+           SELECT p.user_id,
+                  p.last_ai_session_id,
+                  NOT EXISTS (SELECT 1 FROM project_ai_session_metrics m
+                              WHERE m.project_id = p.project_id AND m.session_id = p.last_ai_session_id
+                                AND NOT m.is_resumable) AS "last_resumable!",
+                  (SELECT t.created_at FROM session_transitions t, last_fresh f WHERE t.id = f.id) AS fresh_start_at,
+                  (SELECT count(*) FROM session_transitions t, last_fresh f
+                   WHERE t.project_id = $1 AND t.id >= f.id AND t.new_session_id IS NOT NULL) AS "ops!",
+                  COALESCE((SELECT t.source = 'reset' FROM session_transitions t
+                            WHERE t.project_id = $1 ORDER BY t.id DESC LIMIT 1), false) AS "reset!",
+                  EXISTS (SELECT 1 FROM session_transitions t
+                          WHERE t.project_id = $1 AND ($2::text IS NOT NULL)
+                            AND (t.new_session_id = $2 OR t.old_session_id = $2)) AS "previous_in_chain!"
+           FROM projects p WHERE p.project_id = $1"#,
+        job.project_id,
+        job.previous_session_id,
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(ProjectSessions {
+        owner: Some(row.user_id),
+        last_session: row.last_ai_session_id,
+        last_resumable: row.last_resumable,
+        fresh_start_at: row.fresh_start_at,
+        ops_since_fresh: u32::try_from(row.ops).unwrap_or(u32::MAX),
+        reset: row.reset,
+        previous_in_chain: job
+            .previous_session_id
+            .as_ref()
+            .map(|_| row.previous_in_chain),
+    })
+}
+
 async fn check_fence(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     build_id: &str,
@@ -555,8 +728,9 @@ async fn recorded_runs(
     build_id: &str,
 ) -> Result<Vec<RecordedRun>, LedgerError> {
     let rows = sqlx::query!(
-        r#"SELECT step AS "step!", old_session_id, new_session_id
-           FROM session_transitions WHERE build_id = $1 AND step IS NOT NULL ORDER BY id"#,
+        r#"SELECT step AS "step!", old_session_id, new_session_id AS "new_session_id!"
+           FROM session_transitions
+           WHERE build_id = $1 AND step IS NOT NULL AND new_session_id IS NOT NULL ORDER BY id"#,
         build_id
     )
     .fetch_all(conn)
@@ -570,6 +744,8 @@ async fn recorded_runs(
         })
         .collect())
 }
+
+pub mod reports;
 
 #[cfg(test)]
 mod tests;

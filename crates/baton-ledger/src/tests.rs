@@ -1,6 +1,7 @@
 //! Ledger tests against a real Postgres: each test gets a fresh database with the migrations applied.
 
 use super::*;
+use baton_core::policy::FreshReason;
 use baton_core::{JobKind, Limits, NewJob};
 use sqlx::PgPool;
 
@@ -36,6 +37,11 @@ fn run<'a>(
             num_turns: 1,
             ..RunMetrics::default()
         },
+        fresh_reason: if old.is_none() {
+            Some(FreshReason::Create)
+        } else {
+            None
+        },
     }
 }
 
@@ -53,7 +59,7 @@ async fn a_recorded_run_updates_every_table_in_one_go(pool: PgPool) {
     let j = job("p1", "v1", "u1", JobKind::Create);
     let claim = ledger.claim_build(&j, Some("1-0")).await.unwrap();
     assert_eq!((claim.fence, claim.attempt), (1, 1));
-    assert_eq!(claim.project_session, None);
+    assert_eq!(claim.project.last_session, None);
 
     let written = ledger
         .record_run(&run(&j, claim.fence, Step::Build, None, "s1"))
@@ -79,9 +85,10 @@ async fn a_recorded_run_updates_every_table_in_one_go(pool: PgPool) {
     let chain = ledger.chain("p1").await.unwrap();
     assert_eq!(chain.len(), 1);
     assert_eq!(
-        (chain[0].source.as_str(), chain[0].new_session_id.as_str()),
-        ("build", "s1")
+        (chain[0].source.as_str(), chain[0].new_session_id.as_deref()),
+        ("build", Some("s1"))
     );
+    assert_eq!(chain[0].fresh_reason.as_deref(), Some("create"));
 }
 
 #[sqlx::test(migrator = "crate::MIGRATOR")]
@@ -210,30 +217,307 @@ async fn a_finished_build_is_not_run_again(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "crate::MIGRATOR")]
-async fn concurrent_writers_on_one_project_leave_a_linear_chain(pool: PgPool) {
+async fn thirty_two_concurrent_writers_leave_one_linear_chain(pool: PgPool) {
     let ledger = Ledger::from_pool(pool.clone());
+    let first = job("p1", "v0", "u1", JobKind::Create);
+    let claim = ledger.claim_build(&first, None).await.unwrap();
+    ledger
+        .record_run(&run(&first, claim.fence, Step::Build, None, "s0"))
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
-    for i in 0..16 {
+    for i in 1..=32 {
         let ledger = ledger.clone();
         tasks.push(tokio::spawn(async move {
             let j = job("p1", &format!("v{i}"), "u1", JobKind::Update);
             let claim = ledger.claim_build(&j, None).await.unwrap();
-            let session = format!("s{i}");
-            ledger
-                .record_run(&run(&j, claim.fence, Step::Build, None, &session))
-                .await
-                .unwrap();
+            let mut resumed = claim.project.last_session.clone().unwrap();
+            let mut stale = 0;
+            loop {
+                // Each writer "resumes" the newest it saw; the ledger refuses it if another moved on.
+                let new = format!("s{i}-{stale}");
+                match ledger
+                    .record_run(&run(&j, claim.fence, Step::Build, Some(&resumed), &new))
+                    .await
+                {
+                    Ok(Recorded::Written) => return,
+                    Err(LedgerError::StaleSession { actual, .. }) => {
+                        stale += 1;
+                        resumed = actual.unwrap();
+                    }
+                    other => panic!("writer {i}: {other:?}"),
+                }
+            }
         }));
     }
     for t in tasks {
         t.await.unwrap();
     }
     let chain = ledger.chain("p1").await.unwrap();
-    assert_eq!(chain.len(), 16);
-    let newest = chain.last().unwrap().new_session_id.clone();
+    assert_eq!(chain.len(), 33, "no lost update");
+    for pair in chain.windows(2) {
+        assert_eq!(
+            pair[1].old_session_id, pair[0].new_session_id,
+            "the chain is linear"
+        );
+    }
     assert_eq!(
         ledger.project_session("p1").await.unwrap(),
-        Some(newest),
-        "the project holds the newest link"
+        chain.last().unwrap().new_session_id
     );
+    let sync = ledger.sync_check().await.unwrap();
+    assert_eq!((sync.synced, sync.total), (1, 1), "{sync:?}");
+}
+
+#[sqlx::test(migrator = "crate::MIGRATOR")]
+async fn a_run_resuming_an_older_session_is_refused(pool: PgPool) {
+    let ledger = Ledger::from_pool(pool.clone());
+    let j = job("p1", "v1", "u1", JobKind::Create);
+    let claim = ledger.claim_build(&j, None).await.unwrap();
+    ledger
+        .record_run(&run(&j, claim.fence, Step::Build, None, "s1"))
+        .await
+        .unwrap();
+    ledger
+        .record_run(&run(
+            &j,
+            claim.fence,
+            Step::Recommendations,
+            Some("s1"),
+            "s2",
+        ))
+        .await
+        .unwrap();
+    let err = ledger
+        .record_run(&run(&j, claim.fence, Step::Documentation, Some("s1"), "s3"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, LedgerError::StaleSession { actual: Some(a), .. } if a == "s2"),
+        "{err}"
+    );
+    assert_eq!(count(&pool, "session_transitions").await, 2);
+}
+
+#[sqlx::test(migrator = "crate::MIGRATOR")]
+async fn a_resume_fallback_marks_the_session_and_clears_the_project(pool: PgPool) {
+    let ledger = Ledger::from_pool(pool.clone());
+    let j = job("p1", "v1", "u1", JobKind::Create);
+    let claim = ledger.claim_build(&j, None).await.unwrap();
+    ledger
+        .record_run(&run(&j, claim.fence, Step::Build, None, "s1"))
+        .await
+        .unwrap();
+    let update = job("p1", "v2", "u1", JobKind::Update);
+    let claim = ledger.claim_build(&update, None).await.unwrap();
+    assert!(claim.project.last_resumable);
+    ledger
+        .record_resume_fallback(&update, claim.fence, Step::Build, "s1")
+        .await
+        .unwrap();
+    ledger
+        .record_resume_fallback(&update, claim.fence, Step::Build, "s1")
+        .await
+        .unwrap();
+    let row = sqlx::query!("SELECT is_resumable, resume_failure_count FROM project_ai_session_metrics WHERE session_id = 's1'")
+        .fetch_one(&pool).await.unwrap();
+    assert!(!row.is_resumable);
+    assert_eq!(
+        ledger.project_session("p1").await.unwrap(),
+        None,
+        "the project forgets the lost session"
+    );
+    let chain = ledger.chain("p1").await.unwrap();
+    assert_eq!(chain.len(), 2, "the fallback is recorded once");
+    assert_eq!(
+        (chain[1].source.as_str(), chain[1].new_session_id.as_deref()),
+        ("resume_fallback", None)
+    );
+    // The fresh run that follows records normally and the ledger stays in sync.
+    let mut fresh = run(&update, claim.fence, Step::Build, None, "s2");
+    fresh.fresh_reason = Some(FreshReason::ResumeFallback);
+    ledger.record_run(&fresh).await.unwrap();
+    assert!(ledger.sync_check().await.unwrap().projects[0].synced);
+}
+
+#[sqlx::test(migrator = "crate::MIGRATOR")]
+async fn a_reset_makes_the_next_job_start_fresh_and_stays_in_sync(pool: PgPool) {
+    let ledger = Ledger::from_pool(pool.clone());
+    let j = job("p1", "v1", "u1", JobKind::Create);
+    let claim = ledger.claim_build(&j, None).await.unwrap();
+    ledger
+        .record_run(&run(&j, claim.fence, Step::Build, None, "s1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        ledger.reset_session("p1").await.unwrap().as_deref(),
+        Some("s1")
+    );
+    let next = ledger
+        .claim_build(&job("p1", "v2", "u1", JobKind::Update), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (next.project.last_session.as_deref(), next.project.reset),
+        (None, true)
+    );
+    assert!(ledger.sync_check().await.unwrap().projects[0].synced);
+    assert!(matches!(
+        ledger.reset_session("nope").await,
+        Err(LedgerError::UnknownProject(_))
+    ));
+}
+
+#[sqlx::test(migrator = "crate::MIGRATOR")]
+async fn the_claim_tells_the_policy_what_it_needs(pool: PgPool) {
+    let ledger = Ledger::from_pool(pool.clone());
+    let a = job("pa", "va1", "u1", JobKind::Create);
+    let claim = ledger.claim_build(&a, None).await.unwrap();
+    ledger
+        .record_run(&run(&a, claim.fence, Step::Build, None, "sa1"))
+        .await
+        .unwrap();
+    ledger
+        .record_run(&run(
+            &a,
+            claim.fence,
+            Step::Recommendations,
+            Some("sa1"),
+            "sa2",
+        ))
+        .await
+        .unwrap();
+    let b = job("pb", "vb1", "u1", JobKind::Create);
+    let claim = ledger.claim_build(&b, None).await.unwrap();
+    ledger
+        .record_run(&run(&b, claim.fence, Step::Build, None, "sb1"))
+        .await
+        .unwrap();
+
+    let mut own_old = job("pa", "va2", "u1", JobKind::Update);
+    own_old.previous_session_id = Some("sa1".into());
+    let seen = ledger.claim_build(&own_old, None).await.unwrap().project;
+    assert_eq!(seen.previous_in_chain, Some(true));
+    assert_eq!(seen.last_session.as_deref(), Some("sa2"));
+    assert_eq!(seen.ops_since_fresh, 2);
+    assert!(seen.fresh_start_at.is_some() && seen.last_resumable && !seen.reset);
+
+    let mut foreign = job("pa", "va3", "u1", JobKind::Update);
+    foreign.previous_session_id = Some("sb1".into());
+    assert_eq!(
+        ledger
+            .claim_build(&foreign, None)
+            .await
+            .unwrap()
+            .project
+            .previous_in_chain,
+        Some(false)
+    );
+    let none = job("pa", "va4", "u1", JobKind::Update);
+    assert_eq!(
+        ledger
+            .claim_build(&none, None)
+            .await
+            .unwrap()
+            .project
+            .previous_in_chain,
+        None
+    );
+}
+
+#[sqlx::test(migrator = "crate::MIGRATOR")]
+async fn prune_keeps_each_projects_newest_link(pool: PgPool) {
+    let ledger = Ledger::from_pool(pool.clone());
+    let j = job("p1", "v1", "u1", JobKind::Create);
+    let claim = ledger.claim_build(&j, None).await.unwrap();
+    ledger
+        .record_run(&run(&j, claim.fence, Step::Build, None, "s1"))
+        .await
+        .unwrap();
+    ledger
+        .record_run(&run(
+            &j,
+            claim.fence,
+            Step::Recommendations,
+            Some("s1"),
+            "s2",
+        ))
+        .await
+        .unwrap();
+    ledger
+        .record_run(&run(&j, claim.fence, Step::Documentation, Some("s2"), "s3"))
+        .await
+        .unwrap();
+    let report = ledger
+        .prune(chrono::Utc::now() + chrono::Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!((report.transitions, report.metrics), (2, 2));
+    let chain = ledger.chain("p1").await.unwrap();
+    assert_eq!(chain.len(), 1);
+    assert_eq!(chain[0].new_session_id.as_deref(), Some("s3"));
+    assert!(ledger.sync_check().await.unwrap().projects[0].synced);
+    let nothing = ledger
+        .prune(chrono::Utc::now() - chrono::Duration::days(30))
+        .await
+        .unwrap();
+    assert_eq!((nothing.transitions, nothing.metrics), (0, 0));
+}
+
+#[sqlx::test(migrator = "crate::MIGRATOR")]
+async fn stats_count_sessions_resumes_and_usage(pool: PgPool) {
+    let ledger = Ledger::from_pool(pool.clone());
+    let j = job("p1", "v1", "u1", JobKind::Create);
+    let claim = ledger.claim_build(&j, None).await.unwrap();
+    ledger
+        .record_run(&run(&j, claim.fence, Step::Build, None, "s1"))
+        .await
+        .unwrap();
+    ledger
+        .record_run(&run(
+            &j,
+            claim.fence,
+            Step::Recommendations,
+            Some("s1"),
+            "s1",
+        ))
+        .await
+        .unwrap();
+    ledger
+        .claim_build(&job("p2", "v2", "u1", JobKind::Create), None)
+        .await
+        .unwrap();
+    let stats = ledger.stats().await.unwrap();
+    assert_eq!(
+        (
+            stats.projects,
+            stats.projects_with_sessions,
+            stats.active_last_hour
+        ),
+        (2, 1, 1)
+    );
+    assert_eq!(stats.adoption_rate, 0.5);
+    assert_eq!((stats.resumed_runs, stats.resume_failures), (1, 0));
+    assert_eq!(stats.fresh_starts.get("create"), Some(&1));
+    assert_eq!(stats.usage_by_source["build"].input_tokens, 10);
+    assert_eq!(stats.usage_by_source["metadata"].runs, 1);
+}
+
+#[sqlx::test(migrator = "crate::MIGRATOR")]
+async fn sync_check_finds_a_drifted_project(pool: PgPool) {
+    let ledger = Ledger::from_pool(pool.clone());
+    let j = job("p1", "v1", "u1", JobKind::Create);
+    let claim = ledger.claim_build(&j, None).await.unwrap();
+    ledger
+        .record_run(&run(&j, claim.fence, Step::Build, None, "s1"))
+        .await
+        .unwrap();
+    // Something outside the ledger writes the project's id: the seed design's failure.
+    sqlx::query!("UPDATE projects SET last_ai_session_id = 'elsewhere' WHERE project_id = 'p1'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let report = ledger.sync_check().await.unwrap();
+    assert_eq!((report.synced, report.total), (0, 1));
+    assert_eq!(report.rate, 0.0);
 }

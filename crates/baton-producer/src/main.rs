@@ -64,6 +64,42 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check every project's session id against its newest version's and newest transition's;
+    /// exits 1 when any project is out of sync.
+    SyncCheck {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print session statistics: adoption, resumes, fresh starts by reason, usage by source.
+    Stats {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage a project's session.
+    Session {
+        #[command(subcommand)]
+        command: SessionCommand,
+    },
+    /// Delete transitions and usage rows older than a duration, keeping each project's newest link.
+    Prune {
+        /// How old a row must be to go (`30d`, `12h`, ...).
+        #[arg(long = "older-than")]
+        older_than: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SessionCommand {
+    /// End the project's session: its next job starts fresh (recorded as `reset`).
+    Reset {
+        /// The project.
+        project: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -161,6 +197,112 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(e) => Err(e.into()),
             }
         }
+        Command::SyncCheck { json } => sync_check(&cli.database_url, json).await,
+        Command::Stats { json } => {
+            let stats = ledger(&cli.database_url).await?.stats().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&stats)?);
+            } else {
+                print_stats(&stats);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Session {
+            command: SessionCommand::Reset { project },
+        } => match ledger(&cli.database_url)
+            .await?
+            .reset_session(&project)
+            .await
+        {
+            Ok(ended) => {
+                println!(
+                    "project {project}: session {} ended; the next job starts fresh",
+                    ended.as_deref().unwrap_or("(none)")
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(LedgerError::UnknownProject(p)) => {
+                eprintln!("baton: no project {p} in the ledger");
+                Ok(ExitCode::FAILURE)
+            }
+            Err(e) => Err(e.into()),
+        },
+        Command::Prune { older_than, json } => prune(&cli.database_url, &older_than, json).await,
+    }
+}
+
+async fn sync_check(database_url: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let report = ledger(database_url).await?.sync_check().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for p in &report.projects {
+            println!(
+                "{:<12} {}  project={} version={} transition={}",
+                if p.synced { "SYNCED" } else { "OUT_OF_SYNC" },
+                p.project_id,
+                p.project_session.as_deref().unwrap_or("-"),
+                p.version_session.as_deref().unwrap_or("-"),
+                p.transition_session.as_deref().unwrap_or("-"),
+            );
+        }
+        println!(
+            "sync rate {:.1}% ({} of {} projects)",
+            report.rate * 100.0,
+            report.synced,
+            report.total
+        );
+    }
+    Ok(if report.synced == report.total {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn prune(database_url: &str, older_than: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let age = match baton_core::policy::parse_duration(older_than) {
+        Ok(age) => age,
+        Err(e) => {
+            eprintln!("baton: --older-than: {e}");
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+    };
+    let cutoff = chrono::Utc::now() - chrono::Duration::from_std(age)?;
+    let report = ledger(database_url).await?.prune(cutoff).await?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "pruned {} transitions and {} usage rows older than {older_than}",
+            report.transitions, report.metrics
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_stats(s: &baton_ledger::reports::Stats) {
+    println!("projects                {}", s.projects);
+    println!(
+        "with sessions           {} ({:.1}% adoption)",
+        s.projects_with_sessions,
+        s.adoption_rate * 100.0
+    );
+    println!("active in the last hour {}", s.active_last_hour);
+    println!(
+        "resumes                 {} ok, {} failed ({:.1}% success)",
+        s.resumed_runs,
+        s.resume_failures,
+        s.resume_success_rate * 100.0
+    );
+    for (reason, n) in &s.fresh_starts {
+        println!("fresh starts            {reason}: {n}");
+    }
+    for (source, u) in &s.usage_by_source {
+        println!(
+            "usage {:<17} {} runs, {} in / {} out tokens, {} cache read, ${:.4}",
+            source, u.runs, u.input_tokens, u.output_tokens, u.cache_read_input_tokens, u.cost_usd
+        );
     }
 }
 
@@ -233,8 +375,13 @@ fn print_chain(project: &str, chain: &[Transition]) {
     for t in chain {
         let step = t.step.as_deref().unwrap_or("-");
         let build = t.build_id.as_deref().unwrap_or("-");
-        let old = t.old_session_id.as_deref().unwrap_or("(fresh)");
-        let kept = if t.old_session_id.as_deref() == Some(t.new_session_id.as_str()) {
+        let old = match (&t.old_session_id, &t.fresh_reason) {
+            (Some(old), _) => old.clone(),
+            (None, Some(reason)) => format!("(fresh: {reason})"),
+            (None, None) => "(fresh)".to_string(),
+        };
+        let new = t.new_session_id.as_deref().unwrap_or("(none)");
+        let kept = if t.new_session_id.is_some() && t.old_session_id == t.new_session_id {
             " (kept)"
         } else {
             ""
@@ -247,7 +394,7 @@ fn print_chain(project: &str, chain: &[Transition]) {
             step,
             build,
             old,
-            t.new_session_id,
+            new,
             kept
         );
     }

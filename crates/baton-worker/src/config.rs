@@ -73,6 +73,18 @@ pub struct Config {
     #[arg(long, env = "BATON_SHUTDOWN_GRACE", default_value_t = 25)]
     pub shutdown_grace_secs: u64,
 
+    /// Oldest conversation resumed, from its fresh start (`24h`, `90m`, `3600`, ...).
+    #[arg(long, env = "BATON_SESSION_MAX_AGE", default_value = "24h")]
+    pub session_max_age: String,
+
+    /// Most runs since a fresh start before the next job starts fresh.
+    #[arg(long, env = "BATON_SESSION_MAX_OPS", default_value_t = baton_core::policy::DEFAULT_MAX_OPS)]
+    pub session_max_ops: u32,
+
+    /// `on` resumes sessions; `off` starts every job fresh.
+    #[arg(long, env = "BATON_RESUME", default_value = "on", value_parser = ["on", "off"])]
+    pub resume: String,
+
     /// Log format: `text`, `json`, or `auto` (text on a terminal, JSON otherwise).
     #[arg(long, env = "BATON_LOG_FORMAT", default_value = "auto")]
     pub log_format: String,
@@ -114,6 +126,16 @@ impl Config {
                 .cloned(),
         );
         agent
+    }
+
+    /// The resume policy's settings.
+    pub fn policy(&self) -> anyhow::Result<baton_core::policy::PolicyConfig> {
+        Ok(baton_core::policy::PolicyConfig {
+            max_age: baton_core::policy::parse_duration(&self.session_max_age)
+                .map_err(|e| anyhow::anyhow!("BATON_SESSION_MAX_AGE: {e}"))?,
+            max_ops: self.session_max_ops,
+            resume: self.resume == "on",
+        })
     }
 
     /// The job limits.

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use baton_agent::{Agent, Outcome, RunReport, RunRequest};
-use baton_core::{BuildStatus, Checkpoint, Job, JobKind, Limits, Step};
+use baton_core::policy::{self, Decision, FreshReason, PolicyConfig};
+use baton_core::{BuildStatus, Checkpoint, Job, Limits, Step};
 use baton_ledger::{Ledger, LedgerError, Recorded, RunMetrics, RunRecord};
 use baton_queue::{Consumer, DeadLetter, Delivery, Queue};
 use tokio_util::sync::CancellationToken;
@@ -25,6 +26,7 @@ pub struct Worker {
     agent: Agent,
     workspace_root: PathBuf,
     limits: Limits,
+    policy: PolicyConfig,
     consumer: String,
 }
 
@@ -52,6 +54,8 @@ impl From<LedgerError> for Stopped {
     fn from(e: LedgerError) -> Self {
         match e {
             LedgerError::Fenced { .. } => Stopped::Fenced,
+            // Recording would fork the chain; the job cannot finish as it is.
+            e @ LedgerError::StaleSession { .. } => Stopped::Failed(e.to_string()),
             other => Stopped::Interrupted(format!("ledger: {other}")),
         }
     }
@@ -74,6 +78,7 @@ impl Worker {
             agent: Agent::new(config.agent()),
             workspace_root: config.workspace_root.canonicalize()?,
             limits: config.limits(),
+            policy: config.policy()?,
             consumer: config.consumer_name(),
         })
     }
@@ -222,11 +227,24 @@ impl Worker {
         claim: &baton_ledger::Claim,
         abort: &CancellationToken,
     ) -> Result<(), Stopped> {
-        // A replayed job resumes from the last run it recorded; otherwise from the project's newest
-        // session, which the ledger holds authoritatively.
-        let mut session = match claim.recorded.last() {
-            Some(last) => Some(last.new_session_id.clone()),
-            None => self.starting_session(job, claim.project_session.as_deref()),
+        // A replayed job resumes from the last run it recorded; otherwise the policy decides.
+        let (mut session, mut fresh_reason) = match claim.recorded.last() {
+            Some(last) => (Some(last.new_session_id.clone()), None),
+            None => match policy::decide(job, &claim.project, &self.policy, chrono::Utc::now()) {
+                Decision::Resume { session_id, stale } => {
+                    if let Some(stale) = stale {
+                        warn!(job_session = %stale, ledger_session = %session_id, "the job's previous_session_id is stale; resuming the project's newest");
+                    }
+                    (Some(session_id), None)
+                }
+                Decision::Fresh(reason) => {
+                    info!(reason = reason.as_str(), "starting a fresh session");
+                    (None, Some(reason))
+                }
+                Decision::Refuse(reason) => {
+                    return Err(Stopped::Failed(format!("refused: {reason}")));
+                }
+            },
         };
         for &step in Step::plan(job.kind) {
             if claim.recorded.iter().any(|r| r.step == step.name()) {
@@ -236,24 +254,28 @@ impl Worker {
             self.ledger
                 .start_step(&job.build_id, claim.fence, step)
                 .await?;
-            let request = RunRequest {
-                cwd: cwd.to_path_buf(),
-                prompt: step.prompt(job),
-                resume: session.clone(),
-                ..RunRequest::default()
+            let report = loop {
+                let report = self
+                    .run_step(job, cwd, step, session.as_deref(), abort)
+                    .await?;
+                // The CLI lost the session: record it, and run the step again from a fresh one.
+                if let (Outcome::ResumeNotFound { .. }, Some(missing)) =
+                    (&report.outcome, session.as_deref())
+                {
+                    warn!(
+                        step = step.name(),
+                        session = missing,
+                        "the CLI cannot find the session; continuing fresh"
+                    );
+                    self.ledger
+                        .record_resume_fallback(job, claim.fence, step, missing)
+                        .await?;
+                    session = None;
+                    fresh_reason = Some(FreshReason::ResumeFallback);
+                    continue;
+                }
+                break report;
             };
-            let span = info_span!(
-                "run",
-                step = step.name(),
-                session_in = session.as_deref().unwrap_or("-")
-            );
-            let report = self
-                .agent
-                .run(&request, abort)
-                .instrument(span)
-                .await
-                .map_err(|e| Stopped::Interrupted(e.to_string()))?;
-            info!(step = step.name(), outcome = %report.outcome, session_out = report.session_id.as_deref().unwrap_or("-"), ms = report.wall_ms, "agent run finished");
             match &report.outcome {
                 Outcome::Success => {
                     let Some(new_session) = report.session_id.clone() else {
@@ -269,6 +291,7 @@ impl Worker {
                         old_session_id: session.as_deref(),
                         new_session_id: &new_session,
                         metrics: metrics(&report),
+                        fresh_reason: fresh_reason.take(),
                     };
                     if self.ledger.record_run(&record).await? == Recorded::AlreadyRecorded {
                         warn!(
@@ -290,27 +313,33 @@ impl Worker {
         Ok(())
     }
 
-    /// The session a job's first run resumes: none for `create`; for `update`, the project's
-    /// newest as the ledger has it, else the one the job carries.
-    fn starting_session(&self, job: &Job, project_session: Option<&str>) -> Option<String> {
-        match job.kind {
-            JobKind::Create => None,
-            JobKind::Update => {
-                if let (Some(theirs), Some(ours)) =
-                    (job.previous_session_id.as_deref(), project_session)
-                    && theirs != ours
-                {
-                    warn!(
-                        job_session = theirs,
-                        ledger_session = ours,
-                        "the job's previous_session_id is stale; resuming the ledger's newest"
-                    );
-                }
-                project_session
-                    .map(str::to_string)
-                    .or_else(|| job.previous_session_id.clone())
-            }
-        }
+    async fn run_step(
+        &self,
+        job: &Job,
+        cwd: &Path,
+        step: Step,
+        session: Option<&str>,
+        abort: &CancellationToken,
+    ) -> Result<RunReport, Stopped> {
+        let request = RunRequest {
+            cwd: cwd.to_path_buf(),
+            prompt: step.prompt(job),
+            resume: session.map(str::to_string),
+            ..RunRequest::default()
+        };
+        let span = info_span!(
+            "run",
+            step = step.name(),
+            session_in = session.unwrap_or("-")
+        );
+        let report = self
+            .agent
+            .run(&request, abort)
+            .instrument(span)
+            .await
+            .map_err(|e| Stopped::Interrupted(e.to_string()))?;
+        info!(step = step.name(), outcome = %report.outcome, session_out = report.session_id.as_deref().unwrap_or("-"), ms = report.wall_ms, "agent run finished");
+        Ok(report)
     }
 
     async fn checkpoint(&self, job: &Job, step: Step, session: &str, report: &RunReport) {

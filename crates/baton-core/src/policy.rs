@@ -1,0 +1,388 @@
+//! The resume policy: before each job, which session to resume, or why to start fresh, or why the
+//! job must be refused. A pure function of the job, what the ledger knows, and the configuration.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::job::{Job, JobKind};
+
+/// Default of `BATON_SESSION_MAX_AGE`: a conversation older than this starts over.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// Default of `BATON_SESSION_MAX_OPS`: runs since the last fresh start after which it starts over.
+pub const DEFAULT_MAX_OPS: u32 = 200;
+
+/// How the policy is configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyConfig {
+    /// Oldest conversation resumed, counted from its fresh start (`BATON_SESSION_MAX_AGE`).
+    pub max_age: Duration,
+    /// Most runs since the last fresh start (`BATON_SESSION_MAX_OPS`).
+    pub max_ops: u32,
+    /// Whether sessions are resumed at all (`BATON_RESUME`).
+    pub resume: bool,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            max_age: DEFAULT_MAX_AGE,
+            max_ops: DEFAULT_MAX_OPS,
+            resume: true,
+        }
+    }
+}
+
+/// What the ledger knows about a project, as the policy needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProjectSessions {
+    /// The project's owner; `None` for a project the ledger has not seen.
+    pub owner: Option<String>,
+    /// The project's newest session.
+    pub last_session: Option<String>,
+    /// Whether the newest session may be resumed (not marked after a failed resume).
+    pub last_resumable: bool,
+    /// When the current conversation started fresh.
+    pub fresh_start_at: Option<DateTime<Utc>>,
+    /// Runs recorded since that fresh start.
+    pub ops_since_fresh: u32,
+    /// Whether the newest transition is an operator's reset.
+    pub reset: bool,
+    /// Whether the job's `previous_session_id` appears in this project's chain (`None`: the job
+    /// carries none).
+    pub previous_in_chain: Option<bool>,
+}
+
+/// Why a job starts a fresh session; stored in `session_transitions.fresh_reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FreshReason {
+    /// A `create` job.
+    Create,
+    /// The project has no session yet.
+    NoSession,
+    /// An operator reset the project's session.
+    Reset,
+    /// The conversation is older than `BATON_SESSION_MAX_AGE`.
+    Expired,
+    /// The newest session was marked not resumable.
+    NotResumable,
+    /// More than `BATON_SESSION_MAX_OPS` runs since the last fresh start.
+    MaxOps,
+    /// `BATON_RESUME=off`.
+    ResumeDisabled,
+    /// The CLI could not find the session to resume.
+    ResumeFallback,
+}
+
+impl FreshReason {
+    /// The name stored in the ledger and used in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FreshReason::Create => "create",
+            FreshReason::NoSession => "no_session",
+            FreshReason::Reset => "reset",
+            FreshReason::Expired => "expired",
+            FreshReason::NotResumable => "not_resumable",
+            FreshReason::MaxOps => "max_ops",
+            FreshReason::ResumeDisabled => "resume_disabled",
+            FreshReason::ResumeFallback => "resume_fallback",
+        }
+    }
+}
+
+/// The policy's verdict for one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Resume this session. `stale` is the job's own, older id of the same chain, if it sent one.
+    Resume {
+        /// The session to resume: the project's newest.
+        session_id: String,
+        /// The job's `previous_session_id` when it was not the newest.
+        stale: Option<String>,
+    },
+    /// Start a new session, for this reason.
+    Fresh(FreshReason),
+    /// Refuse the job: it can never run as it is.
+    Refuse(String),
+}
+
+/// Decides how a job starts. A session never crosses projects or users.
+pub fn decide(
+    job: &Job,
+    project: &ProjectSessions,
+    config: &PolicyConfig,
+    now: DateTime<Utc>,
+) -> Decision {
+    if let Some(owner) = &project.owner
+        && owner != &job.user_id
+    {
+        return Decision::Refuse(format!(
+            "user {} does not own project {}",
+            job.user_id, job.project_id
+        ));
+    }
+    if let Some(previous) = &job.previous_session_id
+        && project.previous_in_chain != Some(true)
+    {
+        return Decision::Refuse(format!(
+            "previous_session_id {previous} is not in the session chain of project {}",
+            job.project_id
+        ));
+    }
+    if job.kind == JobKind::Create {
+        return Decision::Fresh(FreshReason::Create);
+    }
+    if !config.resume {
+        return Decision::Fresh(FreshReason::ResumeDisabled);
+    }
+    let Some(last) = &project.last_session else {
+        return Decision::Fresh(if project.reset {
+            FreshReason::Reset
+        } else {
+            FreshReason::NoSession
+        });
+    };
+    if !project.last_resumable {
+        return Decision::Fresh(FreshReason::NotResumable);
+    }
+    if let Some(started) = project.fresh_start_at {
+        let age = now
+            .signed_duration_since(started)
+            .to_std()
+            .unwrap_or_default();
+        if age > config.max_age {
+            return Decision::Fresh(FreshReason::Expired);
+        }
+    }
+    if project.ops_since_fresh >= config.max_ops {
+        return Decision::Fresh(FreshReason::MaxOps);
+    }
+    Decision::Resume {
+        session_id: last.clone(),
+        stale: job.previous_session_id.clone().filter(|p| p != last),
+    }
+}
+
+/// Parses a duration such as `24h`, `90m`, `30s`, `2d`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 24h, 90m, 30s or 2d"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use s, m, h or d)"
+            ));
+        }
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{Limits, NewJob};
+
+    fn job(kind: JobKind, user: &str, previous: Option<&str>) -> Job {
+        NewJob {
+            kind: Some(kind),
+            project_id: "p1".into(),
+            version_id: "v9".into(),
+            user_id: user.into(),
+            prompt: "go".into(),
+            previous_session_id: previous.map(str::to_string),
+            ..NewJob::default()
+        }
+        .into_job(&Limits::default())
+        .unwrap()
+    }
+
+    fn project() -> ProjectSessions {
+        ProjectSessions {
+            owner: Some("alice".into()),
+            last_session: Some("s-new".into()),
+            last_resumable: true,
+            fresh_start_at: Some(now() - chrono::Duration::hours(1)),
+            ops_since_fresh: 8,
+            reset: false,
+            previous_in_chain: None,
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        "2026-11-21T12:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn the_policy_as_a_table() {
+        let cfg = PolicyConfig::default();
+        let resume_new = Decision::Resume {
+            session_id: "s-new".into(),
+            stale: None,
+        };
+        let cases: Vec<(&str, Job, ProjectSessions, PolicyConfig, Decision)> = vec![
+            (
+                "update resumes the newest",
+                job(JobKind::Update, "alice", None),
+                project(),
+                cfg,
+                resume_new.clone(),
+            ),
+            (
+                "update naming the newest",
+                job(JobKind::Update, "alice", Some("s-new")),
+                ProjectSessions {
+                    previous_in_chain: Some(true),
+                    ..project()
+                },
+                cfg,
+                resume_new.clone(),
+            ),
+            (
+                "a stale id of the same chain resumes the newest",
+                job(JobKind::Update, "alice", Some("s-old")),
+                ProjectSessions {
+                    previous_in_chain: Some(true),
+                    ..project()
+                },
+                cfg,
+                Decision::Resume {
+                    session_id: "s-new".into(),
+                    stale: Some("s-old".into()),
+                },
+            ),
+            (
+                "an id from another chain is refused",
+                job(JobKind::Update, "alice", Some("s-elsewhere")),
+                ProjectSessions {
+                    previous_in_chain: Some(false),
+                    ..project()
+                },
+                cfg,
+                Decision::Refuse(
+                    "previous_session_id s-elsewhere is not in the session chain of project p1"
+                        .into(),
+                ),
+            ),
+            (
+                "another user is refused",
+                job(JobKind::Update, "mallory", None),
+                project(),
+                cfg,
+                Decision::Refuse("user mallory does not own project p1".into()),
+            ),
+            (
+                "create starts fresh",
+                job(JobKind::Create, "alice", None),
+                project(),
+                cfg,
+                Decision::Fresh(FreshReason::Create),
+            ),
+            (
+                "a new project starts fresh",
+                job(JobKind::Update, "alice", None),
+                ProjectSessions::default(),
+                cfg,
+                Decision::Fresh(FreshReason::NoSession),
+            ),
+            (
+                "a reset project starts fresh",
+                job(JobKind::Update, "alice", None),
+                ProjectSessions {
+                    last_session: None,
+                    reset: true,
+                    ..project()
+                },
+                cfg,
+                Decision::Fresh(FreshReason::Reset),
+            ),
+            (
+                "an old conversation starts fresh",
+                job(JobKind::Update, "alice", None),
+                ProjectSessions {
+                    fresh_start_at: Some(now() - chrono::Duration::hours(25)),
+                    ..project()
+                },
+                cfg,
+                Decision::Fresh(FreshReason::Expired),
+            ),
+            (
+                "a session marked not resumable starts fresh",
+                job(JobKind::Update, "alice", None),
+                ProjectSessions {
+                    last_resumable: false,
+                    ..project()
+                },
+                cfg,
+                Decision::Fresh(FreshReason::NotResumable),
+            ),
+            (
+                "too many operations start fresh",
+                job(JobKind::Update, "alice", None),
+                ProjectSessions {
+                    ops_since_fresh: 200,
+                    ..project()
+                },
+                cfg,
+                Decision::Fresh(FreshReason::MaxOps),
+            ),
+            (
+                "resumption turned off starts fresh",
+                job(JobKind::Update, "alice", None),
+                project(),
+                PolicyConfig {
+                    resume: false,
+                    ..cfg
+                },
+                Decision::Fresh(FreshReason::ResumeDisabled),
+            ),
+            (
+                "a short max age is honoured",
+                job(JobKind::Update, "alice", None),
+                project(),
+                PolicyConfig {
+                    max_age: Duration::from_secs(60),
+                    ..cfg
+                },
+                Decision::Fresh(FreshReason::Expired),
+            ),
+            (
+                "refusal comes before a fresh create",
+                job(JobKind::Create, "alice", Some("s-elsewhere")),
+                ProjectSessions {
+                    previous_in_chain: Some(false),
+                    ..project()
+                },
+                cfg,
+                Decision::Refuse(
+                    "previous_session_id s-elsewhere is not in the session chain of project p1"
+                        .into(),
+                ),
+            ),
+        ];
+        for (name, job, project, cfg, expected) in cases {
+            assert_eq!(decide(&job, &project, &cfg, now()), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86_400));
+        assert_eq!(parse_duration("90m").unwrap(), Duration::from_secs(5_400));
+        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172_800));
+        assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5w").is_err());
+    }
+}

@@ -1,0 +1,229 @@
+//! Read-side reports over the ledger: the sync check, usage statistics, and pruning old history.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::{Ledger, LedgerError};
+
+/// One project's sync state: its session id against its newest version's and newest transition's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SyncRow {
+    /// The project.
+    pub project_id: String,
+    /// `projects.last_ai_session_id`.
+    pub project_session: Option<String>,
+    /// The session of the version used most recently.
+    pub version_session: Option<String>,
+    /// The newest transition's new session.
+    pub transition_session: Option<String>,
+    /// Whether they agree.
+    pub synced: bool,
+}
+
+/// The sync check over every project.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SyncReport {
+    /// One row per project.
+    pub projects: Vec<SyncRow>,
+    /// Projects in sync.
+    pub synced: usize,
+    /// Projects in all.
+    pub total: usize,
+    /// `synced / total` (1 when there are no projects).
+    pub rate: f64,
+}
+
+/// Usage statistics.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stats {
+    /// Projects in the ledger.
+    pub projects: i64,
+    /// Projects whose newest session is set.
+    pub projects_with_sessions: i64,
+    /// Projects with a run recorded in the last hour.
+    pub active_last_hour: i64,
+    /// `projects_with_sessions / projects`.
+    pub adoption_rate: f64,
+    /// Runs that resumed a session.
+    pub resumed_runs: i64,
+    /// Resumes the CLI could not serve (fallbacks to a fresh session).
+    pub resume_failures: i64,
+    /// `resumed_runs / (resumed_runs + resume_failures)`.
+    pub resume_success_rate: f64,
+    /// Fresh starts by reason.
+    pub fresh_starts: BTreeMap<String, i64>,
+    /// Tokens and cost by transition source.
+    pub usage_by_source: BTreeMap<String, SourceUsage>,
+}
+
+/// Usage summed over one source.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SourceUsage {
+    /// Runs.
+    pub runs: i64,
+    /// Uncached input tokens.
+    pub input_tokens: i64,
+    /// Output tokens.
+    pub output_tokens: i64,
+    /// Cached input tokens read.
+    pub cache_read_input_tokens: i64,
+    /// Cached input tokens written.
+    pub cache_creation_input_tokens: i64,
+    /// Cost as the CLI reported it.
+    pub cost_usd: f64,
+}
+
+/// What a prune removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PruneReport {
+    /// Transitions deleted.
+    pub transitions: u64,
+    /// Metrics rows deleted.
+    pub metrics: u64,
+}
+
+fn ratio(part: i64, whole: i64) -> f64 {
+    if whole == 0 {
+        1.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+impl Ledger {
+    /// Compares every project's session id with its newest version's and its newest transition's.
+    /// After a reset the project has no session, and only the transition must agree.
+    pub async fn sync_check(&self) -> Result<SyncReport, LedgerError> {
+        let rows = sqlx::query!(
+            r#"SELECT p.project_id AS "project_id!",
+                      p.last_ai_session_id AS project_session,
+                      (SELECT v.ai_session_id FROM project_versions v
+                       WHERE v.project_id = p.project_id AND v.ai_session_id IS NOT NULL
+                       ORDER BY v.ai_session_last_used_at DESC NULLS LAST, v.created_at DESC LIMIT 1) AS version_session,
+                      (SELECT t.new_session_id FROM session_transitions t
+                       WHERE t.project_id = p.project_id ORDER BY t.id DESC LIMIT 1) AS transition_session,
+                      EXISTS (SELECT 1 FROM session_transitions t WHERE t.project_id = p.project_id) AS "has_chain!"
+               FROM projects p ORDER BY p.project_id"#
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let projects: Vec<SyncRow> = rows
+            .into_iter()
+            .map(|r| {
+                let transition_ok = !r.has_chain || r.project_session == r.transition_session;
+                let version_ok =
+                    r.project_session.is_none() || r.project_session == r.version_session;
+                SyncRow {
+                    synced: transition_ok && version_ok,
+                    project_id: r.project_id,
+                    project_session: r.project_session,
+                    version_session: r.version_session,
+                    transition_session: r.transition_session,
+                }
+            })
+            .collect();
+        let synced = projects.iter().filter(|p| p.synced).count();
+        let total = projects.len();
+        Ok(SyncReport {
+            rate: ratio(synced as i64, total as i64),
+            projects,
+            synced,
+            total,
+        })
+    }
+
+    /// Usage statistics over the whole ledger.
+    pub async fn stats(&self) -> Result<Stats, LedgerError> {
+        let p = sqlx::query!(
+            r#"SELECT count(*) AS "projects!",
+                      count(last_ai_session_id) AS "with_sessions!",
+                      (SELECT count(DISTINCT project_id) FROM session_transitions
+                       WHERE created_at > now() - interval '1 hour') AS "active!",
+                      (SELECT count(*) FROM session_transitions
+                       WHERE old_session_id IS NOT NULL AND new_session_id IS NOT NULL) AS "resumed!",
+                      (SELECT count(*) FROM session_transitions WHERE source = 'resume_fallback') AS "failures!"
+               FROM projects"#
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let fresh_starts = sqlx::query!(
+            r#"SELECT COALESCE(fresh_reason, 'unrecorded') AS "reason!", count(*) AS "n!"
+               FROM session_transitions
+               WHERE old_session_id IS NULL AND new_session_id IS NOT NULL
+               GROUP BY 1 ORDER BY 1"#
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| (r.reason, r.n))
+        .collect();
+        let usage_by_source = sqlx::query!(
+            r#"SELECT source AS "source!", count(*) AS "runs!",
+                      COALESCE(sum(input_tokens), 0)::bigint AS "input!",
+                      COALESCE(sum(output_tokens), 0)::bigint AS "output!",
+                      COALESCE(sum(cache_read_input_tokens), 0)::bigint AS "cache_read!",
+                      COALESCE(sum(cache_creation_input_tokens), 0)::bigint AS "cache_creation!",
+                      COALESCE(sum(cost_usd), 0)::float8 AS "cost!"
+               FROM project_ai_session_metrics GROUP BY source ORDER BY source"#
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| {
+            (
+                r.source,
+                SourceUsage {
+                    runs: r.runs,
+                    input_tokens: r.input,
+                    output_tokens: r.output,
+                    cache_read_input_tokens: r.cache_read,
+                    cache_creation_input_tokens: r.cache_creation,
+                    cost_usd: r.cost,
+                },
+            )
+        })
+        .collect();
+        Ok(Stats {
+            projects: p.projects,
+            projects_with_sessions: p.with_sessions,
+            active_last_hour: p.active,
+            adoption_rate: ratio(p.with_sessions, p.projects),
+            resumed_runs: p.resumed,
+            resume_failures: p.failures,
+            resume_success_rate: ratio(p.resumed, p.resumed + p.failures),
+            fresh_starts,
+            usage_by_source,
+        })
+    }
+
+    /// Deletes transitions and metrics older than `cutoff`, keeping each project's newest chain link
+    /// and its usage row, so the chain's head and the sync check survive.
+    pub async fn prune(&self, cutoff: DateTime<Utc>) -> Result<PruneReport, LedgerError> {
+        let mut tx = self.pool.begin().await?;
+        let transitions = sqlx::query!(
+            r#"DELETE FROM session_transitions t
+               WHERE t.created_at < $1
+                 AND t.id <> (SELECT max(id) FROM session_transitions h WHERE h.project_id = t.project_id)"#,
+            cutoff
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let metrics = sqlx::query!(
+            r#"DELETE FROM project_ai_session_metrics m
+               WHERE m.created_at < $1
+                 AND m.id <> (SELECT max(id) FROM project_ai_session_metrics h WHERE h.project_id = m.project_id)"#,
+            cutoff
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(PruneReport {
+            transitions,
+            metrics,
+        })
+    }
+}
