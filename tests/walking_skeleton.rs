@@ -222,22 +222,39 @@ async fn garbage_on_the_stream_is_dead_lettered_and_the_worker_keeps_going() {
         .query_async(&mut redis)
         .await
         .unwrap();
-    let reasons: Vec<String> = dead
+    let text = |v: &redis::Value| match v {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        other => format!("{other:?}"),
+    };
+    // Jobs run concurrently, so the letters come in any order: match each to its payload.
+    let reasons: std::collections::HashMap<String, String> = dead
         .ids
         .iter()
-        .map(|e| match &e.map["reason"] {
-            redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-            other => format!("{other:?}"),
-        })
+        .map(|e| (text(&e.map["payload"]), text(&e.map["reason"])))
         .collect();
     assert_eq!(reasons.len(), 4, "{reasons:?}");
-    assert!(reasons[0].contains("not valid JSON"), "{reasons:?}");
+    let reason = |payload: &str| {
+        reasons
+            .get(payload)
+            .cloned()
+            .unwrap_or_else(|| panic!("no letter for {payload}: {reasons:?}"))
+    };
     assert!(
-        reasons[1].contains("unsupported job version 2"),
+        reason("{not json").contains("not valid JSON"),
         "{reasons:?}"
     );
-    assert!(reasons[2].contains("missing field"), "{reasons:?}");
-    assert!(reasons[3].contains("no `job` field"), "{reasons:?}");
+    assert!(
+        reason(r#"{"v":2,"build_id":"x"}"#).contains("unsupported job version 2"),
+        "{reasons:?}"
+    );
+    assert!(
+        reason(r#"{"v":1,"build_id":"b1","kind":"create"}"#).contains("missing field"),
+        "{reasons:?}"
+    );
+    assert!(
+        reason(r#"{"other":"field"}"#).contains("no `job` field"),
+        "{reasons:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

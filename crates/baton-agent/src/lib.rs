@@ -180,6 +180,17 @@ pub struct RunReport {
     pub wall_ms: u64,
 }
 
+/// How the caller steers and watches one run.
+#[derive(Debug, Default)]
+pub struct RunHooks {
+    /// Ends the run gracefully: SIGINT, SIGTERM, then SIGKILL (shutdown).
+    pub cancel: CancellationToken,
+    /// Ends the run at once with SIGKILL (the job was taken by another worker).
+    pub kill: CancellationToken,
+    /// Receives the session id as soon as a line names it, before the run's work is done.
+    pub session_seen: Option<tokio::sync::oneshot::Sender<String>>,
+}
+
 /// Why a run could not even start.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -230,6 +241,21 @@ impl Agent {
         req: &RunRequest,
         cancel: &CancellationToken,
     ) -> Result<RunReport, AgentError> {
+        let hooks = RunHooks {
+            cancel: cancel.clone(),
+            ..RunHooks::default()
+        };
+        self.run_with(req, hooks).await
+    }
+
+    /// Runs one request with the caller's hooks; see [`RunHooks`].
+    pub async fn run_with(
+        &self,
+        req: &RunRequest,
+        mut hooks: RunHooks,
+    ) -> Result<RunReport, AgentError> {
+        let cancel = hooks.cancel.clone();
+        let kill = hooks.kill.clone();
         let started = Instant::now();
         let mut cmd = match &self.config.supervisor {
             Some(supervisor) => {
@@ -275,11 +301,16 @@ impl Agent {
         let wall_deadline = tokio::time::Instant::now() + self.config.wall_clock;
         let mut idle_deadline = tokio::time::Instant::now() + self.config.idle;
         let mut drain_deadline: Option<tokio::time::Instant> = None;
+        let mut killed_at_once = false;
         let stop = loop {
             // After the result (or after the process exited) only a short grace remains.
             let soft_deadline = drain_deadline.unwrap_or(idle_deadline);
             tokio::select! {
                 biased;
+                _ = kill.cancelled() => {
+                    killed_at_once = true;
+                    break Stop::Cancelled;
+                }
                 _ = cancel.cancelled() => break Stop::Cancelled,
                 _ = sleep_until(wall_deadline) => break Stop::WallClock(self.config.wall_clock),
                 _ = sleep_until(soft_deadline) => {
@@ -292,6 +323,10 @@ impl Agent {
                 item = rx.recv(), if stdout_open => match item {
                     Some(StdoutItem::Line(line)) => {
                         state.feed(&line);
+                        if let (Some(id), Some(_)) = (&state.session_id, &hooks.session_seen) {
+                            let tx = hooks.session_seen.take().expect("checked above");
+                            let _ = tx.send(id.clone());
+                        }
                         idle_deadline = tokio::time::Instant::now() + self.config.idle;
                         if state.result.is_some() && drain_deadline.is_none() {
                             drain_deadline = Some(tokio::time::Instant::now() + self.config.post_result_grace);
@@ -316,7 +351,14 @@ impl Agent {
         };
 
         if exit.is_none() {
-            exit = self.terminate(&mut child, pgid).await;
+            exit = if killed_at_once {
+                if let Some(pgid) = pgid {
+                    let _ = killpg(pgid, Signal::SIGKILL);
+                }
+                child.wait().await.ok().map(to_exit)
+            } else {
+                self.terminate(&mut child, pgid).await
+            };
         }
         // Whatever the leader left behind in its group ends with the run.
         if let Some(pgid) = pgid {

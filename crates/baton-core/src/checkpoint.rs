@@ -27,6 +27,21 @@ pub struct Checkpoint {
     pub files_created: Vec<String>,
     /// The step the run belonged to (see [`crate::Step::name`]).
     pub step: String,
+    /// Whether the run had just started (its `init` named the session) or had finished and was
+    /// recorded. A replay resumes a started run's session, so its partial work is kept.
+    #[serde(default)]
+    pub phase: Phase,
     /// When the checkpoint was written.
     pub updated_at: DateTime<Utc>,
+}
+
+/// Where the run a checkpoint describes stood.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// The run started; its session is named but its result not recorded.
+    Started,
+    /// The run finished and was recorded.
+    #[default]
+    Finished,
 }

@@ -31,6 +31,8 @@ pub enum JobKind {
     Create,
     /// A later build: resumes the project's newest session.
     Update,
+    /// A planning chat: one run in plan mode on the project's newest session.
+    ChatPlan,
 }
 
 impl JobKind {
@@ -39,6 +41,7 @@ impl JobKind {
         match self {
             JobKind::Create => "create",
             JobKind::Update => "update",
+            JobKind::ChatPlan => "chat_plan",
         }
     }
 }
@@ -56,9 +59,10 @@ impl std::str::FromStr for JobKind {
         match s {
             "create" => Ok(JobKind::Create),
             "update" => Ok(JobKind::Update),
+            "chat_plan" | "chat-plan" => Ok(JobKind::ChatPlan),
             other => Err(JobError::invalid(
                 "kind",
-                format!("unknown kind {other:?} (expected create or update)"),
+                format!("unknown kind {other:?} (expected create, update or chat_plan)"),
             )),
         }
     }

@@ -16,6 +16,8 @@ pub enum Step {
     Documentation,
     /// `/compact` on the session the steps before left.
     Compact,
+    /// A planning chat: the user's prompt in plan mode.
+    ChatPlan,
 }
 
 const BUILD_PLAN: &[Step] = &[
@@ -30,6 +32,7 @@ impl Step {
     pub fn plan(kind: JobKind) -> &'static [Step] {
         match kind {
             JobKind::Create | JobKind::Update => BUILD_PLAN,
+            JobKind::ChatPlan => &[Step::ChatPlan],
         }
     }
 
@@ -40,6 +43,7 @@ impl Step {
             Step::Recommendations => "metadata.recommendations",
             Step::Documentation => "metadata.documentation",
             Step::Compact => "compact",
+            Step::ChatPlan => "chat_plan",
         }
     }
 
@@ -50,6 +54,7 @@ impl Step {
             Step::Recommendations,
             Step::Documentation,
             Step::Compact,
+            Step::ChatPlan,
         ]
         .into_iter()
         .find(|s| s.name() == name)
@@ -61,6 +66,16 @@ impl Step {
             Step::Build => Source::Build,
             Step::Recommendations | Step::Documentation => Source::Metadata,
             Step::Compact => Source::Compact,
+            Step::ChatPlan => Source::ChatPlan,
+        }
+    }
+
+    /// The `--permission-mode` the step runs with, where it needs one (not kept on resume, so
+    /// passed on every run).
+    pub fn permission_mode(self) -> Option<&'static str> {
+        match self {
+            Step::ChatPlan => Some("plan"),
+            _ => None,
         }
     }
 
@@ -73,7 +88,7 @@ impl Step {
     /// The prompt the step sends to the CLI.
     pub fn prompt(self, job: &Job) -> String {
         match self {
-            Step::Build => job.prompt.clone(),
+            Step::Build | Step::ChatPlan => job.prompt.clone(),
             Step::Recommendations => {
                 "Review the project as it is now and write RECOMMENDATIONS.md: \
                  the five most valuable next steps, each with a one-line reason."
@@ -185,6 +200,14 @@ mod tests {
                 ]
             );
         }
+    }
+
+    #[test]
+    fn a_chat_plan_is_one_plan_mode_run() {
+        assert_eq!(Step::plan(JobKind::ChatPlan), [Step::ChatPlan]);
+        assert_eq!(Step::ChatPlan.source(), Source::ChatPlan);
+        assert_eq!(Step::ChatPlan.permission_mode(), Some("plan"));
+        assert_eq!(Step::Build.permission_mode(), None);
     }
 
     #[test]

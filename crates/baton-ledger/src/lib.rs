@@ -128,6 +128,8 @@ pub struct RunRecord<'a> {
     pub metrics: RunMetrics,
     /// Why this run started a fresh session, when it did.
     pub fresh_reason: Option<FreshReason>,
+    /// What the job survived in this run, e.g. a compaction that did not happen.
+    pub note: Option<&'a str>,
 }
 
 /// Usage of one run, as the CLI reported it.
@@ -177,6 +179,8 @@ pub struct Transition {
     pub source: String,
     /// Why the run started fresh, when it did.
     pub fresh_reason: Option<String>,
+    /// What the job survived in this run, e.g. a compaction that did not happen.
+    pub note: Option<String>,
     /// When.
     pub created_at: DateTime<Utc>,
 }
@@ -385,8 +389,8 @@ impl Ledger {
             });
         }
         sqlx::query!(
-            r#"INSERT INTO session_transitions (project_id, version_id, build_id, step, old_session_id, new_session_id, source, fresh_reason)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"#,
+            r#"INSERT INTO session_transitions (project_id, version_id, build_id, step, old_session_id, new_session_id, source, fresh_reason, note)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"#,
             job.project_id,
             job.version_id,
             job.build_id,
@@ -395,6 +399,7 @@ impl Ledger {
             run.new_session_id,
             run.step.source().as_str(),
             run.fresh_reason.map(FreshReason::as_str),
+            run.note,
         )
         .execute(&mut *tx)
         .await?;
@@ -492,6 +497,40 @@ impl Ledger {
         Ok(())
     }
 
+    /// Puts a claimed build back to `queued` (its entry was handed back: shutdown, or the CLI's
+    /// credentials failed), keeping why. Fenced like every write of a claim.
+    pub async fn requeue_build(
+        &self,
+        build_id: &str,
+        fence: i64,
+        reason: &str,
+    ) -> Result<(), LedgerError> {
+        let mut tx = self.pool.begin().await?;
+        check_fence(&mut tx, build_id, fence).await?;
+        sqlx::query!(
+            "UPDATE builds SET status = 'queued', last_error = $2, updated_at = now() WHERE build_id = $1",
+            build_id,
+            reason
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Opens a failed build again so a replayed job runs its remaining steps; returns whether the
+    /// build was failed. Completed builds stay completed.
+    pub async fn reopen_build(&self, build_id: &str) -> Result<bool, LedgerError> {
+        let reopened = sqlx::query!(
+            "UPDATE builds SET status = 'queued', finished_at = NULL, updated_at = now() WHERE build_id = $1 AND status = 'failed'",
+            build_id
+        )
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(reopened == 1)
+    }
+
     /// Marks a build failed without a claim: for jobs refused before any worker could run them.
     pub async fn fail_unclaimed(&self, job: &Job, error: &str) -> Result<(), LedgerError> {
         sqlx::query!(
@@ -528,7 +567,7 @@ impl Ledger {
     pub async fn chain(&self, project_id: &str) -> Result<Vec<Transition>, LedgerError> {
         Ok(sqlx::query_as!(
             Transition,
-            r#"SELECT id, version_id, build_id, step, old_session_id, new_session_id, source, fresh_reason, created_at
+            r#"SELECT id, version_id, build_id, step, old_session_id, new_session_id, source, fresh_reason, note, created_at
                FROM session_transitions WHERE project_id = $1 ORDER BY id"#,
             project_id
         )

@@ -42,6 +42,7 @@ fn run<'a>(
         } else {
             None
         },
+        note: None,
     }
 }
 

@@ -1,18 +1,25 @@
 //! Baton's Redis side: jobs on a stream read by one consumer group, the dead-letter stream beside
 //! it, and each build's session checkpoint `claude:session:<buildId>`.
 //!
-//! Commands go through a `deadpool-redis` pool. Blocking reads (`XREADGROUP ... BLOCK`) get a
+//! Delivery is at least once through a consumer group. Each entry is queued under its project when
+//! it is delivered (one Lua script, so every project's queue is in stream order), and starts only
+//! when it heads that queue and takes the project's lease: at most one job of a project runs at a
+//! time, in enqueue order, while other projects go on. Workers refresh their entries and leases
+//! with a heartbeat; entries nobody refreshed for the claim timeout are taken over with
+//! `XAUTOCLAIM`. The scripts live in `src/lua/`.
+//!
+//! Commands go through a `deadpool-redis` pool. Waiting for new entries (`XREAD ... BLOCK`) uses a
 //! dedicated connection without the client's default reply timeout, which would otherwise cut every
-//! read that waits longer than it.
+//! wait longer than it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use baton_core::{Checkpoint, JOB_FIELD, Job, checkpoint_key, dead_letter_stream};
 use deadpool_redis::{Config as PoolConfig, Pool, Runtime};
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
-use redis::streams::StreamReadReply;
 use serde::Serialize;
 
 /// What can go wrong talking to Redis.
@@ -46,6 +53,8 @@ pub struct Delivery {
     pub payload: Option<String>,
     /// Every field as text, for dead letters of entries that are not jobs.
     pub fields: HashMap<String, String>,
+    /// The project whose queue the entry is in; `None` for entries that are not jobs.
+    pub project: Option<String>,
 }
 
 impl Delivery {
@@ -75,13 +84,74 @@ pub struct DeadLetter<'a> {
     pub consumer: &'a str,
 }
 
-/// The job stream, its group and dead letters, and the checkpoints. Cheap to clone.
+/// How starting an entry went; see [`Queue::try_start`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The entry heads its project's queue and holds the lease: run it.
+    Started,
+    /// An older entry of the project is unfinished, or another holder has the lease: wait.
+    Wait,
+    /// Another consumer took the entry: drop it without writing.
+    Lost,
+}
+
+/// How an entry ends; see [`Queue::finish`].
+#[derive(Debug, Clone)]
+pub enum Ending<'a> {
+    /// Done: acknowledge it.
+    Ack,
+    /// It cannot run: move it to the dead-letter stream, then acknowledge it.
+    DeadLetter(DeadLetter<'a>),
+}
+
+/// What [`Consumer::next`] found.
+enum ReadResult {
+    Delivered(Vec<Delivery>),
+    Empty { last_delivered: String },
+}
+
+/// A dead letter as stored in `<stream>:dead`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeadEntry {
+    /// The dead-letter entry's own id.
+    pub id: String,
+    /// Its fields: reason, payload, stream_id, attempts, last_error, consumer, failed_at_ms.
+    pub fields: std::collections::BTreeMap<String, String>,
+}
+
+struct Scripts {
+    read: redis::Script,
+    autoclaim: redis::Script,
+    start: redis::Script,
+    heartbeat: redis::Script,
+    finish: redis::Script,
+    handback: redis::Script,
+}
+
+impl Scripts {
+    fn load() -> Scripts {
+        const PRELUDE: &str = include_str!("lua/prelude.lua");
+        let script = |body: &str| redis::Script::new(&format!("{PRELUDE}\n{body}"));
+        Scripts {
+            read: script(include_str!("lua/read.lua")),
+            autoclaim: script(include_str!("lua/autoclaim.lua")),
+            start: script(include_str!("lua/start.lua")),
+            heartbeat: script(include_str!("lua/heartbeat.lua")),
+            finish: script(include_str!("lua/finish.lua")),
+            handback: script(include_str!("lua/handback.lua")),
+        }
+    }
+}
+
+/// The job stream, its group and dead letters, the project queues and leases, and the
+/// checkpoints. Cheap to clone.
 #[derive(Clone)]
 pub struct Queue {
     pool: Pool,
     client: redis::Client,
     stream: String,
     group: String,
+    scripts: Arc<Scripts>,
 }
 
 impl std::fmt::Debug for Queue {
@@ -103,6 +173,7 @@ impl Queue {
             client,
             stream: stream.to_string(),
             group: group.to_string(),
+            scripts: Arc::new(Scripts::load()),
         };
         queue.ping().await?;
         Ok(queue)
@@ -167,7 +238,7 @@ impl Queue {
             .await?)
     }
 
-    /// A reader for the consumer `name`, on its own connection without a reply timeout.
+    /// A reader for the consumer `name`, waiting on its own connection without a reply timeout.
     pub async fn consumer(&self, name: &str) -> Result<Consumer, QueueError> {
         let config = AsyncConnectionConfig::new().set_response_timeout(None);
         let conn = self
@@ -176,22 +247,207 @@ impl Queue {
             .await?;
         Ok(Consumer {
             conn,
-            stream: self.stream.clone(),
-            group: self.group.clone(),
+            queue: self.clone(),
             name: name.to_string(),
         })
     }
 
-    /// Acknowledges an entry: the group is done with it.
-    pub async fn ack(&self, id: &str) -> Result<(), QueueError> {
+    fn project_queue_prefix(&self) -> String {
+        format!("{}:project:", self.stream)
+    }
+
+    fn lease_prefix(&self) -> String {
+        format!("{}:lease:", self.stream)
+    }
+
+    /// The key of a project's queue of unfinished entries.
+    pub fn project_queue_key(&self, project: &str) -> String {
+        format!("{}{project}", self.project_queue_prefix())
+    }
+
+    /// The key of a project's lease.
+    pub fn lease_key(&self, project: &str) -> String {
+        format!("{}{project}", self.lease_prefix())
+    }
+
+    /// Delivers up to `count` new entries to `consumer`, each queued under its project.
+    async fn read(&self, consumer: &str, count: usize) -> Result<ReadResult, QueueError> {
         let mut conn = self.pool.get().await?;
-        redis::cmd("XACK")
-            .arg(&self.stream)
+        let reply: redis::Value = self
+            .scripts
+            .read
+            .key(&self.stream)
             .arg(&self.group)
-            .arg(id)
-            .query_async::<i64>(&mut conn)
+            .arg(consumer)
+            .arg(count.max(1))
+            .arg(self.project_queue_prefix())
+            .invoke_async(&mut conn)
             .await?;
-        Ok(())
+        let mut parts = as_array(reply).into_iter();
+        let delivered = matches!(parts.next(), Some(redis::Value::Int(1)));
+        let rest = parts.next().unwrap_or(redis::Value::Nil);
+        Ok(if delivered {
+            ReadResult::Delivered(as_array(rest).into_iter().filter_map(to_delivery).collect())
+        } else {
+            ReadResult::Empty {
+                last_delivered: value_text(&rest),
+            }
+        })
+    }
+
+    /// Takes over up to `count` entries that no consumer refreshed for `min_idle`.
+    pub async fn autoclaim(
+        &self,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        let mut conn = self.pool.get().await?;
+        let reply: redis::Value = self
+            .scripts
+            .autoclaim
+            .key(&self.stream)
+            .arg(&self.group)
+            .arg(consumer)
+            .arg(min_idle.as_millis() as u64)
+            .arg(count.max(1))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(as_array(reply)
+            .into_iter()
+            .filter_map(to_delivery)
+            .collect())
+    }
+
+    /// Starts an entry if it heads its project's queue and the project's lease is free (taking
+    /// it for `lease`). Entries that are not jobs start at once.
+    pub async fn try_start(
+        &self,
+        consumer: &str,
+        delivery: &Delivery,
+        lease: Duration,
+    ) -> Result<Start, QueueError> {
+        let Some(project) = &delivery.project else {
+            return Ok(Start::Started);
+        };
+        let mut conn = self.pool.get().await?;
+        let started: i64 = self
+            .scripts
+            .start
+            .key(&self.stream)
+            .key(self.project_queue_key(project))
+            .key(self.lease_key(project))
+            .arg(&self.group)
+            .arg(&delivery.id)
+            .arg(consumer)
+            .arg(lease.as_millis() as u64)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match started {
+            1 => Start::Started,
+            0 => Start::Wait,
+            _ => Start::Lost,
+        })
+    }
+
+    /// Refreshes `consumer`'s entries and the leases of those running. Returns, per entry, whether
+    /// it is still this consumer's.
+    pub async fn heartbeat(
+        &self,
+        consumer: &str,
+        entries: &[(String, Option<String>)],
+        lease: Duration,
+    ) -> Result<Vec<bool>, QueueError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.pool.get().await?;
+        let mut invocation = self.scripts.heartbeat.key(&self.stream);
+        invocation
+            .arg(&self.group)
+            .arg(consumer)
+            .arg(lease.as_millis() as u64)
+            .arg(self.lease_prefix());
+        for (id, project) in entries {
+            invocation.arg(id).arg(project.as_deref().unwrap_or(""));
+        }
+        let owned: Vec<i64> = invocation.invoke_async(&mut conn).await?;
+        Ok(owned.into_iter().map(|o| o == 1).collect())
+    }
+
+    /// Ends an entry (acknowledged, or dead-lettered then acknowledged), takes it out of its
+    /// project's queue and releases its lease. Returns false, doing nothing, when the entry is no
+    /// longer `consumer`'s.
+    pub async fn finish(
+        &self,
+        consumer: &str,
+        delivery: &Delivery,
+        ending: Ending<'_>,
+    ) -> Result<bool, QueueError> {
+        let project = delivery.project.as_deref().unwrap_or("");
+        let mut conn = self.pool.get().await?;
+        let mut invocation = self.scripts.finish.key(&self.stream);
+        invocation
+            .key(self.project_queue_key(project))
+            .key(self.lease_key(project))
+            .key(self.dead_stream())
+            .arg(&self.group)
+            .arg(&delivery.id)
+            .arg(consumer)
+            .arg(if delivery.project.is_some() { "1" } else { "0" });
+        match &ending {
+            Ending::Ack => {
+                invocation.arg("ack");
+            }
+            Ending::DeadLetter(letter) => {
+                let failed_at = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis())
+                    .unwrap_or(0);
+                invocation
+                    .arg("dead")
+                    .arg("reason")
+                    .arg(letter.reason)
+                    .arg("payload")
+                    .arg(letter.payload)
+                    .arg("stream_id")
+                    .arg(letter.stream_id)
+                    .arg("attempts")
+                    .arg(letter.attempts)
+                    .arg("last_error")
+                    .arg(letter.last_error.unwrap_or(""))
+                    .arg("consumer")
+                    .arg(letter.consumer)
+                    .arg("failed_at_ms")
+                    .arg(failed_at.to_string());
+            }
+        }
+        let ended: i64 = invocation.invoke_async(&mut conn).await?;
+        Ok(ended == 1)
+    }
+
+    /// Gives entries back so any replica's next claim pass takes them, and releases their leases.
+    pub async fn hand_back(
+        &self,
+        consumer: &str,
+        entries: &[(String, Option<String>)],
+    ) -> Result<usize, QueueError> {
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.pool.get().await?;
+        let mut invocation = self.scripts.handback.key(&self.stream);
+        // Idle "since a day ago": past any claim timeout.
+        invocation
+            .arg(&self.group)
+            .arg(consumer)
+            .arg(86_400_000u64)
+            .arg(self.lease_prefix());
+        for (id, project) in entries {
+            invocation.arg(id).arg(project.as_deref().unwrap_or(""));
+        }
+        let n: i64 = invocation.invoke_async(&mut conn).await?;
+        Ok(usize::try_from(n).unwrap_or(0))
     }
 
     /// How many entries the group has delivered and not yet acknowledged.
@@ -209,39 +465,90 @@ impl Queue {
         })
     }
 
-    /// Moves an entry to the dead-letter stream with its reason and acknowledges it, atomically.
-    pub async fn dead_letter(&self, letter: &DeadLetter<'_>) -> Result<String, QueueError> {
+    /// Entries in the job stream.
+    pub async fn stream_length(&self) -> Result<u64, QueueError> {
+        self.xlen(&self.stream).await
+    }
+
+    /// Entries in the dead-letter stream.
+    pub async fn dead_letter_length(&self) -> Result<u64, QueueError> {
+        self.xlen(&self.dead_stream()).await
+    }
+
+    async fn xlen(&self, key: &str) -> Result<u64, QueueError> {
         let mut conn = self.pool.get().await?;
-        let failed_at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
-        let (dead_id, _acked): (String, i64) = redis::pipe()
-            .atomic()
-            .cmd("XADD")
+        Ok(redis::cmd("XLEN").arg(key).query_async(&mut conn).await?)
+    }
+
+    /// Up to `count` dead letters, oldest first.
+    pub async fn dead_letters(&self, count: usize) -> Result<Vec<DeadEntry>, QueueError> {
+        let mut conn = self.pool.get().await?;
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
             .arg(self.dead_stream())
-            .arg("*")
-            .arg("reason")
-            .arg(letter.reason)
-            .arg("payload")
-            .arg(letter.payload)
-            .arg("stream_id")
-            .arg(letter.stream_id)
-            .arg("attempts")
-            .arg(letter.attempts)
-            .arg("last_error")
-            .arg(letter.last_error.unwrap_or(""))
-            .arg("consumer")
-            .arg(letter.consumer)
-            .arg("failed_at_ms")
-            .arg(failed_at.to_string())
-            .cmd("XACK")
-            .arg(&self.stream)
-            .arg(&self.group)
-            .arg(letter.stream_id)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(count.max(1))
             .query_async(&mut conn)
             .await?;
-        Ok(dead_id)
+        Ok(reply.ids.into_iter().map(dead_entry).collect())
+    }
+
+    /// One dead letter by its id.
+    pub async fn dead_letter_entry(&self, id: &str) -> Result<Option<DeadEntry>, QueueError> {
+        let mut conn = self.pool.get().await?;
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(self.dead_stream())
+            .arg(id)
+            .arg(id)
+            .query_async(&mut conn)
+            .await?;
+        Ok(reply.ids.into_iter().next().map(dead_entry))
+    }
+
+    /// Puts a dead letter's payload back on the job stream and removes the letter, atomically.
+    /// Returns the new entry's id, or `None` when there is no such letter.
+    pub async fn replay_dead_letter(&self, id: &str) -> Result<Option<String>, QueueError> {
+        let Some(letter) = self.dead_letter_entry(id).await? else {
+            return Ok(None);
+        };
+        let payload = letter.fields.get("payload").cloned().unwrap_or_default();
+        let mut conn = self.pool.get().await?;
+        let (new_id, _): (String, i64) = redis::pipe()
+            .atomic()
+            .cmd("XADD")
+            .arg(&self.stream)
+            .arg("*")
+            .arg(JOB_FIELD)
+            .arg(payload)
+            .cmd("XDEL")
+            .arg(self.dead_stream())
+            .arg(id)
+            .query_async(&mut conn)
+            .await?;
+        Ok(Some(new_id))
+    }
+
+    /// Deletes one dead letter, or all of them; returns how many went.
+    pub async fn purge_dead_letters(&self, id: Option<&str>) -> Result<u64, QueueError> {
+        let mut conn = self.pool.get().await?;
+        Ok(match id {
+            Some(id) => {
+                redis::cmd("XDEL")
+                    .arg(self.dead_stream())
+                    .arg(id)
+                    .query_async(&mut conn)
+                    .await?
+            }
+            None => {
+                let n = self.dead_letter_length().await?;
+                redis::cmd("DEL")
+                    .arg(self.dead_stream())
+                    .query_async::<i64>(&mut conn)
+                    .await?;
+                n
+            }
+        })
     }
 
     /// Saves a build's checkpoint with the one-hour TTL.
@@ -275,11 +582,10 @@ impl Queue {
     }
 }
 
-/// Reads the group's entries for one consumer name.
+/// Reads the group's new entries for one consumer name.
 pub struct Consumer {
     conn: MultiplexedConnection,
-    stream: String,
-    group: String,
+    queue: Queue,
     name: String,
 }
 
@@ -289,45 +595,72 @@ impl Consumer {
         &self.name
     }
 
-    /// Reads up to `count` new entries, waiting at most `block` for the first.
-    pub async fn read(
+    /// Delivers up to `count` new entries, waiting at most `block` for one to arrive.
+    pub async fn next(
         &mut self,
         count: usize,
         block: Duration,
     ) -> Result<Vec<Delivery>, QueueError> {
-        let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(&self.group)
-            .arg(&self.name)
+        let last_delivered = match self.queue.read(&self.name, count).await? {
+            ReadResult::Delivered(entries) => return Ok(entries),
+            ReadResult::Empty { last_delivered } => last_delivered,
+        };
+        // Wait without taking anything: deliveries only ever come from the read script, which
+        // queues each under its project.
+        let _: redis::Value = redis::cmd("XREAD")
             .arg("COUNT")
-            .arg(count.max(1))
+            .arg(1)
             .arg("BLOCK")
             .arg(block.as_millis() as u64)
             .arg("STREAMS")
-            .arg(&self.stream)
-            .arg(">")
+            .arg(&self.queue.stream)
+            .arg(last_delivered)
             .query_async(&mut self.conn)
             .await?;
-        let Some(reply) = reply else {
-            return Ok(Vec::new());
-        };
-        Ok(reply
-            .keys
-            .into_iter()
-            .flat_map(|k| k.ids)
-            .map(|entry| {
-                let fields: HashMap<String, String> = entry
-                    .map
-                    .iter()
-                    .map(|(k, v)| (k.clone(), value_text(v)))
-                    .collect();
-                Delivery {
-                    id: entry.id,
-                    payload: fields.get(JOB_FIELD).cloned(),
-                    fields,
-                }
-            })
-            .collect())
+        match self.queue.read(&self.name, count).await? {
+            ReadResult::Delivered(entries) => Ok(entries),
+            ReadResult::Empty { .. } => Ok(Vec::new()),
+        }
+    }
+}
+
+fn as_array(v: redis::Value) -> Vec<redis::Value> {
+    match v {
+        redis::Value::Array(items) => items,
+        _ => Vec::new(),
+    }
+}
+
+/// An `{id, {field, value, ...}, project|nil}` triple from a script.
+fn to_delivery(v: redis::Value) -> Option<Delivery> {
+    let mut parts = as_array(v).into_iter();
+    let id = value_text(&parts.next()?);
+    let flat = as_array(parts.next()?);
+    let project = match parts.next() {
+        Some(redis::Value::Nil) | None => None,
+        Some(p) => Some(value_text(&p)),
+    };
+    let fields: HashMap<String, String> = flat
+        .chunks(2)
+        .filter(|kv| kv.len() == 2)
+        .map(|kv| (value_text(&kv[0]), value_text(&kv[1])))
+        .collect();
+    Some(Delivery {
+        id,
+        payload: fields.get(JOB_FIELD).cloned(),
+        fields,
+        project,
+    })
+}
+
+fn dead_entry(e: redis::streams::StreamId) -> DeadEntry {
+    DeadEntry {
+        fields: e
+            .map
+            .iter()
+            .map(|(k, v)| (k.clone(), value_text(v)))
+            .collect(),
+        id: e.id,
     }
 }
 

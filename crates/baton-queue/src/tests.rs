@@ -16,11 +16,11 @@ async fn queue() -> Queue {
     q
 }
 
-fn job() -> Job {
+fn job(project: &str) -> Job {
     NewJob {
         kind: Some(JobKind::Create),
-        project_id: "p1".into(),
-        version_id: "v1".into(),
+        project_id: project.into(),
+        version_id: format!("v-{}", uuid::Uuid::new_v4().simple()),
         user_id: "u1".into(),
         prompt: "go".into(),
         ..NewJob::default()
@@ -29,19 +29,25 @@ fn job() -> Job {
     .unwrap()
 }
 
+const LEASE: Duration = Duration::from_secs(30);
+const SHORT: Duration = Duration::from_millis(50);
+
 #[tokio::test]
-async fn an_enqueued_job_is_read_once_by_the_group_and_acked() {
+async fn an_enqueued_job_is_delivered_once_and_acked() {
     let q = queue().await;
     q.ensure_group()
         .await
         .expect("creating the group twice is fine");
-    let j = job();
+    let j = job("p1");
     let id = q.enqueue(&j).await.unwrap();
     let mut a = q.consumer("a").await.unwrap();
     let mut b = q.consumer("b").await.unwrap();
-    let got = a.read(10, Duration::from_millis(100)).await.unwrap();
+    let got = a.next(10, SHORT).await.unwrap();
     assert_eq!(got.len(), 1);
-    assert_eq!(got[0].id, id);
+    assert_eq!(
+        (got[0].id.as_str(), got[0].project.as_deref()),
+        (id.as_str(), Some("p1"))
+    );
     assert_eq!(
         Job::from_json(
             got[0].payload.as_ref().unwrap().as_bytes(),
@@ -51,26 +57,200 @@ async fn an_enqueued_job_is_read_once_by_the_group_and_acked() {
         j
     );
     assert!(
-        b.read(10, Duration::from_millis(100))
-            .await
-            .unwrap()
-            .is_empty(),
+        b.next(10, SHORT).await.unwrap().is_empty(),
         "one consumer per entry"
     );
-    q.ack(&id).await.unwrap();
+    assert_eq!(
+        q.try_start("a", &got[0], LEASE).await.unwrap(),
+        Start::Started
+    );
+    assert!(q.finish("a", &got[0], Ending::Ack).await.unwrap());
     assert_eq!(q.pending_count().await.unwrap(), 0);
+    let mut conn = q.pool.get().await.unwrap();
+    let queued: i64 = redis::cmd("LLEN")
+        .arg(q.project_queue_key("p1"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let lease: i64 = redis::cmd("EXISTS")
+        .arg(q.lease_key("p1"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        (queued, lease),
+        (0, 0),
+        "finishing clears the queue slot and the lease"
+    );
 }
 
 #[tokio::test]
-async fn a_blocking_read_outlives_the_default_reply_timeout() {
+async fn a_wait_returns_when_an_entry_arrives() {
     let q = queue().await;
     let mut c = q.consumer("a").await.unwrap();
-    // redis 1.x cuts replies after 500 ms by default; a 1.5 s block must come back empty, not fail.
+    let producer = q.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        producer.enqueue(&job("p1")).await.unwrap();
+    });
+    // redis 1.x cuts replies after 500 ms by default; this wait may take far longer.
     let got = c
-        .read(1, Duration::from_millis(1500))
+        .next(1, Duration::from_secs(20))
         .await
-        .expect("no reply timeout on the blocking connection");
-    assert!(got.is_empty());
+        .expect("no reply timeout on the waiting connection");
+    assert_eq!(
+        got.len(),
+        1,
+        "the entry that arrived during the wait is delivered"
+    );
+}
+
+#[tokio::test]
+async fn a_long_empty_wait_outlives_the_default_reply_timeout() {
+    let q = queue().await;
+    let mut c = q.consumer("a").await.unwrap();
+    assert!(
+        c.next(1, Duration::from_millis(1500))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn one_project_runs_one_entry_at_a_time_in_stream_order() {
+    let q = queue().await;
+    for p in ["p1", "p1", "p2", "p1"] {
+        q.enqueue(&job(p)).await.unwrap();
+    }
+    let mut a = q.consumer("a").await.unwrap();
+    let mut b = q.consumer("b").await.unwrap();
+    // The replicas read alternately, so p1's entries are spread over both.
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        got.push(("a", a.next(1, SHORT).await.unwrap().remove(0)));
+        got.push(("b", b.next(1, SHORT).await.unwrap().remove(0)));
+    }
+    let (first, second, other, third) = (&got[0], &got[1], &got[2], &got[3]);
+    assert_eq!(other.1.project.as_deref(), Some("p2"));
+    // Later entries of p1 wait, whoever holds them; p2 is not held up.
+    assert_eq!(
+        q.try_start(third.0, &third.1, LEASE).await.unwrap(),
+        Start::Wait
+    );
+    assert_eq!(
+        q.try_start(second.0, &second.1, LEASE).await.unwrap(),
+        Start::Wait
+    );
+    assert_eq!(
+        q.try_start(other.0, &other.1, LEASE).await.unwrap(),
+        Start::Started
+    );
+    assert_eq!(
+        q.try_start(first.0, &first.1, LEASE).await.unwrap(),
+        Start::Started
+    );
+    assert_eq!(
+        q.try_start(second.0, &second.1, LEASE).await.unwrap(),
+        Start::Wait,
+        "the first still runs"
+    );
+    assert!(q.finish(first.0, &first.1, Ending::Ack).await.unwrap());
+    assert_eq!(
+        q.try_start(third.0, &third.1, LEASE).await.unwrap(),
+        Start::Wait,
+        "order holds"
+    );
+    assert_eq!(
+        q.try_start(second.0, &second.1, LEASE).await.unwrap(),
+        Start::Started
+    );
+}
+
+#[tokio::test]
+async fn a_heartbeat_keeps_entries_and_tells_when_one_was_taken() {
+    let q = queue().await;
+    q.enqueue(&job("p1")).await.unwrap();
+    let mut a = q.consumer("a").await.unwrap();
+    let d = a.next(1, SHORT).await.unwrap().remove(0);
+    assert_eq!(
+        q.try_start("a", &d, Duration::from_millis(300))
+            .await
+            .unwrap(),
+        Start::Started
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let entries = vec![(d.id.clone(), d.project.clone())];
+    assert_eq!(
+        q.heartbeat("a", &entries, Duration::from_secs(30))
+            .await
+            .unwrap(),
+        [true]
+    );
+    // Refreshed: not idle enough to be claimed, and the lease outlives its first 300 ms.
+    assert!(
+        q.autoclaim("b", Duration::from_millis(150), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut conn = q.pool.get().await.unwrap();
+    let lease: Option<String> = redis::cmd("GET")
+        .arg(q.lease_key("p1"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(lease, Some(format!("a:{}", d.id)));
+    // b takes it over after it goes stale; a's heartbeat then learns it lost it, and cannot ack.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let taken = q
+        .autoclaim("b", Duration::from_millis(150), 10)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].project.as_deref(), Some("p1"));
+    assert_eq!(q.heartbeat("a", &entries, LEASE).await.unwrap(), [false]);
+    assert_eq!(q.try_start("a", &d, LEASE).await.unwrap(), Start::Lost);
+    assert!(
+        !q.finish("a", &d, Ending::Ack).await.unwrap(),
+        "a stale holder cannot end the entry"
+    );
+    // b waits for a's lease, which a still holds until it expires or is released.
+    assert_eq!(
+        q.try_start("b", &taken[0], LEASE).await.unwrap(),
+        Start::Wait
+    );
+    redis::cmd("DEL")
+        .arg(q.lease_key("p1"))
+        .query_async::<i64>(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        q.try_start("b", &taken[0], LEASE).await.unwrap(),
+        Start::Started
+    );
+}
+
+#[tokio::test]
+async fn handed_back_entries_are_claimed_at_once_and_their_lease_freed() {
+    let q = queue().await;
+    q.enqueue(&job("p1")).await.unwrap();
+    let mut a = q.consumer("a").await.unwrap();
+    let d = a.next(1, SHORT).await.unwrap().remove(0);
+    assert_eq!(q.try_start("a", &d, LEASE).await.unwrap(), Start::Started);
+    assert_eq!(
+        q.hand_back("a", &[(d.id.clone(), d.project.clone())])
+            .await
+            .unwrap(),
+        1
+    );
+    let taken = q.autoclaim("b", Duration::from_secs(30), 10).await.unwrap();
+    assert_eq!(taken.len(), 1, "no need to wait out the claim timeout");
+    assert_eq!(
+        q.try_start("b", &taken[0], LEASE).await.unwrap(),
+        Start::Started
+    );
 }
 
 #[tokio::test]
@@ -78,34 +258,62 @@ async fn a_dead_letter_keeps_the_payload_and_reason_and_acks_the_entry() {
     let q = queue().await;
     let id = q.enqueue_raw("{not json").await.unwrap();
     let mut c = q.consumer("a").await.unwrap();
-    let got = c.read(1, Duration::from_millis(100)).await.unwrap();
-    q.dead_letter(&DeadLetter {
+    let got = c.next(1, SHORT).await.unwrap();
+    assert_eq!(got[0].project, None, "not a job: no project queue");
+    let letter = DeadLetter {
         stream_id: &got[0].id,
         payload: &got[0].original(),
         reason: "job is not valid JSON",
         attempts: 1,
         last_error: None,
         consumer: "a",
-    })
-    .await
-    .unwrap();
-    let mut conn = q.pool.get().await.unwrap();
-    let dead: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(q.dead_stream())
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(dead.ids.len(), 1);
-    let fields = &dead.ids[0].map;
-    assert_eq!(value_text(&fields["payload"]), "{not json");
-    assert_eq!(value_text(&fields["reason"]), "job is not valid JSON");
-    assert_eq!(value_text(&fields["stream_id"]), id);
+    };
+    assert!(
+        q.finish("a", &got[0], Ending::DeadLetter(letter))
+            .await
+            .unwrap()
+    );
+    let dead = q.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].fields["payload"], "{not json");
+    assert_eq!(dead[0].fields["reason"], "job is not valid JSON");
+    assert_eq!(dead[0].fields["stream_id"], id);
     assert_eq!(
         q.pending_count().await.unwrap(),
         0,
         "the dead-lettered entry is acknowledged"
+    );
+    // Replay puts the payload back on the stream and removes the letter.
+    let replayed = q.replay_dead_letter(&dead[0].id).await.unwrap().unwrap();
+    assert_ne!(replayed, id);
+    assert_eq!(q.dead_letter_length().await.unwrap(), 0);
+    assert_eq!(
+        c.next(1, SHORT).await.unwrap()[0].payload.as_deref(),
+        Some("{not json")
+    );
+    assert_eq!(q.replay_dead_letter("0-1").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_queue_head_that_nobody_holds_does_not_block_the_project() {
+    let q = queue().await;
+    q.enqueue(&job("p1")).await.unwrap();
+    q.enqueue(&job("p1")).await.unwrap();
+    let mut a = q.consumer("a").await.unwrap();
+    let first = a.next(1, SHORT).await.unwrap().remove(0);
+    let second = a.next(1, SHORT).await.unwrap().remove(0);
+    // The first entry is acknowledged behind Baton's back (an operator's XACK).
+    let mut conn = q.pool.get().await.unwrap();
+    redis::cmd("XACK")
+        .arg(q.stream())
+        .arg(q.group())
+        .arg(&first.id)
+        .query_async::<i64>(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        q.try_start("a", &second, LEASE).await.unwrap(),
+        Start::Started
     );
 }
 
@@ -119,6 +327,7 @@ async fn a_checkpoint_round_trips_with_an_hour_to_live() {
         project_path: "p1".into(),
         files_created: vec!["/w/p1/a.md".into()],
         step: "build".into(),
+        phase: baton_core::checkpoint::Phase::Finished,
         updated_at: chrono::Utc::now(),
     };
     q.save_checkpoint(&cp).await.unwrap();

@@ -85,6 +85,38 @@ pub struct Config {
     #[arg(long, env = "BATON_RESUME", default_value = "on", value_parser = ["on", "off"])]
     pub resume: String,
 
+    /// Jobs run at once by this worker.
+    #[arg(long, env = "BATON_CONCURRENCY", default_value_t = 4)]
+    pub concurrency: usize,
+
+    /// Seconds between refreshes of this worker's entries and project leases.
+    #[arg(long, env = "BATON_HEARTBEAT", default_value_t = 5.0)]
+    pub heartbeat_secs: f64,
+
+    /// Seconds an entry may go unrefreshed before a live replica takes it over.
+    #[arg(long, env = "BATON_CLAIM_IDLE", default_value_t = 30.0)]
+    pub claim_idle_secs: f64,
+
+    /// Most runs of one step (the first and its retries) before the job is dead-lettered.
+    #[arg(long, env = "BATON_MAX_RUN_ATTEMPTS", default_value_t = 3)]
+    pub max_run_attempts: u32,
+
+    /// First delay between retries of a run, in seconds; it doubles, with jitter.
+    #[arg(long, env = "BATON_RETRY_MIN_DELAY", default_value_t = 2.0)]
+    pub retry_min_delay_secs: f64,
+
+    /// Longest delay between retries of a run, in seconds.
+    #[arg(long, env = "BATON_RETRY_MAX_DELAY", default_value_t = 120.0)]
+    pub retry_max_delay_secs: f64,
+
+    /// Seconds between probes of the CLI while paused on an authentication failure.
+    #[arg(long, env = "BATON_AUTH_PROBE_INTERVAL", default_value_t = 60.0)]
+    pub auth_probe_interval_secs: f64,
+
+    /// Most entries this worker holds at once, running or waiting for their project.
+    #[arg(long, env = "BATON_MAX_HELD", default_value_t = 1000)]
+    pub max_held: usize,
+
     /// Log format: `text`, `json`, or `auto` (text on a terminal, JSON otherwise).
     #[arg(long, env = "BATON_LOG_FORMAT", default_value = "auto")]
     pub log_format: String,
@@ -138,10 +170,62 @@ impl Config {
         })
     }
 
+    /// How the worker schedules and keeps its jobs.
+    pub fn scheduling(&self) -> anyhow::Result<Scheduling> {
+        let secs = |name: &str, v: f64| -> anyhow::Result<Duration> {
+            anyhow::ensure!(
+                v.is_finite() && v > 0.0,
+                "{name} must be a positive number of seconds, not {v}"
+            );
+            Ok(Duration::from_secs_f64(v))
+        };
+        let scheduling = Scheduling {
+            concurrency: self.concurrency.max(1),
+            heartbeat: secs("BATON_HEARTBEAT", self.heartbeat_secs)?,
+            claim_idle: secs("BATON_CLAIM_IDLE", self.claim_idle_secs)?,
+            max_run_attempts: self.max_run_attempts.max(1),
+            retry_min_delay: secs("BATON_RETRY_MIN_DELAY", self.retry_min_delay_secs)?,
+            retry_max_delay: secs("BATON_RETRY_MAX_DELAY", self.retry_max_delay_secs)?,
+            auth_probe_interval: secs("BATON_AUTH_PROBE_INTERVAL", self.auth_probe_interval_secs)?,
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            max_held: self.max_held.max(self.concurrency.max(1)),
+        };
+        anyhow::ensure!(
+            scheduling.heartbeat < scheduling.claim_idle,
+            "BATON_HEARTBEAT ({:?}) must be shorter than BATON_CLAIM_IDLE ({:?}), or live jobs get taken over",
+            scheduling.heartbeat,
+            scheduling.claim_idle
+        );
+        Ok(scheduling)
+    }
+
     /// The job limits.
     pub fn limits(&self) -> baton_core::Limits {
         baton_core::Limits {
             max_prompt_bytes: self.max_prompt_bytes,
         }
     }
+}
+
+/// The worker's scheduling settings, checked.
+#[derive(Debug, Clone, Copy)]
+pub struct Scheduling {
+    /// Jobs run at once.
+    pub concurrency: usize,
+    /// Refresh interval of entries and leases.
+    pub heartbeat: Duration,
+    /// Idle time after which an entry is taken over; also the project lease's length.
+    pub claim_idle: Duration,
+    /// Runs of one step before giving up.
+    pub max_run_attempts: u32,
+    /// First retry delay.
+    pub retry_min_delay: Duration,
+    /// Longest retry delay.
+    pub retry_max_delay: Duration,
+    /// Probe interval while paused on an authentication failure.
+    pub auth_probe_interval: Duration,
+    /// Time in-flight runs get after SIGTERM.
+    pub shutdown_grace: Duration,
+    /// Most entries held at once.
+    pub max_held: usize,
 }

@@ -1,64 +1,72 @@
-//! The worker: reads jobs from the consumer group and runs each job's steps through the CLI,
-//! checkpointing every run in Redis and recording it in the ledger.
+//! The worker: one replica of the fleet. It reads entries from the consumer group, keeps every entry
+//! it holds fresh with a heartbeat, takes over entries of replicas that died, starts each job when
+//! its project is free (one job per project at a time, in enqueue order), runs up to
+//! `BATON_CONCURRENCY` jobs at once, and on shutdown hands back what it could not finish.
 
 pub mod config;
+pub mod job;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use baton_agent::{Agent, Outcome, RunReport, RunRequest};
-use baton_core::policy::{self, Decision, FreshReason, PolicyConfig};
-use baton_core::{BuildStatus, Checkpoint, Job, Limits, Step};
-use baton_ledger::{Ledger, LedgerError, Recorded, RunMetrics, RunRecord};
-use baton_queue::{Consumer, DeadLetter, Delivery, Queue};
+use baton_agent::Agent;
+use baton_ledger::Ledger;
+use baton_queue::{DeadLetter, Delivery, Ending, Queue, Start};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{error, info, warn};
 
-pub use config::Config;
+pub use config::{Config, Scheduling};
+pub use job::{JobContext, JobEnd, JobSignals};
 
-/// How long one read waits for a job before the loop checks for shutdown again.
-const READ_BLOCK: Duration = Duration::from_secs(2);
+/// How long one wait for new entries lasts before the loop looks at shutdown again.
+const READ_BLOCK: Duration = Duration::from_secs(1);
+/// How often waiting entries retry their project's lease when nothing else wakes them.
+const DISPATCH_TICK: Duration = Duration::from_millis(100);
+/// Entries taken over per claim pass.
+const CLAIM_BATCH: usize = 100;
+
+/// An entry this worker holds: waiting for its project, or running.
+struct Held {
+    delivery: Delivery,
+    running: Option<JobSignals>,
+    /// The last start attempt found its project busy or an older entry of it unfinished.
+    blocked: bool,
+}
+
+/// What the worker holds and whether it takes work, shared by its tasks.
+#[derive(Default)]
+struct State {
+    /// Held entries by stream id; the map's order is the stream's order.
+    held: BTreeMap<StreamId, Held>,
+    /// Why the worker takes no new jobs, when it does not.
+    paused: Option<String>,
+}
+
+/// A stream id, ordered as the stream orders them (`<ms>-<seq>`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct StreamId(u64, u64, String);
+
+impl StreamId {
+    fn parse(id: &str) -> StreamId {
+        let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+        StreamId(
+            ms.parse().unwrap_or(u64::MAX),
+            seq.parse().unwrap_or(0),
+            id.to_string(),
+        )
+    }
+}
 
 /// A running worker's parts.
 pub struct Worker {
-    queue: Queue,
-    ledger: Ledger,
-    agent: Agent,
-    workspace_root: PathBuf,
-    limits: Limits,
-    policy: PolicyConfig,
+    ctx: JobContext,
     consumer: String,
-}
-
-/// How a job's processing ended, for the loop and for tests.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobEnd {
-    /// Every step ran; the entry is acknowledged.
-    Completed,
-    /// The job cannot run; it went to the dead-letter stream with this reason.
-    DeadLettered(String),
-    /// A newer claim owns the job; this worker dropped it without writing.
-    Fenced,
-    /// The worker is shutting down or lost Redis/Postgres; the entry stays pending for a retry.
-    LeftPending(String),
-}
-
-/// Why a job stopped before its end, inside [`Worker::run_steps`].
-enum Stopped {
-    Fenced,
-    Failed(String),
-    Interrupted(String),
-}
-
-impl From<LedgerError> for Stopped {
-    fn from(e: LedgerError) -> Self {
-        match e {
-            LedgerError::Fenced { .. } => Stopped::Fenced,
-            // Recording would fork the chain; the job cannot finish as it is.
-            e @ LedgerError::StaleSession { .. } => Stopped::Failed(e.to_string()),
-            other => Stopped::Interrupted(format!("ledger: {other}")),
-        }
-    }
+    state: Arc<Mutex<State>>,
+    wake: Arc<Notify>,
 }
 
 impl Worker {
@@ -73,13 +81,18 @@ impl Worker {
         std::fs::create_dir_all(&config.workspace_root)?;
         resolve_program(&config.claude_bin)?;
         Ok(Worker {
-            queue,
-            ledger,
-            agent: Agent::new(config.agent()),
-            workspace_root: config.workspace_root.canonicalize()?,
-            limits: config.limits(),
-            policy: config.policy()?,
+            ctx: JobContext {
+                queue,
+                ledger,
+                agent: Agent::new(config.agent()),
+                workspace_root: config.workspace_root.canonicalize()?,
+                limits: config.limits(),
+                policy: config.policy()?,
+                scheduling: config.scheduling()?,
+            },
             consumer: config.consumer_name(),
+            state: Arc::new(Mutex::new(State::default())),
+            wake: Arc::new(Notify::new()),
         })
     }
 
@@ -88,323 +101,407 @@ impl Worker {
         &self.consumer
     }
 
-    /// Reads and runs jobs until `shutdown`; in-flight runs are cancelled by `abort`.
-    pub async fn run(
-        &self,
-        shutdown: CancellationToken,
-        abort: CancellationToken,
-    ) -> anyhow::Result<()> {
-        let mut consumer: Consumer = self.queue.consumer(&self.consumer).await?;
-        info!(consumer = %self.consumer, stream = %self.queue.stream(), group = %self.queue.group(), "worker started");
+    /// Why the worker takes no new jobs, if it does not (for readiness).
+    pub fn paused(&self) -> Option<String> {
+        self.state.lock().expect("state lock").paused.clone()
+    }
+
+    /// Runs until `shutdown`: reads, claims, dispatches and heartbeats. After `shutdown`, running
+    /// jobs get the grace, then are cancelled; everything unfinished is handed back.
+    pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let s = self.ctx.scheduling;
+        info!(consumer = %self.consumer, stream = %self.ctx.queue.stream(), group = %self.ctx.queue.group(),
+              concurrency = s.concurrency, claim_idle_ms = s.claim_idle.as_millis() as u64, "worker started");
+        let stop_heartbeat = CancellationToken::new();
+        let mut background = JoinSet::new();
+        background.spawn(self.heartbeat_loop(stop_heartbeat.clone()));
+        background.spawn(self.claim_loop(shutdown.clone()));
+        background.spawn(self.auth_probe_loop(shutdown.clone()));
+        let mut jobs = JoinSet::new();
+        let reader = self.read_loop(shutdown.clone());
+        let dispatcher = self.dispatch_loop(shutdown.clone(), &mut jobs);
+        tokio::join!(reader, dispatcher);
+
+        // Shutdown: the running jobs get the grace, then are cancelled and handed back.
+        info!(
+            running = jobs.len(),
+            grace_secs = s.shutdown_grace.as_secs(),
+            "shutting down"
+        );
+        if tokio::time::timeout(s.shutdown_grace, drain(&mut jobs))
+            .await
+            .is_err()
+        {
+            warn!("grace over; cancelling the running jobs");
+            for held in self.state.lock().expect("state lock").held.values() {
+                if let Some(signals) = &held.running {
+                    signals.cancel.cancel();
+                }
+            }
+            drain(&mut jobs).await;
+        }
+        let waiting = self.take_all_waiting();
+        self.hand_back(&waiting).await;
+        stop_heartbeat.cancel();
+        background.shutdown().await;
+        info!(consumer = %self.consumer, "worker stopped");
+        Ok(())
+    }
+
+    /// Held entries: (all, running, waiting without being known blocked).
+    fn held_count(&self) -> (usize, usize, usize) {
+        let state = self.state.lock().expect("state lock");
+        let running = state.held.values().filter(|h| h.running.is_some()).count();
+        let ready = state
+            .held
+            .values()
+            .filter(|h| h.running.is_none() && !h.blocked)
+            .count();
+        (state.held.len(), running, ready)
+    }
+
+    fn hold(&self, deliveries: Vec<Delivery>) {
+        if deliveries.is_empty() {
+            return;
+        }
+        let mut state = self.state.lock().expect("state lock");
+        for d in deliveries {
+            state.held.entry(StreamId::parse(&d.id)).or_insert(Held {
+                delivery: d,
+                running: None,
+                blocked: false,
+            });
+        }
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    async fn read_loop(&self, shutdown: CancellationToken) {
+        let mut consumer = loop {
+            match self.ctx.queue.consumer(&self.consumer).await {
+                Ok(c) => break c,
+                Err(e) => {
+                    error!(error = %e, "cannot open the reading connection; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            }
+        };
         while !shutdown.is_cancelled() {
-            // The read is never cut short: entries Redis hands out are in this consumer's pending
-            // list, and dropping the reply would strand them.
-            let deliveries = match consumer.read(1, READ_BLOCK).await {
-                Ok(d) => d,
+            let (held, running, ready) = self.held_count();
+            // Read while a slot would stay free: entries blocked behind a busy project do not hold
+            // up other projects' jobs, but all held entries are bounded.
+            let full = held >= self.ctx.scheduling.max_held
+                || running + ready >= self.ctx.scheduling.concurrency;
+            if full || self.paused().is_some() {
+                tokio::select! {
+                    _ = tokio::time::sleep(DISPATCH_TICK) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                continue;
+            }
+            // Not cut short on shutdown: a reply dropped after the script ran would strand entries.
+            match consumer
+                .next(self.ctx.scheduling.concurrency, READ_BLOCK)
+                .await
+            {
+                Ok(deliveries) => self.hold(deliveries),
                 Err(e) => {
                     error!(error = %e, "reading the job stream failed; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    consumer = match self.queue.consumer(&self.consumer).await {
-                        Ok(c) => c,
-                        Err(_) => continue,
-                    };
+                    if let Ok(c) = self.ctx.queue.consumer(&self.consumer).await {
+                        consumer = c;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes over entries nobody refreshed for the claim timeout: their worker died, or handed
+    /// them back.
+    fn claim_loop(
+        &self,
+        shutdown: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let this = self.clone();
+        async move {
+            let every = (this.ctx.scheduling.claim_idle / 4)
+                .clamp(Duration::from_millis(250), Duration::from_secs(2));
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                if this.paused().is_some() || this.held_count().0 >= this.ctx.scheduling.max_held {
                     continue;
                 }
-            };
-            for delivery in deliveries {
-                let end = self.process(&delivery, &abort).await;
-                info!(entry = %delivery.id, end = ?end, "job processed");
-            }
-        }
-        info!(consumer = %self.consumer, "worker stopped reading");
-        Ok(())
-    }
-
-    /// Runs one delivered entry to its end.
-    pub async fn process(&self, delivery: &Delivery, abort: &CancellationToken) -> JobEnd {
-        let job = match delivery
-            .payload
-            .as_deref()
-            .ok_or_else(|| format!("entry has no `{}` field", baton_core::JOB_FIELD))
-            .and_then(|p| Job::from_json(p.as_bytes(), &self.limits).map_err(|e| e.to_string()))
-        {
-            Ok(job) => job,
-            Err(reason) => {
-                warn!(entry = %delivery.id, %reason, "refusing a malformed job");
-                return self.dead_letter(delivery, &reason, 0, None).await;
-            }
-        };
-        let span = info_span!("job", build_id = %job.build_id, project_id = %job.project_id, kind = %job.kind);
-        self.process_job(delivery, job, abort)
-            .instrument(span)
-            .await
-    }
-
-    async fn process_job(
-        &self,
-        delivery: &Delivery,
-        job: Job,
-        abort: &CancellationToken,
-    ) -> JobEnd {
-        let cwd = match self.project_dir(&job.project_path) {
-            Ok(dir) => dir,
-            Err(reason) => {
-                let _ = self.ledger.fail_unclaimed(&job, &reason).await;
-                return self.dead_letter(delivery, &reason, 0, None).await;
-            }
-        };
-        let claim = match self.ledger.claim_build(&job, Some(&delivery.id)).await {
-            Ok(c) => c,
-            Err(e) if e.is_terminal_for_job() => {
-                let reason = e.to_string();
-                let _ = self.ledger.fail_unclaimed(&job, &reason).await;
-                return self.dead_letter(delivery, &reason, 0, None).await;
-            }
-            Err(e) => return JobEnd::LeftPending(format!("ledger: {e}")),
-        };
-        if let Some(status) = claim.finished {
-            info!(
-                status = status.as_str(),
-                "build already finished; acknowledging the duplicate entry"
-            );
-            return self.ack(delivery, JobEnd::Completed).await;
-        }
-        info!(
-            attempt = claim.attempt,
-            fence = claim.fence,
-            recorded = claim.recorded.len(),
-            "job claimed"
-        );
-
-        match self.run_steps(&job, &cwd, &claim, abort).await {
-            Ok(()) => match self
-                .ledger
-                .finish_build(&job.build_id, claim.fence, BuildStatus::Completed, None)
-                .await
-            {
-                Ok(()) => self.ack(delivery, JobEnd::Completed).await,
-                Err(LedgerError::Fenced { .. }) => JobEnd::Fenced,
-                Err(e) => JobEnd::LeftPending(format!("ledger: {e}")),
-            },
-            Err(Stopped::Fenced) => {
-                warn!("a newer claim owns this job; dropping it without writing");
-                JobEnd::Fenced
-            }
-            Err(Stopped::Interrupted(why)) => {
-                warn!(%why, "job interrupted; its entry stays pending");
-                JobEnd::LeftPending(why)
-            }
-            Err(Stopped::Failed(reason)) => {
-                match self
-                    .ledger
-                    .finish_build(
-                        &job.build_id,
-                        claim.fence,
-                        BuildStatus::Failed,
-                        Some(&reason),
-                    )
+                match this
+                    .ctx
+                    .queue
+                    .autoclaim(&this.consumer, this.ctx.scheduling.claim_idle, CLAIM_BATCH)
                     .await
                 {
-                    Ok(()) => {}
-                    Err(LedgerError::Fenced { .. }) => return JobEnd::Fenced,
-                    Err(e) => error!(error = %e, "could not mark the build failed"),
+                    Ok(taken) if !taken.is_empty() => {
+                        info!(entries = taken.len(), "took over entries a replica left");
+                        this.hold(taken);
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, "claim pass failed"),
                 }
-                self.dead_letter(
-                    delivery,
-                    &reason,
-                    claim.attempt.max(0) as u32,
-                    Some(&reason),
-                )
-                .await
             }
         }
     }
 
-    async fn run_steps(
+    /// Refreshes every held entry and lease; cancels the jobs whose entries another worker took.
+    fn heartbeat_loop(
         &self,
-        job: &Job,
-        cwd: &Path,
-        claim: &baton_ledger::Claim,
-        abort: &CancellationToken,
-    ) -> Result<(), Stopped> {
-        // A replayed job resumes from the last run it recorded; otherwise the policy decides.
-        let (mut session, mut fresh_reason) = match claim.recorded.last() {
-            Some(last) => (Some(last.new_session_id.clone()), None),
-            None => match policy::decide(job, &claim.project, &self.policy, chrono::Utc::now()) {
-                Decision::Resume { session_id, stale } => {
-                    if let Some(stale) = stale {
-                        warn!(job_session = %stale, ledger_session = %session_id, "the job's previous_session_id is stale; resuming the project's newest");
-                    }
-                    (Some(session_id), None)
+        stop: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let this = self.clone();
+        async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(this.ctx.scheduling.heartbeat) => {}
+                    _ = stop.cancelled() => return,
                 }
-                Decision::Fresh(reason) => {
-                    info!(reason = reason.as_str(), "starting a fresh session");
-                    (None, Some(reason))
-                }
-                Decision::Refuse(reason) => {
-                    return Err(Stopped::Failed(format!("refused: {reason}")));
-                }
-            },
-        };
-        for &step in Step::plan(job.kind) {
-            if claim.recorded.iter().any(|r| r.step == step.name()) {
-                info!(step = step.name(), "step already recorded; skipping");
-                continue;
-            }
-            self.ledger
-                .start_step(&job.build_id, claim.fence, step)
-                .await?;
-            let report = loop {
-                let report = self
-                    .run_step(job, cwd, step, session.as_deref(), abort)
-                    .await?;
-                // The CLI lost the session: record it, and run the step again from a fresh one.
-                if let (Outcome::ResumeNotFound { .. }, Some(missing)) =
-                    (&report.outcome, session.as_deref())
+                let entries: Vec<(String, Option<String>)> = {
+                    let state = this.state.lock().expect("state lock");
+                    state
+                        .held
+                        .values()
+                        .map(|h| (h.delivery.id.clone(), h.delivery.project.clone()))
+                        .collect()
+                };
+                let owned = match this
+                    .ctx
+                    .queue
+                    .heartbeat(&this.consumer, &entries, this.ctx.scheduling.claim_idle)
+                    .await
                 {
-                    warn!(
-                        step = step.name(),
-                        session = missing,
-                        "the CLI cannot find the session; continuing fresh"
-                    );
-                    self.ledger
-                        .record_resume_fallback(job, claim.fence, step, missing)
-                        .await?;
-                    session = None;
-                    fresh_reason = Some(FreshReason::ResumeFallback);
+                    Ok(o) => o,
+                    Err(e) => {
+                        warn!(error = %e, "heartbeat failed");
+                        continue;
+                    }
+                };
+                let mut state = this.state.lock().expect("state lock");
+                for ((id, _), still_ours) in entries.iter().zip(owned) {
+                    if still_ours {
+                        continue;
+                    }
+                    let key = StreamId::parse(id);
+                    if let Some(held) = state.held.get(&key) {
+                        warn!(entry = %id, "another worker took this entry; dropping it");
+                        match &held.running {
+                            // The job task ends the entry's bookkeeping when its run is gone.
+                            Some(signals) => signals.lost.cancel(),
+                            None => {
+                                state.held.remove(&key);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// While paused on an authentication failure, probes the CLI now and then; resumes when it works.
+    fn auth_probe_loop(
+        &self,
+        shutdown: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let this = self.clone();
+        async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(this.ctx.scheduling.auth_probe_interval) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                if this.paused().is_none() {
                     continue;
                 }
-                break report;
-            };
-            match &report.outcome {
-                Outcome::Success => {
-                    let Some(new_session) = report.session_id.clone() else {
-                        return Err(Stopped::Failed(format!(
-                            "{step}: the CLI reported no session id"
-                        )));
-                    };
-                    self.checkpoint(job, step, &new_session, &report).await;
-                    let record = RunRecord {
-                        job,
-                        fence: claim.fence,
-                        step,
-                        old_session_id: session.as_deref(),
-                        new_session_id: &new_session,
-                        metrics: metrics(&report),
-                        fresh_reason: fresh_reason.take(),
-                    };
-                    if self.ledger.record_run(&record).await? == Recorded::AlreadyRecorded {
-                        warn!(
-                            step = step.name(),
-                            "run was already recorded by an earlier claim"
-                        );
+                if this.ctx.probe_cli().await {
+                    info!("the CLI's credentials work again; taking jobs");
+                    this.state.lock().expect("state lock").paused = None;
+                    this.wake.notify_one();
+                } else {
+                    warn!("the CLI's credentials still fail; staying paused");
+                }
+            }
+        }
+    }
+
+    async fn dispatch_loop(&self, shutdown: CancellationToken, jobs: &mut JoinSet<()>) {
+        loop {
+            while jobs.try_join_next().is_some() {}
+            if shutdown.is_cancelled() {
+                return;
+            }
+            self.dispatch(jobs).await;
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(DISPATCH_TICK) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Starts waiting entries, oldest first, while there are free slots.
+    async fn dispatch(&self, jobs: &mut JoinSet<()>) {
+        let candidates: Vec<Delivery> = {
+            let state = self.state.lock().expect("state lock");
+            if state.paused.is_some() {
+                return;
+            }
+            state
+                .held
+                .values()
+                .filter(|h| h.running.is_none())
+                .map(|h| h.delivery.clone())
+                .collect()
+        };
+        for delivery in candidates {
+            if self.held_count().1 >= self.ctx.scheduling.concurrency {
+                return;
+            }
+            let key = StreamId::parse(&delivery.id);
+            match self
+                .ctx
+                .queue
+                .try_start(&self.consumer, &delivery, self.ctx.scheduling.claim_idle)
+                .await
+            {
+                Ok(Start::Started) => {
+                    let signals = JobSignals::default();
+                    if let Some(h) = self.state.lock().expect("state lock").held.get_mut(&key) {
+                        h.running = Some(signals.clone());
+                        h.blocked = false;
+                    } else {
+                        continue;
                     }
-                    session = Some(new_session);
+                    let this = self.clone();
+                    jobs.spawn(async move { this.run_job(delivery, signals).await });
                 }
-                Outcome::CompactionFailed { detail } if step.may_fail() => {
-                    warn!(step = step.name(), %detail, "compaction did not happen; the job keeps its session");
+                Ok(Start::Wait) => {
+                    if let Some(h) = self.state.lock().expect("state lock").held.get_mut(&key) {
+                        h.blocked = true;
+                    }
                 }
-                Outcome::Cancelled => {
-                    return Err(Stopped::Interrupted(format!("{step}: run cancelled")));
+                Ok(Start::Lost) => {
+                    self.state.lock().expect("state lock").held.remove(&key);
                 }
-                other => return Err(Stopped::Failed(format!("{step}: {other}"))),
+                Err(e) => {
+                    warn!(error = %e, "starting an entry failed");
+                    return;
+                }
             }
         }
-        Ok(())
     }
 
-    async fn run_step(
-        &self,
-        job: &Job,
-        cwd: &Path,
-        step: Step,
-        session: Option<&str>,
-        abort: &CancellationToken,
-    ) -> Result<RunReport, Stopped> {
-        let request = RunRequest {
-            cwd: cwd.to_path_buf(),
-            prompt: step.prompt(job),
-            resume: session.map(str::to_string),
-            ..RunRequest::default()
+    async fn run_job(&self, delivery: Delivery, signals: JobSignals) {
+        let end = self.ctx.process(&delivery, &signals).await;
+        let end = if signals.lost.is_cancelled() {
+            JobEnd::Fenced
+        } else {
+            end
         };
-        let span = info_span!(
-            "run",
-            step = step.name(),
-            session_in = session.unwrap_or("-")
-        );
-        let report = self
-            .agent
-            .run(&request, abort)
-            .instrument(span)
+        info!(entry = %delivery.id, end = ?end, "job ended");
+        let entry = [(delivery.id.clone(), delivery.project.clone())];
+        match &end {
+            JobEnd::Completed => self.finish(&delivery, Ending::Ack).await,
+            JobEnd::DeadLettered { reason, attempts } => {
+                let payload = delivery.original();
+                let letter = DeadLetter {
+                    stream_id: &delivery.id,
+                    payload: &payload,
+                    reason,
+                    attempts: *attempts,
+                    last_error: Some(reason),
+                    consumer: &self.consumer,
+                };
+                self.finish(&delivery, Ending::DeadLetter(letter)).await
+            }
+            JobEnd::Fenced => {}
+            JobEnd::HandBack(_) => self.hand_back(&entry).await,
+            JobEnd::AuthFailed(why) => {
+                // Not the job's fault: give back everything and take nothing until the CLI works.
+                self.state.lock().expect("state lock").paused =
+                    Some(format!("the claude CLI cannot authenticate: {why}"));
+                self.hand_back(&entry).await;
+                let waiting = self.take_all_waiting();
+                self.hand_back(&waiting).await;
+            }
+        }
+        self.state
+            .lock()
+            .expect("state lock")
+            .held
+            .remove(&StreamId::parse(&delivery.id));
+        self.wake.notify_one();
+    }
+
+    async fn finish(&self, delivery: &Delivery, ending: Ending<'_>) {
+        match self
+            .ctx
+            .queue
+            .finish(&self.consumer, delivery, ending)
             .await
-            .map_err(|e| Stopped::Interrupted(e.to_string()))?;
-        info!(step = step.name(), outcome = %report.outcome, session_out = report.session_id.as_deref().unwrap_or("-"), ms = report.wall_ms, "agent run finished");
-        Ok(report)
-    }
-
-    async fn checkpoint(&self, job: &Job, step: Step, session: &str, report: &RunReport) {
-        let checkpoint = Checkpoint {
-            session_id: session.to_string(),
-            build_id: job.build_id.clone(),
-            project_path: job.project_path.clone(),
-            files_created: report.files_created.clone(),
-            step: step.name().to_string(),
-            updated_at: chrono::Utc::now(),
-        };
-        // The ledger is the source of truth; a lost checkpoint only costs the fast path.
-        if let Err(e) = self.queue.save_checkpoint(&checkpoint).await {
-            warn!(error = %e, "could not save the checkpoint");
-        }
-    }
-
-    /// The project's folder under the workspace root, created on first sight. Refuses a path that
-    /// leads out of the root through a symlink.
-    fn project_dir(&self, project_path: &str) -> Result<PathBuf, String> {
-        let dir = self.workspace_root.join(project_path);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create project directory {}: {e}", dir.display()))?;
-        let real = dir
-            .canonicalize()
-            .map_err(|e| format!("cannot resolve project directory {}: {e}", dir.display()))?;
-        if !real.starts_with(&self.workspace_root) {
-            return Err(format!(
-                "invalid project_path: {project_path:?} leads to {} outside BATON_WORKSPACE_ROOT",
-                real.display()
-            ));
-        }
-        Ok(real)
-    }
-
-    async fn ack(&self, delivery: &Delivery, end: JobEnd) -> JobEnd {
-        match self.queue.ack(&delivery.id).await {
-            Ok(()) => end,
-            Err(e) => JobEnd::LeftPending(format!("ack failed: {e}")),
-        }
-    }
-
-    async fn dead_letter(
-        &self,
-        delivery: &Delivery,
-        reason: &str,
-        attempts: u32,
-        last_error: Option<&str>,
-    ) -> JobEnd {
-        let letter = DeadLetter {
-            stream_id: &delivery.id,
-            payload: &delivery.original(),
-            reason,
-            attempts,
-            last_error,
-            consumer: &self.consumer,
-        };
-        match self.queue.dead_letter(&letter).await {
-            Ok(_) => JobEnd::DeadLettered(reason.to_string()),
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                warn!(entry = %delivery.id, "the entry was taken over before it could be ended")
+            }
+            // The job's work is recorded; a replica replays it, skips every recorded run, and ends it.
             Err(e) => {
-                error!(error = %e, %reason, "could not dead-letter the entry; it stays pending");
-                JobEnd::LeftPending(format!("dead-letter failed: {e}"))
+                error!(entry = %delivery.id, error = %e, "could not end the entry; it stays pending")
             }
         }
     }
+
+    /// Removes every held entry that is not running and returns them for handing back.
+    fn take_all_waiting(&self) -> Vec<(String, Option<String>)> {
+        let mut state = self.state.lock().expect("state lock");
+        let waiting: Vec<StreamId> = state
+            .held
+            .iter()
+            .filter(|(_, h)| h.running.is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        waiting
+            .into_iter()
+            .filter_map(|k| state.held.remove(&k))
+            .map(|h| (h.delivery.id, h.delivery.project))
+            .collect()
+    }
+
+    async fn hand_back(&self, entries: &[(String, Option<String>)]) {
+        if entries.is_empty() {
+            return;
+        }
+        match self.ctx.queue.hand_back(&self.consumer, entries).await {
+            Ok(n) => info!(entries = n, "handed entries back to the group"),
+            Err(e) => {
+                warn!(error = %e, "could not hand entries back; they return after the claim timeout")
+            }
+        }
+    }
+}
+
+impl Clone for Worker {
+    fn clone(&self) -> Self {
+        Worker {
+            ctx: self.ctx.clone(),
+            consumer: self.consumer.clone(),
+            state: self.state.clone(),
+            wake: self.wake.clone(),
+        }
+    }
+}
+
+async fn drain(jobs: &mut JoinSet<()>) {
+    while jobs.join_next().await.is_some() {}
 }
 
 /// Finds the CLI the way the child's spawn will, so a missing one stops the worker at start
@@ -423,18 +520,10 @@ fn resolve_program(program: &Path) -> anyhow::Result<PathBuf> {
         .flat_map(std::env::split_paths)
         .map(|dir| dir.join(program))
         .find(|p| p.is_file())
-        .ok_or_else(|| anyhow::anyhow!("BATON_CLAUDE_BIN {} is not on PATH; install the claude CLI or point BATON_CLAUDE_BIN at it (or at claude-emulator)", program.display()))
-}
-
-fn metrics(report: &RunReport) -> RunMetrics {
-    let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    RunMetrics {
-        input_tokens: clamp(report.usage.input_tokens),
-        output_tokens: clamp(report.usage.output_tokens),
-        cache_read_input_tokens: clamp(report.usage.cache_read_input_tokens),
-        cache_creation_input_tokens: clamp(report.usage.cache_creation_input_tokens),
-        cost_usd: report.cost_usd,
-        duration_ms: clamp(report.duration_ms),
-        num_turns: i32::try_from(report.num_turns).unwrap_or(i32::MAX),
-    }
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "BATON_CLAUDE_BIN {} is not on PATH; install the claude CLI or point BATON_CLAUDE_BIN at it (or at claude-emulator)",
+                program.display()
+            )
+        })
 }

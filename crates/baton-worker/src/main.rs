@@ -1,7 +1,6 @@
 //! `baton-worker`: one replica of the Baton worker fleet.
 
 use std::io::IsTerminal;
-use std::time::Duration;
 
 use baton_worker::{Config, Worker};
 use clap::Parser;
@@ -27,18 +26,13 @@ async fn main() -> std::process::ExitCode {
 async fn run(config: Config) -> anyhow::Result<()> {
     let worker = Worker::connect(&config).await?;
     let shutdown = CancellationToken::new();
-    let abort = CancellationToken::new();
-    tokio::spawn(watch_signals(
-        shutdown.clone(),
-        abort.clone(),
-        Duration::from_secs(config.shutdown_grace_secs),
-    ));
-    worker.run(shutdown, abort).await
+    tokio::spawn(watch_signals(shutdown.clone()));
+    worker.run(shutdown).await
 }
 
-/// First SIGTERM/SIGINT: stop reading and give in-flight runs the grace; then cancel them.
-/// A second signal cancels at once.
-async fn watch_signals(shutdown: CancellationToken, abort: CancellationToken, grace: Duration) {
+/// SIGTERM or SIGINT: stop taking jobs; the worker gives running ones `BATON_SHUTDOWN_GRACE`, then
+/// cancels them and hands their entries back.
+async fn watch_signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -48,17 +42,8 @@ async fn watch_signals(shutdown: CancellationToken, abort: CancellationToken, gr
         return;
     };
     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    tracing::info!(
-        grace_secs = grace.as_secs(),
-        "shutting down: no new jobs; in-flight runs get the grace"
-    );
+    tracing::info!("shutting down: no new jobs; running ones get the grace");
     shutdown.cancel();
-    tokio::select! {
-        _ = tokio::time::sleep(grace) => tracing::warn!("grace over; cancelling in-flight runs"),
-        _ = term.recv() => tracing::warn!("second signal; cancelling in-flight runs"),
-        _ = int.recv() => tracing::warn!("second signal; cancelling in-flight runs"),
-    }
-    abort.cancel();
 }
 
 fn init_tracing(format: &str) {

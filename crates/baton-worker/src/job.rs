@@ -1,0 +1,503 @@
+//! One job, from its claim in the ledger to its end: the resume policy, replay of recorded runs, the
+//! steps through the CLI with retries, a checkpoint at the start and end of every run, and a ledger
+//! record after every run.
+
+use std::path::{Path, PathBuf};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use baton_agent::{Agent, Outcome, RunHooks, RunReport, RunRequest};
+use baton_core::checkpoint::Phase;
+use baton_core::policy::{self, Decision, FreshReason, PolicyConfig};
+use baton_core::{BuildStatus, Checkpoint, Job, Limits, Step};
+use baton_ledger::{Claim, Ledger, LedgerError, Recorded, RunMetrics, RunRecord};
+use baton_queue::{Delivery, Queue};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::config::Scheduling;
+
+/// How a job's processing ended; the scheduler ends its entry accordingly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobEnd {
+    /// Every step ran: acknowledge the entry.
+    Completed,
+    /// The job can never run as it is: dead-letter the entry.
+    DeadLettered {
+        /// Why.
+        reason: String,
+        /// Claims of the build so far.
+        attempts: u32,
+    },
+    /// A newer claim owns the job: drop the entry without writing.
+    Fenced,
+    /// The job was interrupted (shutdown, Redis or Postgres trouble, a spawn failure): hand the
+    /// entry back so a replica runs it again from its last recorded run.
+    HandBack(String),
+    /// The CLI's credentials failed: hand the entry back and pause this worker.
+    AuthFailed(String),
+}
+
+/// Why the steps stopped before the end.
+enum Stopped {
+    Fenced,
+    Failed(String),
+    Interrupted(String),
+    Auth(String),
+}
+
+impl From<LedgerError> for Stopped {
+    fn from(e: LedgerError) -> Self {
+        match e {
+            LedgerError::Fenced { .. } => Stopped::Fenced,
+            // Recording would fork the chain; the job cannot finish as it is.
+            e @ LedgerError::StaleSession { .. } => Stopped::Failed(e.to_string()),
+            other => Stopped::Interrupted(format!("ledger: {other}")),
+        }
+    }
+}
+
+/// What a job needs from its worker.
+#[derive(Clone)]
+pub struct JobContext {
+    /// Redis.
+    pub queue: Queue,
+    /// Postgres.
+    pub ledger: Ledger,
+    /// The CLI.
+    pub agent: Agent,
+    /// Canonical workspace root.
+    pub workspace_root: PathBuf,
+    /// Job limits.
+    pub limits: Limits,
+    /// Resume policy.
+    pub policy: PolicyConfig,
+    /// Retry and timing settings.
+    pub scheduling: Scheduling,
+}
+
+/// The tokens that end a job early.
+#[derive(Clone, Default)]
+pub struct JobSignals {
+    /// Shutdown after the grace: end the runs gracefully and hand the entry back.
+    pub cancel: CancellationToken,
+    /// The entry was taken by another worker: kill the child at once, write nothing.
+    pub lost: CancellationToken,
+}
+
+impl JobContext {
+    /// Runs one delivered entry to its end.
+    pub async fn process(&self, delivery: &Delivery, signals: &JobSignals) -> JobEnd {
+        let job = match delivery
+            .payload
+            .as_deref()
+            .ok_or_else(|| format!("entry has no `{}` field", baton_core::JOB_FIELD))
+            .and_then(|p| Job::from_json(p.as_bytes(), &self.limits).map_err(|e| e.to_string()))
+        {
+            Ok(job) => job,
+            Err(reason) => {
+                warn!(entry = %delivery.id, %reason, "refusing a malformed job");
+                return JobEnd::DeadLettered {
+                    reason,
+                    attempts: 0,
+                };
+            }
+        };
+        let span = info_span!("job", build_id = %job.build_id, project_id = %job.project_id, kind = %job.kind);
+        self.process_job(delivery, job, signals)
+            .instrument(span)
+            .await
+    }
+
+    async fn process_job(&self, delivery: &Delivery, job: Job, signals: &JobSignals) -> JobEnd {
+        let cwd = match self.project_dir(&job.project_path) {
+            Ok(dir) => dir,
+            Err(reason) => {
+                let _ = self.ledger.fail_unclaimed(&job, &reason).await;
+                return JobEnd::DeadLettered {
+                    reason,
+                    attempts: 0,
+                };
+            }
+        };
+        let claim = match self.ledger.claim_build(&job, Some(&delivery.id)).await {
+            Ok(c) => c,
+            Err(e) if e.is_terminal_for_job() => {
+                let reason = format!("refused: {e}");
+                let _ = self.ledger.fail_unclaimed(&job, &reason).await;
+                return JobEnd::DeadLettered {
+                    reason,
+                    attempts: 0,
+                };
+            }
+            Err(e) => return JobEnd::HandBack(format!("ledger: {e}")),
+        };
+        if let Some(status) = claim.finished {
+            info!(
+                status = status.as_str(),
+                "build already finished; acknowledging the duplicate entry"
+            );
+            return JobEnd::Completed;
+        }
+        info!(
+            attempt = claim.attempt,
+            fence = claim.fence,
+            recorded = claim.recorded.len(),
+            "job claimed"
+        );
+        let attempts = u32::try_from(claim.attempt).unwrap_or(0);
+
+        let ended = self.run_steps(&job, &cwd, &claim, signals).await;
+        let (status, end) = match ended {
+            Ok(()) => (Some((BuildStatus::Completed, None)), JobEnd::Completed),
+            Err(Stopped::Fenced) => {
+                warn!("a newer claim owns this job; dropping it without writing");
+                return JobEnd::Fenced;
+            }
+            Err(Stopped::Interrupted(why)) => {
+                warn!(%why, "job interrupted; handing its entry back");
+                let _ = self
+                    .ledger
+                    .requeue_build(&job.build_id, claim.fence, &why)
+                    .await;
+                return JobEnd::HandBack(why);
+            }
+            Err(Stopped::Auth(why)) => {
+                error!(%why, "the CLI's credentials failed; handing the job back and pausing");
+                let _ = self
+                    .ledger
+                    .requeue_build(&job.build_id, claim.fence, &why)
+                    .await;
+                return JobEnd::AuthFailed(why);
+            }
+            Err(Stopped::Failed(reason)) => (
+                Some((BuildStatus::Failed, Some(reason.clone()))),
+                JobEnd::DeadLettered { reason, attempts },
+            ),
+        };
+        if let Some((status, error)) = status {
+            match self
+                .ledger
+                .finish_build(&job.build_id, claim.fence, status, error.as_deref())
+                .await
+            {
+                Ok(()) => {}
+                Err(LedgerError::Fenced { .. }) => return JobEnd::Fenced,
+                Err(e) => return JobEnd::HandBack(format!("ledger: {e}")),
+            }
+        }
+        end
+    }
+
+    async fn run_steps(
+        &self,
+        job: &Job,
+        cwd: &Path,
+        claim: &Claim,
+        signals: &JobSignals,
+    ) -> Result<(), Stopped> {
+        // `chain` is the session the ledger's chain ends in: what a recorded run resumed from.
+        let (mut chain, mut fresh_reason) = match claim.recorded.last() {
+            Some(last) => (Some(last.new_session_id.clone()), None),
+            None => match policy::decide(job, &claim.project, &self.policy, chrono::Utc::now()) {
+                Decision::Resume { session_id, stale } => {
+                    if let Some(stale) = stale {
+                        warn!(job_session = %stale, ledger_session = %session_id, "the job's previous_session_id is stale; resuming the project's newest");
+                    }
+                    (Some(session_id), None)
+                }
+                Decision::Fresh(reason) => {
+                    info!(reason = reason.as_str(), "starting a fresh session");
+                    (None, Some(reason))
+                }
+                Decision::Refuse(reason) => {
+                    return Err(Stopped::Failed(format!("refused: {reason}")));
+                }
+            },
+        };
+        // A run cut off mid-turn left its session in the checkpoint: resume that one, so its partial
+        // work is kept (falling back to the chain's session if the CLI cannot find it).
+        let interrupted = match self.queue.load_checkpoint(&job.build_id).await {
+            Ok(Some(cp)) if cp.phase == Phase::Started => Some(cp),
+            Ok(_) => None,
+            Err(e) => {
+                warn!(error = %e, "the checkpoint is unreadable; the ledger decides alone");
+                None
+            }
+        };
+        for &step in Step::plan(job.kind) {
+            if claim.recorded.iter().any(|r| r.step == step.name()) {
+                info!(step = step.name(), "step already recorded; skipping");
+                continue;
+            }
+            self.ledger
+                .start_step(&job.build_id, claim.fence, step)
+                .await?;
+            let target = interrupted
+                .as_ref()
+                .filter(|cp| cp.step == step.name())
+                .map(|cp| {
+                    info!(session = %cp.session_id, "resuming the session of the run that was cut off");
+                    cp.session_id.clone()
+                })
+                .or_else(|| chain.clone());
+            let (report, fell_back) = self
+                .run_with_retries(job, cwd, step, target, chain.as_deref(), claim, signals)
+                .await?;
+            if fell_back {
+                chain = None;
+                fresh_reason = Some(FreshReason::ResumeFallback);
+            }
+            let note = match &report.outcome {
+                Outcome::Success => None,
+                Outcome::Cancelled => {
+                    return Err(Stopped::Interrupted(format!("{step}: run cancelled")));
+                }
+                Outcome::AuthFailed { detail } => {
+                    return Err(Stopped::Auth(format!("{step}: {detail}")));
+                }
+                // A compaction that did not happen leaves the session as it was: note it, go on.
+                other if step.may_fail() => {
+                    warn!(step = step.name(), outcome = %other, "compaction did not happen; the job keeps its session");
+                    Some(format!("compaction did not happen: {other}"))
+                }
+                other => return Err(Stopped::Failed(format!("{step}: {other}"))),
+            };
+            let Some(new_session) = report.session_id.clone().or_else(|| chain.clone()) else {
+                return Err(Stopped::Failed(format!(
+                    "{step}: the CLI reported no session id"
+                )));
+            };
+            if signals.lost.is_cancelled() {
+                return Err(Stopped::Fenced);
+            }
+            self.checkpoint(
+                job,
+                step,
+                &new_session,
+                &report.files_created,
+                Phase::Finished,
+            )
+            .await;
+            let record = RunRecord {
+                job,
+                fence: claim.fence,
+                step,
+                old_session_id: chain.as_deref(),
+                new_session_id: &new_session,
+                metrics: metrics(&report),
+                fresh_reason: fresh_reason.take(),
+                note: note.as_deref(),
+            };
+            if self.ledger.record_run(&record).await? == Recorded::AlreadyRecorded {
+                warn!(
+                    step = step.name(),
+                    "run was already recorded by an earlier claim"
+                );
+            }
+            chain = Some(new_session);
+        }
+        Ok(())
+    }
+
+    /// Runs a step until it succeeds, fails for good, or its attempts run out. Returns the last
+    /// report and whether the chain's session was lost and the step ran fresh instead.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_with_retries(
+        &self,
+        job: &Job,
+        cwd: &Path,
+        step: Step,
+        mut target: Option<String>,
+        chain: Option<&str>,
+        claim: &Claim,
+        signals: &JobSignals,
+    ) -> Result<(RunReport, bool), Stopped> {
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(self.scheduling.retry_min_delay)
+            .with_max_delay(self.scheduling.retry_max_delay)
+            .with_jitter()
+            .with_max_times(self.scheduling.max_run_attempts.saturating_sub(1) as usize)
+            .build();
+        let mut fell_back = false;
+        let mut attempt = 1u32;
+        loop {
+            let report = self
+                .run_step(job, cwd, step, target.as_deref(), signals)
+                .await?;
+            if let Outcome::ResumeNotFound { .. } = report.outcome {
+                match target.as_deref() {
+                    // The interrupted run's session is gone: go back to the chain's.
+                    Some(t) if Some(t) != chain && !fell_back => {
+                        warn!(
+                            step = step.name(),
+                            session = t,
+                            "the cut-off run's session is gone; resuming the one before it"
+                        );
+                        target = chain.map(str::to_string);
+                        continue;
+                    }
+                    Some(missing) if !fell_back => {
+                        warn!(
+                            step = step.name(),
+                            session = missing,
+                            "the CLI cannot find the session; continuing fresh"
+                        );
+                        self.ledger
+                            .record_resume_fallback(job, claim.fence, step, missing)
+                            .await?;
+                        target = None;
+                        fell_back = true;
+                        continue;
+                    }
+                    _ => return Ok((report, fell_back)),
+                }
+            }
+            if !report.outcome.is_retryable() {
+                return Ok((report, fell_back));
+            }
+            let Some(mut delay) = delays.next() else {
+                warn!(step = step.name(), attempts = attempt, outcome = %report.outcome, "no run attempts left");
+                return Ok((report, fell_back));
+            };
+            if let Outcome::RateLimited {
+                retry_after: Some(after),
+                ..
+            } = &report.outcome
+            {
+                delay = delay.max(*after);
+            }
+            // A run that got as far as naming its session is resumed, so its partial work is kept.
+            if report.session_id.is_some() {
+                target = report.session_id.clone();
+            }
+            attempt += 1;
+            warn!(step = step.name(), outcome = %report.outcome, retry_in_ms = delay.as_millis() as u64, attempt, "retrying the run");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = signals.cancel.cancelled() => return Err(Stopped::Interrupted(format!("{step}: cancelled while waiting to retry"))),
+                _ = signals.lost.cancelled() => return Err(Stopped::Fenced),
+            }
+        }
+    }
+
+    async fn run_step(
+        &self,
+        job: &Job,
+        cwd: &Path,
+        step: Step,
+        session: Option<&str>,
+        signals: &JobSignals,
+    ) -> Result<RunReport, Stopped> {
+        let request = RunRequest {
+            cwd: cwd.to_path_buf(),
+            prompt: step.prompt(job),
+            resume: session.map(str::to_string),
+            permission_mode: step.permission_mode().map(str::to_string),
+            ..RunRequest::default()
+        };
+        let (seen_tx, seen_rx) = tokio::sync::oneshot::channel::<String>();
+        let hooks = RunHooks {
+            cancel: signals.cancel.clone(),
+            kill: signals.lost.clone(),
+            session_seen: Some(seen_tx),
+        };
+        // The run's session is checkpointed as soon as the CLI names it.
+        let started_checkpoint = {
+            let this = self.clone();
+            let job = job.clone();
+            async move {
+                if let Ok(session) = seen_rx.await {
+                    this.checkpoint(&job, step, &session, &[], Phase::Started)
+                        .await;
+                }
+            }
+        };
+        let span = info_span!(
+            "run",
+            step = step.name(),
+            session_in = session.unwrap_or("-")
+        );
+        let (report, ()) = tokio::join!(
+            self.agent.run_with(&request, hooks).instrument(span),
+            started_checkpoint
+        );
+        let report = report.map_err(|e| Stopped::Interrupted(e.to_string()))?;
+        if signals.lost.is_cancelled() {
+            return Err(Stopped::Fenced);
+        }
+        info!(step = step.name(), outcome = %report.outcome, session_out = report.session_id.as_deref().unwrap_or("-"), ms = report.wall_ms, "agent run finished");
+        Ok(report)
+    }
+
+    async fn checkpoint(
+        &self,
+        job: &Job,
+        step: Step,
+        session: &str,
+        files: &[String],
+        phase: Phase,
+    ) {
+        let checkpoint = Checkpoint {
+            session_id: session.to_string(),
+            build_id: job.build_id.clone(),
+            project_path: job.project_path.clone(),
+            files_created: files.to_vec(),
+            step: step.name().to_string(),
+            phase,
+            updated_at: chrono::Utc::now(),
+        };
+        // The ledger is the source of truth; a lost checkpoint only costs the fast path.
+        if let Err(e) = self.queue.save_checkpoint(&checkpoint).await {
+            warn!(error = %e, "could not save the checkpoint");
+        }
+    }
+
+    /// The project's folder under the workspace root, created on first sight. Refuses a path that
+    /// leads out of the root through a symlink.
+    fn project_dir(&self, project_path: &str) -> Result<PathBuf, String> {
+        let dir = self.workspace_root.join(project_path);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create project directory {}: {e}", dir.display()))?;
+        let real = dir
+            .canonicalize()
+            .map_err(|e| format!("cannot resolve project directory {}: {e}", dir.display()))?;
+        if !real.starts_with(&self.workspace_root) {
+            return Err(format!(
+                "invalid project_path: {project_path:?} leads to {} outside BATON_WORKSPACE_ROOT",
+                real.display()
+            ));
+        }
+        Ok(real)
+    }
+
+    /// Whether the CLI's credentials work again: one minimal run in a scratch folder.
+    pub async fn probe_cli(&self) -> bool {
+        let dir = self.workspace_root.join(".baton-probe");
+        if std::fs::create_dir_all(&dir).is_err() {
+            return false;
+        }
+        let request = RunRequest {
+            cwd: dir,
+            prompt: "Reply with the single word OK.".into(),
+            max_turns: Some(1),
+            ..RunRequest::default()
+        };
+        match self.agent.run(&request, &CancellationToken::new()).await {
+            Ok(report) => !matches!(report.outcome, Outcome::AuthFailed { .. }),
+            Err(_) => false,
+        }
+    }
+}
+
+fn metrics(report: &RunReport) -> RunMetrics {
+    let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    RunMetrics {
+        input_tokens: clamp(report.usage.input_tokens),
+        output_tokens: clamp(report.usage.output_tokens),
+        cache_read_input_tokens: clamp(report.usage.cache_read_input_tokens),
+        cache_creation_input_tokens: clamp(report.usage.cache_creation_input_tokens),
+        cost_usd: report.cost_usd,
+        duration_ms: clamp(report.duration_ms),
+        num_turns: i32::try_from(report.num_turns).unwrap_or(i32::MAX),
+    }
+}
