@@ -133,6 +133,11 @@ impl TestEnv {
 
     /// Starts a worker replica; its log goes to `worker-<n>.log` in the scratch folder.
     pub fn start_worker(&mut self) -> u32 {
+        self.start_worker_with(&[])
+    }
+
+    /// Starts a worker replica with extra environment on top of [`TestEnv::worker_env`].
+    pub fn start_worker_with(&mut self, extra: &[(&str, &str)]) -> u32 {
         let log_path = self
             .dir
             .path()
@@ -145,6 +150,7 @@ impl TestEnv {
                     .iter()
                     .map(|(k, v)| (k.as_str(), v.as_str())),
             )
+            .envs(extra.iter().copied())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
             .spawn()
@@ -189,6 +195,53 @@ impl TestEnv {
                 self.worker_logs()
             );
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Sends a signal to worker `n` (in start order).
+    pub fn signal_worker(&self, n: usize, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.workers[n].id() as i32);
+        nix::sys::signal::kill(pid, signal).expect("signal the worker");
+    }
+
+    /// Waits for worker `n` to exit and returns its exit code.
+    pub fn wait_worker(&mut self, n: usize) -> Option<i32> {
+        self.workers[n].wait().ok().and_then(|s| s.code())
+    }
+
+    /// Whether worker `n` has a CLI child running (its supervisor names the worker's pid).
+    pub fn worker_has_child(&self, n: usize) -> bool {
+        let needle = format!("--baton-agent-supervise\0{}\0", self.workers[n].id());
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .any(|e| {
+                let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+                String::from_utf8_lossy(&cmdline).contains(&needle)
+            })
+    }
+
+    /// The log of worker `n`.
+    pub fn worker_log(&self, n: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("worker-{n}.log"))).unwrap_or_default()
+    }
+
+    /// A build's state, from `baton status --json`.
+    pub fn status(&self, build: &str) -> Value {
+        self.baton_json(&["status", build])
+    }
+
+    /// Polls until `done` holds, failing with `what` and the worker logs after `limit`.
+    pub fn wait_until(&self, limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !done() {
+            assert!(
+                start.elapsed() < limit,
+                "{what} did not happen within {limit:?}; worker logs:\n{}",
+                self.worker_logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 

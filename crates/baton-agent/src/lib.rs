@@ -280,10 +280,12 @@ impl Agent {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|source| AgentError::Spawn {
-            program: self.config.program.display().to_string(),
-            source,
-        })?;
+        let mut child = spawn_retrying(&mut cmd)
+            .await
+            .map_err(|source| AgentError::Spawn {
+                program: self.config.program.display().to_string(),
+                source,
+            })?;
         let pgid = child.id().map(|id| Pid::from_raw(id as i32));
         tracing::debug!(pid = ?pgid, resume = ?req.resume, "agent run started");
 
@@ -469,6 +471,21 @@ fn group_has_live_member(pgid: Pid) -> bool {
         let pgrp = fields.nth(1).and_then(|f| f.parse::<i32>().ok());
         pgrp == Some(pgid.as_raw()) && state != "Z" && state != "X"
     })
+}
+
+/// Spawns, retrying briefly while the executable is busy being written (ETXTBSY): an upgrade of
+/// the CLI in place, or any process that still holds it open for writing.
+pub async fn spawn_retrying(cmd: &mut Command) -> std::io::Result<Child> {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ETXTBSY as i32) && tries < 40 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 fn to_exit(status: std::process::ExitStatus) -> Exit {

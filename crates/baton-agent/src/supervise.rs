@@ -6,7 +6,8 @@
 //! (`PR_SET_PDEATHSIG`) and then kills the whole group, the CLI's own children included.
 //!
 //! The supervisor leads the group and waits for the CLI. SIGINT and SIGTERM sent to the group reach
-//! the CLI directly, so the supervisor only waits; it exits as the CLI did (code or signal).
+//! the CLI directly, so the supervisor only waits; it exits as the CLI did (code or signal). It
+//! blocks signals only after starting the CLI, which would otherwise inherit the blocked mask.
 
 use std::ffi::OsString;
 
@@ -55,29 +56,8 @@ fn supervise(args: &[OsString]) -> i32 {
         eprintln!("baton supervisor: usage: {SUPERVISE_FLAG} <parent pid> -- <program> [args...]");
         return 2;
     }
-    if let Err(e) = nix::sys::prctl::set_pdeathsig(PARENT_DIED) {
-        eprintln!("baton supervisor: cannot watch the parent: {e}");
-        return 2;
-    }
-    // The parent may have died before the request above took effect.
-    if getppid().as_raw() != parent {
-        return 137;
-    }
-    // Signals are taken with sigwait, so they are blocked before the CLI starts; the CLI's own mask
-    // is reset by the spawn.
-    let mut mask = SigSet::empty();
-    for s in [
-        Signal::SIGCHLD,
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        PARENT_DIED,
-    ] {
-        mask.add(s);
-    }
-    if let Err(e) = mask.thread_block() {
-        eprintln!("baton supervisor: cannot block signals: {e}");
-        return 2;
-    }
+    // The CLI starts before any signal is blocked here: a child inherits the blocked mask, and
+    // the CLI must see SIGINT and SIGTERM to end its turn.
     let mut child = match std::process::Command::new(&args[2])
         .args(&args[3..])
         .spawn()
@@ -91,17 +71,45 @@ fn supervise(args: &[OsString]) -> i32 {
             return 127;
         }
     };
+    // From here on signals are taken with sigwait.
+    let mut mask = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        PARENT_DIED,
+    ] {
+        mask.add(s);
+    }
+    if let Err(e) = mask.thread_block() {
+        eprintln!("baton supervisor: cannot block signals: {e}");
+        let _ = killpg(getpgrp(), Signal::SIGKILL);
+        return 2;
+    }
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(PARENT_DIED) {
+        eprintln!("baton supervisor: cannot watch the parent: {e}");
+        let _ = killpg(getpgrp(), Signal::SIGKILL);
+        return 2;
+    }
+    // The parent may have died before the request above took effect.
+    if getppid().as_raw() != parent {
+        let _ = killpg(getpgrp(), Signal::SIGKILL);
+        return 137;
+    }
     let child_pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    // A SIGCHLD that came before the mask was discarded; look once before waiting for signals.
+    let mut check_child = true;
     loop {
-        match mask.wait() {
-            Ok(Signal::SIGCHLD) => {
-                match nix::sys::wait::waitpid(child_pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG))
-                {
-                    Ok(WaitStatus::Exited(_, code)) => return code,
-                    Ok(WaitStatus::Signaled(_, signal, _)) => return exit_like(signal, &mask),
-                    _ => {}
-                }
+        if check_child {
+            match nix::sys::wait::waitpid(child_pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, code)) => return code,
+                Ok(WaitStatus::Signaled(_, signal, _)) => return exit_like(signal, &mask),
+                _ => {}
             }
+        }
+        check_child = false;
+        match mask.wait() {
+            Ok(Signal::SIGCHLD) => check_child = true,
             Ok(s) if s == PARENT_DIED => {
                 // The worker is gone: end everything it started, this supervisor included.
                 let _ = killpg(getpgrp(), Signal::SIGKILL);

@@ -75,11 +75,19 @@ fn target(name: &'static str, program: &Path, env: &[(&str, &str)]) -> Target {
 
 /// Runs the target with raw arguments and classifies what it printed, as the agent would.
 fn raw(t: &Target, args: &[&str]) -> (Outcome, i32, String) {
-    let out = Command::new(&t.wrapper)
-        .args(args)
-        .current_dir(&t.project)
-        .output()
-        .unwrap();
+    // The wrapper was just written; a fork in another test thread may still hold it open (ETXTBSY).
+    let out = loop {
+        match Command::new(&t.wrapper)
+            .args(args)
+            .current_dir(&t.project)
+            .output()
+        {
+            Err(e) if e.raw_os_error() == Some(26) => {
+                std::thread::sleep(std::time::Duration::from_millis(25))
+            }
+            other => break other.unwrap(),
+        }
+    };
     let mut state = StreamState::default();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         state.feed(line);

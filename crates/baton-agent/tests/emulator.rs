@@ -455,3 +455,32 @@ async fn a_chatty_child_is_ended_by_the_wall_clock_watchdog() {
         other => panic!("expected the wall-clock watchdog, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_supervised_cli_gets_sigint_first_when_cancelled() {
+    let f = fixture_with(
+        &[("CLAUDE_EMULATOR_FAULT", "hang_before_result")],
+        Some(|c: &mut AgentConfig| {
+            c.supervisor = Some(claude_emulator::sibling_binary("baton-worker"));
+            // Were SIGINT lost on the way, the run would only end with the later signals.
+            c.kill_step = Duration::from_secs(20);
+        }),
+    );
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        trigger.cancel();
+    });
+    let report = f
+        .agent
+        .run(&request(&f, "Build it", None), &cancel)
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::Cancelled);
+    assert_eq!(
+        report.exit,
+        Some(baton_agent::Exit::Signal(2)),
+        "ended by SIGINT, so the CLI could end its turn"
+    );
+}

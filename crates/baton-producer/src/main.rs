@@ -77,6 +77,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Inspect, replay or purge the dead-letter stream (`<stream>:dead`).
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Manage a project's session.
     Session {
         #[command(subcommand)]
@@ -87,6 +92,52 @@ enum Command {
         /// How old a row must be to go (`30d`, `12h`, ...).
         #[arg(long = "older-than")]
         older_than: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// List dead letters, oldest first.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one dead letter in full.
+    Show {
+        /// The dead letter's id (from `dlq list`).
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put dead letters back on the job stream (a failed build is reopened and resumes after its
+    /// recorded runs).
+    Replay {
+        /// The dead letter's id.
+        #[arg(required_unless_present = "all")]
+        id: Option<String>,
+        /// Replay every dead letter.
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete dead letters.
+    Purge {
+        /// The dead letter's id.
+        #[arg(required_unless_present = "all")]
+        id: Option<String>,
+        /// Delete every dead letter.
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -228,6 +279,127 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Err(e) => Err(e.into()),
         },
         Command::Prune { older_than, json } => prune(&cli.database_url, &older_than, json).await,
+        Command::Dlq { command } => {
+            let services = Services {
+                redis_url: &cli.redis_url,
+                database_url: &cli.database_url,
+                stream: &cli.stream,
+                group: &cli.group,
+            };
+            dlq(services, command).await
+        }
+    }
+}
+
+/// Where Redis and Postgres are, for commands that use both.
+struct Services<'a> {
+    redis_url: &'a str,
+    database_url: &'a str,
+    stream: &'a str,
+    group: &'a str,
+}
+
+async fn dlq(cli: Services<'_>, command: DlqCommand) -> anyhow::Result<ExitCode> {
+    let queue = Queue::connect(cli.redis_url, cli.stream, cli.group)
+        .await
+        .with_context(|| format!("cannot reach Redis at {}", redact(cli.redis_url)))?;
+    match command {
+        DlqCommand::List { limit, json } => {
+            let letters = queue.dead_letters(limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&letters)?);
+            } else if letters.is_empty() {
+                println!("no dead letters on {}", queue.dead_stream());
+            } else {
+                for l in &letters {
+                    let f = |k: &str| l.fields.get(k).map(String::as_str).unwrap_or("-");
+                    println!(
+                        "{}  entry {}  attempts {}  {}",
+                        l.id,
+                        f("stream_id"),
+                        f("attempts"),
+                        f("reason")
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DlqCommand::Show { id, json } => match queue.dead_letter_entry(&id).await? {
+            Some(letter) => {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&letter)?);
+                } else {
+                    println!("dead letter {}", letter.id);
+                    for (k, v) in &letter.fields {
+                        println!("{k:<13} {v}");
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            None => {
+                eprintln!("baton: no dead letter {id}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        DlqCommand::Replay { id, all, json } => {
+            let ids = match id {
+                Some(id) => vec![id],
+                None if all => queue
+                    .dead_letters(usize::MAX)
+                    .await?
+                    .into_iter()
+                    .map(|l| l.id)
+                    .collect(),
+                None => unreachable!("clap requires an id or --all"),
+            };
+            let ledger = ledger(cli.database_url).await?;
+            let mut replayed = Vec::new();
+            for id in ids {
+                let Some(letter) = queue.dead_letter_entry(&id).await? else {
+                    eprintln!("baton: no dead letter {id}");
+                    return Ok(ExitCode::FAILURE);
+                };
+                // A failed build is reopened, or its replay would be taken for a finished duplicate.
+                let build = letter
+                    .fields
+                    .get("payload")
+                    .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+                    .and_then(|v| {
+                        v.get("build_id")
+                            .and_then(|b| b.as_str())
+                            .map(str::to_string)
+                    });
+                if let Some(build) = &build {
+                    ledger.reopen_build(build).await?;
+                }
+                if let Some(new_id) = queue.replay_dead_letter(&id).await? {
+                    replayed.push(serde_json::json!({"dead_letter": id, "stream_id": new_id, "build_id": build}));
+                }
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&replayed)?);
+            } else {
+                for r in &replayed {
+                    println!(
+                        "replayed {} as entry {}",
+                        r["dead_letter"].as_str().unwrap_or("-"),
+                        r["stream_id"].as_str().unwrap_or("-")
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DlqCommand::Purge { id, all, json } => {
+            let purged = queue
+                .purge_dead_letters(if all { None } else { id.as_deref() })
+                .await?;
+            if json {
+                println!("{}", serde_json::json!({"purged": purged}));
+            } else {
+                println!("purged {purged} dead letters");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -427,8 +427,9 @@ impl Worker {
             JobEnd::HandBack(_) => self.hand_back(&entry).await,
             JobEnd::AuthFailed(why) => {
                 // Not the job's fault: give back everything and take nothing until the CLI works.
-                self.state.lock().expect("state lock").paused =
-                    Some(format!("the claude CLI cannot authenticate: {why}"));
+                let reason = format!("the claude CLI cannot authenticate: {why}");
+                warn!(%reason, "paused: taking no jobs until a probe of the CLI succeeds");
+                self.state.lock().expect("state lock").paused = Some(reason);
                 self.hand_back(&entry).await;
                 let waiting = self.take_all_waiting();
                 self.hand_back(&waiting).await;

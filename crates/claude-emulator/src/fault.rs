@@ -5,6 +5,8 @@
 //! - `CLAUDE_EMULATOR_SEED`: makes the draws repeatable: the n-th run under one config dir draws the
 //!   same way every time.
 //! - `CLAUDE_EMULATOR_FAULT_MATCH`: only runs whose prompt contains this text can get a fault.
+//! - `CLAUDE_EMULATOR_FAULT_FILE`: a file whose text, when it exists, is the fault list instead of
+//!   `CLAUDE_EMULATOR_FAULT`, so a test can switch faults while a worker runs.
 
 use std::io::Write;
 use std::path::Path;
@@ -63,8 +65,12 @@ impl Fault {
 
 /// Draws this run's fault, if any, from the environment.
 pub fn draw(prompt: &str, config_dir: &Path) -> Result<Option<Fault>, String> {
-    let Ok(list) = std::env::var("CLAUDE_EMULATOR_FAULT") else {
-        return Ok(None);
+    let list = match std::env::var_os("CLAUDE_EMULATOR_FAULT_FILE") {
+        Some(file) => std::fs::read_to_string(file).unwrap_or_default(),
+        None => match std::env::var("CLAUDE_EMULATOR_FAULT") {
+            Ok(list) => list,
+            Err(_) => return Ok(None),
+        },
     };
     let faults = list
         .split(',')

@@ -9,9 +9,11 @@
 //! Environment:
 //! - `CLAUDE_CONFIG_DIR`: where sessions live (default `~/.claude`).
 //! - `CLAUDE_EMULATOR_SESSION_IDS`: `keep` (default, current CLIs) or `rolling` (old CLIs).
-//! - `CLAUDE_EMULATOR_LATENCY_MS`: time each run takes before its result.
+//! - `CLAUDE_EMULATOR_LATENCY_MS`: time each run takes before its result;
+//!   `CLAUDE_EMULATOR_LATENCY_MATCH` limits it to runs whose prompt contains that text.
 //! - `CLAUDE_EMULATOR_LOG`: a file that gets one JSON line per run.
-//! - `CLAUDE_EMULATOR_FAULT`, `_FAULT_RATE`, `_SEED`, `_FAULT_MATCH`: fault injection (see `fault.rs`).
+//! - `CLAUDE_EMULATOR_FAULT`, `_FAULT_RATE`, `_SEED`, `_FAULT_MATCH`, `_FAULT_FILE`: fault injection
+//!   (see `fault.rs`); `CLAUDE_EMULATOR_RATE_LIMIT_RESET_SECS`: when a rate limit resets (default 60).
 
 mod args;
 mod fault;
@@ -187,10 +189,12 @@ fn invoke(argv: &[String]) -> io::Result<Ended> {
         .model
         .clone()
         .unwrap_or_else(|| DEFAULT_MODEL.to_string());
+    let slow = std::env::var("CLAUDE_EMULATOR_LATENCY_MATCH").map_or(true, |m| prompt.contains(&m));
     let latency = std::env::var("CLAUDE_EMULATOR_LATENCY_MS")
         .ok()
         .and_then(|v| v.parse().ok())
         .map(Duration::from_millis)
+        .filter(|_| slow)
         .unwrap_or_default();
     let clock = Instant::now();
     let fault = match fault::draw(&prompt, &session::config_dir()) {
@@ -363,7 +367,11 @@ fn turn(
             return api_error(session, run, prompt, out, "authentication_failed", text);
         }
         Some(Fault::RateLimited) => {
-            let resets = chrono::Utc::now().timestamp() + 60;
+            let wait: i64 = std::env::var("CLAUDE_EMULATOR_RATE_LIMIT_RESET_SECS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(60);
+            let resets = chrono::Utc::now().timestamp() + wait;
             out.emit(json!({"type": "rate_limit_event", "rate_limit_info": {"status": "rejected", "resetsAt": resets, "rateLimitType": "five_hour"}, "session_id": session.id, "uuid": new_id()}));
             let text = "API Error: Rate limit reached";
             return api_error(session, run, prompt, out, "rate_limit", text);

@@ -1,0 +1,543 @@
+//! Durable delivery across worker replicas, with the real binaries: dead and stalled workers,
+//! per-project order, graceful shutdown, retries and dead letters, authentication pauses.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use baton_tests::TestEnv;
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+/// Fast liveness settings, so takeovers happen within seconds.
+fn fast(env: &mut TestEnv, claim_idle: &str) {
+    for (k, v) in [
+        ("BATON_HEARTBEAT", "0.3"),
+        ("BATON_CLAIM_IDLE", claim_idle),
+        ("BATON_RETRY_MIN_DELAY", "0.05"),
+        ("BATON_RETRY_MAX_DELAY", "0.2"),
+        ("BATON_AUTH_PROBE_INTERVAL", "0.3"),
+        ("BATON_SHUTDOWN_GRACE", "1"),
+    ] {
+        env.worker_env.push((k.into(), v.into()));
+    }
+}
+
+/// Successful CLI runs per (project folder, prompt), from the emulator's run log.
+fn successful_runs(env: &TestEnv) -> HashMap<(String, String), usize> {
+    let mut out = HashMap::new();
+    for run in env.emulator_runs() {
+        if !matches!(
+            run["outcome"].as_str(),
+            Some("success" | "compacted" | "compact_failed")
+        ) {
+            continue;
+        }
+        let argv = run["argv"].as_array().unwrap();
+        let prompt = argv
+            .iter()
+            .position(|a| a == "-p")
+            .and_then(|i| argv.get(i + 1))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        *out.entry((
+            run["cwd"].as_str().unwrap_or("").to_string(),
+            prompt.to_string(),
+        ))
+        .or_insert(0) += 1;
+    }
+    out
+}
+
+/// Every project's chain is linear: each run resumed the session the run before it left.
+fn assert_linear(env: &TestEnv, project: &str) {
+    let chain = env.baton_json(&["chain", project]);
+    let links = chain.as_array().unwrap();
+    for pair in links.windows(2) {
+        assert_eq!(
+            pair[1]["old_session_id"], pair[0]["new_session_id"],
+            "{project}: the chain forks at {pair:?}"
+        );
+    }
+}
+
+fn assert_in_sync(env: &TestEnv) {
+    let out = env.baton(&["sync-check"]);
+    assert!(
+        out.status.success(),
+        "sync-check: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_workers_jobs_finish_elsewhere_and_no_recorded_run_repeats() {
+    let mut env = TestEnv::new().await;
+    fast(&mut env, "3");
+    env.worker_env
+        .push(("CLAUDE_EMULATOR_LATENCY_MS".into(), "400".into()));
+    env.start_worker_with(&[("BATON_CONCURRENCY", "3")]);
+    let builds: Vec<(String, String)> = (0..6)
+        .map(|i| {
+            let project = format!("crash-{i}");
+            let build = env.enqueue(
+                &project,
+                &format!("{project}-v1"),
+                "create",
+                &format!("Build service {i}"),
+            );
+            (project, build)
+        })
+        .collect();
+    env.wait_until(LIMIT, "the first worker running jobs", || {
+        env.worker_has_child(0)
+    });
+    env.start_worker_with(&[("BATON_CONCURRENCY", "3")]);
+    // Kill the first worker in the middle of a run.
+    std::thread::sleep(Duration::from_millis(300));
+    env.wait_until(LIMIT, "a run in flight on the first worker", || {
+        env.worker_has_child(0)
+    });
+    let killed_at = Instant::now();
+    env.signal_worker(0, Signal::SIGKILL);
+    for (_, build) in &builds {
+        let done = env.wait_finished(build, LIMIT);
+        assert_eq!(done["status"], "completed", "{done}");
+    }
+    eprintln!(
+        "all jobs done {:?} after the kill (claim timeout 3 s)",
+        killed_at.elapsed()
+    );
+    let taken_over = builds
+        .iter()
+        .filter(|(_, b)| env.status(b)["attempt"].as_i64() > Some(1))
+        .count();
+    assert!(taken_over >= 1, "the dead worker's jobs were claimed again");
+    for ((cwd, prompt), n) in successful_runs(&env) {
+        assert_eq!(n, 1, "{cwd}: {prompt:?} ran to success {n} times");
+    }
+    for (project, _) in &builds {
+        assert_linear(&env, project);
+        assert_eq!(
+            env.baton_json(&["chain", project])
+                .as_array()
+                .unwrap()
+                .len(),
+            4,
+            "{project}: four runs recorded"
+        );
+    }
+    assert_in_sync(&env);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_worker_cannot_overwrite_its_successor() {
+    let mut env = TestEnv::new().await;
+    fast(&mut env, "2");
+    env.worker_env
+        .push(("CLAUDE_EMULATOR_LATENCY_MS".into(), "5000".into()));
+    env.worker_env
+        .push(("CLAUDE_EMULATOR_LATENCY_MATCH".into(), "slow-build".into()));
+    env.start_worker();
+    let build = env.enqueue("stall", "v1", "create", "A slow-build of the app");
+    env.wait_until(LIMIT, "the first worker's run starting", || {
+        env.worker_has_child(0)
+    });
+    env.signal_worker(0, Signal::SIGSTOP);
+    env.start_worker();
+    env.wait_until(LIMIT, "the second worker claiming the job", || {
+        env.status(&build)["attempt"].as_i64() >= Some(2)
+    });
+    env.signal_worker(0, Signal::SIGCONT);
+    let done = env.wait_finished(&build, LIMIT);
+    assert_eq!(done["status"], "completed", "{done}");
+    env.wait_until(
+        Duration::from_secs(10),
+        "the stalled worker noticing",
+        || env.worker_log(0).contains("another worker took this entry"),
+    );
+    // Its child was killed before it could finish: only the successor's build run succeeded.
+    env.wait_until(
+        Duration::from_secs(10),
+        "the stalled worker's child ending",
+        || !env.worker_has_child(0),
+    );
+    let builds_run = successful_runs(&env)
+        .into_iter()
+        .filter(|((_, p), _)| p.contains("slow-build"))
+        .map(|(_, n)| n)
+        .sum::<usize>();
+    assert_eq!(builds_run, 1, "the stalled worker's run never completed");
+    let chain = env.baton_json(&["chain", "stall"]);
+    assert_eq!(chain.as_array().unwrap().len(), 4, "no late write: {chain}");
+    assert_linear(&env, "stall");
+    assert_in_sync(&env);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_of_one_project_never_overlap_and_keep_enqueue_order() {
+    let mut env = TestEnv::new().await;
+    fast(&mut env, "5");
+    env.worker_env
+        .push(("CLAUDE_EMULATOR_LATENCY_MS".into(), "15".into()));
+    env.start_worker();
+    env.start_worker();
+    let mut order: HashMap<String, Vec<String>> = HashMap::new();
+    let mut all = Vec::new();
+    for round in 0..5 {
+        for p in 0..20 {
+            let project = format!("order-{p}");
+            let kind = if round == 0 { "create" } else { "update" };
+            let build = env.enqueue(
+                &project,
+                &format!("{project}-v{round}"),
+                kind,
+                &format!("Change {round} of {project}"),
+            );
+            order.entry(project).or_default().push(build.clone());
+            all.push(build);
+        }
+    }
+    for build in &all {
+        assert_eq!(env.wait_finished(build, LIMIT)["status"], "completed");
+    }
+    // From the CLI's own log: per project folder, no run starts before the previous one ended.
+    let mut by_cwd: HashMap<String, Vec<(String, String)>> = HashMap::new();
+    for run in env.emulator_runs() {
+        let (Some(start), Some(end)) = (run["started_at"].as_str(), run["ended_at"].as_str())
+        else {
+            continue;
+        };
+        by_cwd
+            .entry(run["cwd"].as_str().unwrap().to_string())
+            .or_default()
+            .push((start.to_string(), end.to_string()));
+    }
+    assert_eq!(by_cwd.len(), 20);
+    for (cwd, mut runs) in by_cwd {
+        assert_eq!(runs.len(), 20, "{cwd}: five jobs of four runs");
+        runs.sort();
+        for pair in runs.windows(2) {
+            assert!(
+                pair[1].0 >= pair[0].1,
+                "{cwd}: a run started at {} before the one before it ended at {}",
+                pair[1].0,
+                pair[0].1
+            );
+        }
+    }
+    for (project, builds) in &order {
+        let chain = env.baton_json(&["chain", project]);
+        let mut ran: Vec<String> = Vec::new();
+        for link in chain.as_array().unwrap() {
+            let b = link["build_id"].as_str().unwrap().to_string();
+            if ran.last() != Some(&b) {
+                ran.push(b);
+            }
+        }
+        assert_eq!(&ran, builds, "{project}: jobs ran in enqueue order");
+        assert_linear(&env, project);
+    }
+    assert_in_sync(&env);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_hands_a_long_run_back_to_another_worker_at_once() {
+    let mut env = TestEnv::new().await;
+    // A claim timeout far longer than the test may wait: only a handback can explain a quick takeover.
+    fast(&mut env, "120");
+    env.worker_env
+        .push(("CLAUDE_EMULATOR_LATENCY_MS".into(), "3000".into()));
+    env.worker_env
+        .push(("CLAUDE_EMULATOR_LATENCY_MATCH".into(), "long-run".into()));
+    env.start_worker();
+    let build = env.enqueue("handback", "v1", "create", "A long-run build");
+    env.wait_until(LIMIT, "the first worker's run starting", || {
+        env.worker_has_child(0)
+    });
+    env.start_worker();
+    let stopped = Instant::now();
+    env.signal_worker(0, Signal::SIGTERM);
+    assert_eq!(
+        env.wait_worker(0),
+        Some(0),
+        "the worker exits cleanly after its grace"
+    );
+    env.wait_until(
+        Duration::from_secs(30),
+        "the other worker taking the job",
+        || env.status(&build)["attempt"].as_i64() >= Some(2),
+    );
+    let taken = stopped.elapsed();
+    assert!(
+        taken < Duration::from_secs(30),
+        "taken over after {taken:?}, not after the 120 s claim timeout"
+    );
+    assert_eq!(env.wait_finished(&build, LIMIT)["status"], "completed");
+    assert!(
+        env.worker_log(0).contains("handed entries back"),
+        "{}",
+        env.worker_log(0)
+    );
+    assert_linear(&env, "handback");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_run_is_retried_then_dead_lettered_and_can_be_replayed() {
+    let mut env = TestEnv::new().await;
+    fast(&mut env, "5");
+    let fault_file = env.dir.path().join("faults");
+    std::fs::write(&fault_file, "crash").unwrap();
+    env.worker_env.push((
+        "CLAUDE_EMULATOR_FAULT_FILE".into(),
+        fault_file.display().to_string(),
+    ));
+    env.worker_env
+        .push(("CLAUDE_EMULATOR_FAULT_MATCH".into(), "fragile".into()));
+    env.worker_env
+        .push(("BATON_MAX_RUN_ATTEMPTS".into(), "3".into()));
+    env.start_worker();
+    let build = env.enqueue("fragile", "v1", "create", "A fragile build");
+    let failed = env.wait_finished(&build, LIMIT);
+    assert_eq!(failed["status"], "failed");
+    assert!(
+        failed["last_error"].as_str().unwrap().contains("crashed"),
+        "{failed}"
+    );
+    let crashes = env
+        .emulator_runs()
+        .iter()
+        .filter(|r| r["outcome"] == "crash")
+        .count();
+    assert_eq!(crashes, 3, "BATON_MAX_RUN_ATTEMPTS runs, then it gives up");
+    let letters = env.baton_json(&["dlq", "list"]);
+    let letter = &letters.as_array().unwrap()[0];
+    assert!(
+        letter["fields"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("crashed"),
+        "{letter}"
+    );
+    assert!(
+        letter["fields"]["payload"]
+            .as_str()
+            .unwrap()
+            .contains(&build)
+    );
+    let id = letter["id"].as_str().unwrap().to_string();
+    let shown = env.baton_json(&["dlq", "show", &id]);
+    assert_eq!(shown["fields"]["attempts"], "1");
+
+    // The cause goes away; a replay reopens the build and it completes.
+    std::fs::write(&fault_file, "").unwrap();
+    env.baton_json(&["dlq", "replay", &id]);
+    env.wait_until(LIMIT, "the replayed build completing", || {
+        env.status(&build)["status"] == "completed"
+    });
+    assert_eq!(
+        env.baton_json(&["dlq", "list"]).as_array().unwrap().len(),
+        0
+    );
+    assert_in_sync(&env);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transient_failures_are_retried_until_the_job_completes() {
+    let mut env = TestEnv::new().await;
+    fast(&mut env, "5");
+    for (k, v) in [
+        (
+            "CLAUDE_EMULATOR_FAULT",
+            "crash,rate_limited,hang_before_result",
+        ),
+        ("CLAUDE_EMULATOR_FAULT_RATE", "0.4"),
+        ("CLAUDE_EMULATOR_SEED", "11"),
+        ("CLAUDE_EMULATOR_RATE_LIMIT_RESET_SECS", "1"),
+    ] {
+        env.worker_env.push((k.into(), v.into()));
+    }
+    env.worker_env
+        .push(("BATON_MAX_RUN_ATTEMPTS".into(), "8".into()));
+    env.worker_env
+        .push(("BATON_RUN_IDLE_TIMEOUT".into(), "1".into()));
+    env.start_worker();
+    let builds: Vec<String> = (0..3)
+        .map(|i| {
+            env.enqueue(
+                &format!("flaky-{i}"),
+                &format!("flaky-{i}-v1"),
+                "create",
+                "Build it",
+            )
+        })
+        .collect();
+    for b in &builds {
+        assert_eq!(env.wait_finished(b, LIMIT)["status"], "completed");
+    }
+    let faults = env
+        .emulator_runs()
+        .iter()
+        .filter(|r| r["outcome"] != "success" && r["outcome"] != "compacted")
+        .count();
+    assert!(faults > 0, "the seed injects some faults");
+    for i in 0..3 {
+        assert_linear(&env, &format!("flaky-{i}"));
+    }
+    assert_in_sync(&env);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_credentials_pause_the_worker_instead_of_draining_the_queue() {
+    let mut env = TestEnv::new().await;
+    fast(&mut env, "5");
+    let fault_file = env.dir.path().join("faults");
+    std::fs::write(&fault_file, "not_logged_in").unwrap();
+    env.worker_env.push((
+        "CLAUDE_EMULATOR_FAULT_FILE".into(),
+        fault_file.display().to_string(),
+    ));
+    env.start_worker();
+    let builds: Vec<String> = (0..3)
+        .map(|i| {
+            env.enqueue(
+                &format!("auth-{i}"),
+                &format!("auth-{i}-v1"),
+                "create",
+                "Build it",
+            )
+        })
+        .collect();
+    env.wait_until(LIMIT, "the worker pausing", || {
+        env.worker_log(0).contains("paused: taking no jobs")
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let mut redis = env.redis().await;
+    let dead: i64 = redis::cmd("XLEN")
+        .arg(baton_core::dead_letter_stream(&env.stream))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(dead, 0, "nothing is dead-lettered for expired credentials");
+    let waiting = env.status(&builds[0]);
+    assert_ne!(waiting["status"], "failed", "{waiting}");
+    // Credentials come back: the probe notices and the jobs run.
+    std::fs::write(&fault_file, "").unwrap();
+    for b in &builds {
+        assert_eq!(env.wait_finished(b, LIMIT)["status"], "completed");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chat_plan_runs_once_in_plan_mode_on_the_newest_session() {
+    let mut env = TestEnv::new().await;
+    env.start_worker();
+    let create = env.enqueue("planner", "v1", "create", "Build a blog");
+    env.wait_finished(&create, LIMIT);
+    let plan = env.enqueue(
+        "planner",
+        "v1-plan",
+        "chat_plan",
+        "Plan the comments feature",
+    );
+    let done = env.wait_finished(&plan, LIMIT);
+    assert_eq!(done["status"], "completed", "{done}");
+    let runs = done["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["step"], "chat_plan");
+    let chain = env.baton_json(&["chain", "planner"]);
+    let last = chain.as_array().unwrap().last().unwrap();
+    assert_eq!(last["source"], "chat_plan");
+    assert_eq!(
+        last["old_session_id"],
+        chain.as_array().unwrap()[3]["new_session_id"],
+        "it resumed the newest session"
+    );
+    let plan_run = env
+        .emulator_runs()
+        .into_iter()
+        .find(|r| {
+            r["argv"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a == "Plan the comments feature")
+        })
+        .unwrap();
+    let argv: Vec<&str> = plan_run["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        argv.windows(2).any(|w| w == ["--permission-mode", "plan"]),
+        "{argv:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compaction_that_fails_does_not_fail_the_job() {
+    let mut env = TestEnv::new().await;
+    fast(&mut env, "5");
+    env.worker_env
+        .push(("CLAUDE_EMULATOR_FAULT".into(), "crash".into()));
+    env.worker_env
+        .push(("CLAUDE_EMULATOR_FAULT_MATCH".into(), "/compact".into()));
+    env.worker_env
+        .push(("BATON_MAX_RUN_ATTEMPTS".into(), "2".into()));
+    env.start_worker();
+    let build = env.enqueue("compactless", "v1", "create", "Build it");
+    let done = env.wait_finished(&build, LIMIT);
+    assert_eq!(done["status"], "completed", "{done}");
+    let chain = env.baton_json(&["chain", "compactless"]);
+    let compact = chain.as_array().unwrap().last().unwrap();
+    assert_eq!(compact["source"], "compact");
+    assert!(
+        compact["note"]
+            .as_str()
+            .unwrap()
+            .contains("compaction did not happen"),
+        "{compact}"
+    );
+    assert_eq!(
+        compact["old_session_id"], compact["new_session_id"],
+        "the job keeps its session"
+    );
+    assert_in_sync(&env);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_project_path_that_leaves_the_workspace_through_a_symlink_is_refused() {
+    let mut env = TestEnv::new().await;
+    std::fs::create_dir_all(env.workspace()).unwrap();
+    std::os::unix::fs::symlink(env.dir.path(), env.workspace().join("escape")).unwrap();
+    env.start_worker();
+    let build = env.baton_json(&[
+        "enqueue",
+        "--project",
+        "sly",
+        "--version",
+        "v1",
+        "--kind",
+        "create",
+        "--prompt",
+        "x",
+        "--project-path",
+        "escape",
+    ])["build_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let done = env.wait_finished(&build, LIMIT);
+    assert_eq!(done["status"], "failed");
+    assert!(
+        done["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("outside BATON_WORKSPACE_ROOT"),
+        "{done}"
+    );
+    assert!(env.emulator_runs().is_empty(), "no CLI ran");
+}
