@@ -541,3 +541,65 @@ async fn a_project_path_that_leaves_the_workspace_through_a_symlink_is_refused()
     );
     assert!(env.emulator_runs().is_empty(), "no CLI ran");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_cut_off_mid_turn_is_resumed_not_redone() {
+    let mut env = TestEnv::new().await;
+    fast(&mut env, "2");
+    env.worker_env
+        .push(("CLAUDE_EMULATOR_LATENCY_MS".into(), "4000".into()));
+    env.worker_env
+        .push(("CLAUDE_EMULATOR_LATENCY_MATCH".into(), "cut-off".into()));
+    env.start_worker();
+    let build = env.enqueue("cutoff", "cutoff-v1", "create", "Build the cut-off app");
+    env.wait_until(LIMIT, "the first run starting", || env.worker_has_child(0));
+    // The run's session is checkpointed as soon as the CLI names it.
+    let mut redis = env.redis().await;
+    let key = format!("claude:session:{build}");
+    let mut checkpoint = Value::Null;
+    env.wait_until(
+        Duration::from_secs(10),
+        "the start-of-run checkpoint",
+        || {
+            let raw: Option<String> =
+                futures_block(redis::cmd("GET").arg(&key).query_async(&mut redis));
+            checkpoint = raw
+                .and_then(|r| serde_json::from_str(&r).ok())
+                .unwrap_or(Value::Null);
+            checkpoint["phase"] == "started"
+        },
+    );
+    let started_session = checkpoint["sessionId"].as_str().unwrap().to_string();
+    env.signal_worker(0, Signal::SIGKILL);
+    env.start_worker();
+    let done = env.wait_finished(&build, LIMIT);
+    assert_eq!(done["status"], "completed", "{done}");
+    // The successor resumed the cut-off run's session instead of starting over.
+    let build_run = &done["runs"][0];
+    assert_eq!(build_run["step"], "build");
+    assert_eq!(
+        build_run["old_session_id"],
+        Value::Null,
+        "the chain still starts fresh"
+    );
+    assert_eq!(build_run["new_session_id"], started_session.as_str());
+    let resumed = env
+        .emulator_runs()
+        .into_iter()
+        .find(|r| {
+            r["outcome"] == "success"
+                && r["argv"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|a| a == "Build the cut-off app")
+        })
+        .expect("the successor's build run");
+    assert_eq!(resumed["session_in"], started_session.as_str());
+    assert_in_sync(&env);
+}
+
+/// Runs a Redis future to completion from inside a synchronous poll closure.
+fn futures_block<T>(f: impl std::future::Future<Output = redis::RedisResult<T>>) -> Option<T> {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f)).ok()
+}

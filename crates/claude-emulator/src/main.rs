@@ -360,11 +360,18 @@ fn turn(
     let earlier = session.prompts();
     let history_tokens = session.context_tokens();
     out.emit(init_line(session, cwd, model, run.args));
+    // Like the real CLI, the prompt is in the transcript before any work: a run cut off mid-turn
+    // leaves a session that can be resumed.
+    session.push(
+        json!({"type": "user", "message": {"role": "user", "content": prompt}}),
+        cwd,
+    );
+    session.save()?;
     match run.fault {
         Some(Fault::HangBeforeResult) => run.hang(session, out),
         Some(Fault::NotLoggedIn) => {
             let text = "Not logged in · Please run /login";
-            return api_error(session, run, prompt, out, "authentication_failed", text);
+            return api_error(session, run, out, "authentication_failed", text);
         }
         Some(Fault::RateLimited) => {
             let wait: i64 = std::env::var("CLAUDE_EMULATOR_RATE_LIMIT_RESET_SECS")
@@ -374,7 +381,7 @@ fn turn(
             let resets = chrono::Utc::now().timestamp() + wait;
             out.emit(json!({"type": "rate_limit_event", "rate_limit_info": {"status": "rejected", "resetsAt": resets, "rateLimitType": "five_hour"}, "session_id": session.id, "uuid": new_id()}));
             let text = "API Error: Rate limit reached";
-            return api_error(session, run, prompt, out, "rate_limit", text);
+            return api_error(session, run, out, "rate_limit", text);
         }
         Some(Fault::Garbage) => {
             out.emit_raw("this line is not JSON");
@@ -455,10 +462,6 @@ fn turn(
         Some("end_turn"),
     ));
 
-    session.push(
-        json!({"type": "user", "message": {"role": "user", "content": prompt}}),
-        cwd,
-    );
     session.push(json!({"type": "assistant", "message": {"role": "assistant", "content": answer, "files": [file]}}), cwd);
     session.save()?;
 
@@ -519,16 +522,11 @@ fn turn(
 fn api_error(
     session: &mut Session,
     run: &Run<'_>,
-    prompt: &str,
     out: &mut Output,
     error: &str,
     text: &str,
 ) -> io::Result<(String, i32)> {
     // The real CLI keeps the transcript of a failed turn: the prompt and the synthetic answer.
-    session.push(
-        json!({"type": "user", "message": {"role": "user", "content": prompt}}),
-        run.cwd,
-    );
     session.push(
         json!({"type": "assistant", "error": error, "isApiErrorMessage": true, "message": {"role": "assistant", "model": "<synthetic>", "content": text}}),
         run.cwd,
