@@ -106,6 +106,8 @@ impl TestEnv {
             .env("CLAUDE_CONFIG_DIR", self.dir.path().join("claude-config"))
             .env("CLAUDE_EMULATOR_LOG", self.emulator_log())
             .env("BATON_LOG_FORMAT", "json")
+            // Many workers share this machine: each takes a free port and logs it.
+            .env("BATON_METRICS_ADDR", "127.0.0.1:0")
             .stdin(Stdio::null());
         cmd
     }
@@ -222,6 +224,20 @@ impl TestEnv {
             })
     }
 
+    /// The address worker `n` serves `/metrics`, `/healthz` and `/readyz` on, from its log.
+    pub fn http_addr(&self, n: usize) -> String {
+        let mut addr = None;
+        self.wait_until(Duration::from_secs(30), "the worker serving HTTP", || {
+            addr = self.worker_log(n).lines().find_map(|l| {
+                let v: Value = serde_json::from_str(l).ok()?;
+                (v["message"] == "serving /metrics, /healthz and /readyz")
+                    .then(|| v["addr"].as_str().map(str::to_string))?
+            });
+            addr.is_some()
+        });
+        addr.expect("found above")
+    }
+
     /// The log of worker `n`.
     pub fn worker_log(&self, n: usize) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("worker-{n}.log"))).unwrap_or_default()
@@ -326,6 +342,30 @@ impl Drop for TestEnv {
         })
         .join();
     }
+}
+
+/// A plain HTTP/1.1 GET on loopback: (status code, body).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the worker's HTTP port");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send the request");
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).expect("read the response");
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! This crate does no I/O, so every other crate can depend on it.
 
 pub mod checkpoint;
+pub mod events;
 pub mod job;
 pub mod plan;
 pub mod policy;

@@ -241,6 +241,12 @@ impl Ledger {
         &self.pool
     }
 
+    /// Checks that Postgres answers.
+    pub async fn ping(&self) -> Result<(), LedgerError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// Applies every pending migration.
     pub async fn migrate(&self) -> Result<(), LedgerError> {
         MIGRATOR.run(&self.pool).await?;

@@ -185,9 +185,15 @@ struct EnqueueArgs {
     /// Do not record the build as queued in the ledger (Redis only).
     #[arg(long)]
     no_ledger: bool,
-    /// Print `{"build_id": ..., "stream_id": ...}`.
+    /// Print `{"build_id": ..., "stream_id": ...}` (with `--wait`, also `status` and `session_id`).
     #[arg(long)]
     json: bool,
+    /// Follow the job's progress events until it completes or fails; exit 0 or 1 accordingly.
+    #[arg(long)]
+    wait: bool,
+    /// With `--wait`: give up after this many seconds (exit 3).
+    #[arg(long)]
+    timeout: Option<u64>,
 }
 
 /// Exit code for input Baton refuses, as opposed to a failure of Redis or Postgres.
@@ -520,8 +526,25 @@ async fn enqueue(
     } else {
         Some(ledger(database_url).await?)
     };
-    let producer = Producer::new(queue, ledger, limits);
+    // Events are followed from before the job exists, so none of its events can be missed.
+    let events_from = if args.wait {
+        Some(queue.last_event_id().await?)
+    } else {
+        None
+    };
+    let producer = Producer::new(queue.clone(), ledger, limits);
     match producer.enqueue_job(&job).await {
+        Ok(done) if args.wait => {
+            let from = events_from.expect("read above with --wait");
+            follow(
+                &queue,
+                &done,
+                &from,
+                args.json,
+                args.timeout.map(std::time::Duration::from_secs),
+            )
+            .await
+        }
         Ok(done) => {
             if args.json {
                 println!("{}", serde_json::to_string(&done)?);
@@ -535,6 +558,107 @@ async fn enqueue(
             Ok(ExitCode::from(EXIT_INVALID))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Exit code of `--wait` when the job failed.
+const EXIT_JOB_FAILED: u8 = 1;
+/// Exit code of `--wait` when `--timeout` ran out.
+const EXIT_TIMEOUT: u8 = 3;
+
+/// Follows a job's progress events: one line per event (or, on a terminal, one line per step
+/// rewritten as it changes), until the job completes or fails.
+async fn follow(
+    queue: &Queue,
+    done: &baton_producer::Enqueued,
+    from: &str,
+    json: bool,
+    timeout: Option<std::time::Duration>,
+) -> anyhow::Result<ExitCode> {
+    use baton_core::events::EventType;
+    use std::io::{IsTerminal, Write};
+    let tty = !json && std::io::stdout().is_terminal();
+    let mut reader = queue.event_reader(from).await?;
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    if !json {
+        println!(
+            "build {} enqueued as entry {}; following its progress",
+            done.build_id, done.stream_id
+        );
+    }
+    let mut open_line = false;
+    loop {
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            if open_line {
+                println!();
+            }
+            eprintln!(
+                "baton: build {} still running after the timeout",
+                done.build_id
+            );
+            return Ok(ExitCode::from(EXIT_TIMEOUT));
+        }
+        for event in reader.next(std::time::Duration::from_secs(1)).await? {
+            if event.build_id != done.build_id {
+                continue;
+            }
+            let step = event.step.clone().unwrap_or_default();
+            let session = event.session_id.clone().unwrap_or_else(|| "(fresh)".into());
+            let line = match event.event {
+                EventType::JobStarted => format!("started (claim {})", event.attempt.unwrap_or(1)),
+                EventType::RunStarted => format!("{step:<25} running, resuming {session}"),
+                EventType::SessionSeen => format!("{step:<25} running in session {session}"),
+                EventType::RunFinished => format!(
+                    "{step:<25} {} in session {session}",
+                    event.outcome.clone().unwrap_or_default()
+                ),
+                EventType::JobRequeued => format!(
+                    "handed back to run later: {}",
+                    event.error.clone().unwrap_or_default()
+                ),
+                EventType::JobCompleted => format!("completed; the project's session is {session}"),
+                EventType::JobFailed => {
+                    format!("failed: {}", event.error.clone().unwrap_or_default())
+                }
+            };
+            if json {
+                // Only the final object is printed with --json.
+            } else if tty {
+                // One line per step, rewritten until the step finishes.
+                let step_line =
+                    matches!(event.event, EventType::RunStarted | EventType::SessionSeen);
+                print!("\r\x1b[2K{line}");
+                if step_line {
+                    open_line = true;
+                } else {
+                    println!();
+                    open_line = false;
+                }
+                let _ = std::io::stdout().flush();
+            } else {
+                println!("{line}");
+            }
+            if event.is_final() {
+                let completed = event.event == EventType::JobCompleted;
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "build_id": done.build_id,
+                            "stream_id": done.stream_id,
+                            "status": if completed { "completed" } else { "failed" },
+                            "session_id": event.session_id,
+                            "error": event.error,
+                        })
+                    );
+                }
+                return Ok(if completed {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(EXIT_JOB_FAILED)
+                });
+            }
+        }
     }
 }
 

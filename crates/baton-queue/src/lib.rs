@@ -465,6 +465,63 @@ impl Queue {
         })
     }
 
+    /// The events stream (`<stream>:events`).
+    pub fn events_stream(&self) -> String {
+        baton_core::events::events_stream(&self.stream)
+    }
+
+    /// Publishes a progress event, trimming the events stream to about
+    /// [`baton_core::events::EVENTS_MAXLEN`] entries.
+    pub async fn publish_event(
+        &self,
+        event: &baton_core::events::Event,
+    ) -> Result<String, QueueError> {
+        let mut conn = self.pool.get().await?;
+        Ok(redis::cmd("XADD")
+            .arg(self.events_stream())
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(baton_core::events::EVENTS_MAXLEN)
+            .arg("*")
+            .arg(baton_core::events::EVENT_FIELD)
+            .arg(serde_json::to_string(event).expect("an event serialises"))
+            .query_async(&mut conn)
+            .await?)
+    }
+
+    /// The id of the newest event, or `0-0`: where a follower starts so it misses nothing after.
+    pub async fn last_event_id(&self) -> Result<String, QueueError> {
+        let mut conn = self.pool.get().await?;
+        let newest: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(self.events_stream())
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await?;
+        Ok(newest
+            .ids
+            .first()
+            .map(|e| e.id.clone())
+            .unwrap_or_else(|| "0-0".into()))
+    }
+
+    /// A follower of the events stream from after `last_id`, on its own connection without a
+    /// reply timeout.
+    pub async fn event_reader(&self, last_id: &str) -> Result<EventReader, QueueError> {
+        let config = AsyncConnectionConfig::new().set_response_timeout(None);
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        Ok(EventReader {
+            conn,
+            stream: self.events_stream(),
+            last_id: last_id.to_string(),
+        })
+    }
+
     /// Entries in the job stream.
     pub async fn stream_length(&self) -> Result<u64, QueueError> {
         self.xlen(&self.stream).await
@@ -621,6 +678,42 @@ impl Consumer {
             ReadResult::Delivered(entries) => Ok(entries),
             ReadResult::Empty { .. } => Ok(Vec::new()),
         }
+    }
+}
+
+/// Follows the events stream; see [`Queue::event_reader`].
+pub struct EventReader {
+    conn: MultiplexedConnection,
+    stream: String,
+    last_id: String,
+}
+
+impl EventReader {
+    /// The next events, waiting at most `block` for one. Entries that are not events are skipped.
+    pub async fn next(
+        &mut self,
+        block: Duration,
+    ) -> Result<Vec<baton_core::events::Event>, QueueError> {
+        let reply: Option<redis::streams::StreamReadReply> = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(100)
+            .arg("BLOCK")
+            .arg(block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&self.stream)
+            .arg(&self.last_id)
+            .query_async(&mut self.conn)
+            .await?;
+        let mut events = Vec::new();
+        for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
+            self.last_id = entry.id.clone();
+            if let Some(v) = entry.map.get(baton_core::events::EVENT_FIELD)
+                && let Ok(event) = serde_json::from_str(&value_text(v))
+            {
+                events.push(event);
+            }
+        }
+        Ok(events)
     }
 }
 

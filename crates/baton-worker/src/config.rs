@@ -117,6 +117,11 @@ pub struct Config {
     #[arg(long, env = "BATON_MAX_HELD", default_value_t = 1000)]
     pub max_held: usize,
 
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (`off` to serve nothing; port 0 picks a
+    /// free port, which the log names).
+    #[arg(long, env = "BATON_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    pub metrics_addr: String,
+
     /// Log format: `text`, `json`, or `auto` (text on a terminal, JSON otherwise).
     #[arg(long, env = "BATON_LOG_FORMAT", default_value = "auto")]
     pub log_format: String,
@@ -197,6 +202,19 @@ impl Config {
             scheduling.claim_idle
         );
         Ok(scheduling)
+    }
+
+    /// The metrics address, or `None` for `off`.
+    pub fn metrics_addr(&self) -> anyhow::Result<Option<std::net::SocketAddr>> {
+        if self.metrics_addr.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        self.metrics_addr.parse().map(Some).map_err(|e| {
+            anyhow::anyhow!(
+                "BATON_METRICS_ADDR {:?} is not host:port: {e}",
+                self.metrics_addr
+            )
+        })
     }
 
     /// The job limits.

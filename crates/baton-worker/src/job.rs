@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use baton_agent::{Agent, Outcome, RunHooks, RunReport, RunRequest};
 use baton_core::checkpoint::Phase;
+use baton_core::events::{Event, EventType};
 use baton_core::policy::{self, Decision, FreshReason, PolicyConfig};
 use baton_core::{BuildStatus, Checkpoint, Job, Limits, Step};
 use baton_ledger::{Claim, Ledger, LedgerError, Recorded, RunMetrics, RunRecord};
@@ -15,12 +16,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::config::Scheduling;
+use crate::metrics::Metrics;
 
 /// How a job's processing ended; the scheduler ends its entry accordingly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobEnd {
     /// Every step ran: acknowledge the entry.
-    Completed,
+    Completed {
+        /// The session the job left, when it ran any step.
+        session: Option<String>,
+    },
     /// The job can never run as it is: dead-letter the entry.
     DeadLettered {
         /// Why.
@@ -73,6 +78,8 @@ pub struct JobContext {
     pub policy: PolicyConfig,
     /// Retry and timing settings.
     pub scheduling: Scheduling,
+    /// Metrics.
+    pub metrics: std::sync::Arc<Metrics>,
 }
 
 /// The tokens that end a job early.
@@ -103,41 +110,81 @@ impl JobContext {
             }
         };
         let span = info_span!("job", build_id = %job.build_id, project_id = %job.project_id, kind = %job.kind);
-        self.process_job(delivery, job, signals)
+        let end = self
+            .process_job(delivery, &job, signals)
             .instrument(span)
-            .await
+            .await;
+        let final_event = match &end {
+            JobEnd::Completed { session } => Some((EventType::JobCompleted, session.clone(), None)),
+            JobEnd::DeadLettered { reason, .. } => {
+                Some((EventType::JobFailed, None, Some(reason.clone())))
+            }
+            JobEnd::HandBack(why) | JobEnd::AuthFailed(why) => {
+                Some((EventType::JobRequeued, None, Some(why.clone())))
+            }
+            JobEnd::Fenced => None,
+        };
+        if let Some((kind, session, error)) = final_event {
+            let mut event = Event::new(kind, &job.build_id, &job.project_id);
+            event.session_id = session;
+            event.error = error;
+            self.publish(&event).await;
+        }
+        end
     }
 
-    async fn process_job(&self, delivery: &Delivery, job: Job, signals: &JobSignals) -> JobEnd {
+    /// Publishes a progress event; a lost event costs a backend a live update, never the job.
+    async fn publish(&self, event: &Event) {
+        if let Err(e) = self.queue.publish_event(event).await {
+            warn!(error = %e, "could not publish a progress event");
+        }
+    }
+
+    /// Counts a ledger error.
+    fn ledger_error(&self, e: &LedgerError) {
+        match e {
+            LedgerError::Fenced { .. } => self.metrics.fenced_writes.inc(),
+            _ => self.metrics.ledger_errors.inc(),
+        };
+    }
+
+    async fn process_job(&self, delivery: &Delivery, job: &Job, signals: &JobSignals) -> JobEnd {
         let cwd = match self.project_dir(&job.project_path) {
             Ok(dir) => dir,
             Err(reason) => {
-                let _ = self.ledger.fail_unclaimed(&job, &reason).await;
+                let _ = self.ledger.fail_unclaimed(job, &reason).await;
                 return JobEnd::DeadLettered {
                     reason,
                     attempts: 0,
                 };
             }
         };
-        let claim = match self.ledger.claim_build(&job, Some(&delivery.id)).await {
+        let claim = match self.ledger.claim_build(job, Some(&delivery.id)).await {
             Ok(c) => c,
             Err(e) if e.is_terminal_for_job() => {
+                self.metrics.decision("refused");
                 let reason = format!("refused: {e}");
-                let _ = self.ledger.fail_unclaimed(&job, &reason).await;
+                let _ = self.ledger.fail_unclaimed(job, &reason).await;
                 return JobEnd::DeadLettered {
                     reason,
                     attempts: 0,
                 };
             }
-            Err(e) => return JobEnd::HandBack(format!("ledger: {e}")),
+            Err(e) => {
+                self.ledger_error(&e);
+                return JobEnd::HandBack(format!("ledger: {e}"));
+            }
         };
         if let Some(status) = claim.finished {
             info!(
                 status = status.as_str(),
                 "build already finished; acknowledging the duplicate entry"
             );
-            return JobEnd::Completed;
+            return JobEnd::Completed { session: None };
         }
+        let mut started = Event::new(EventType::JobStarted, &job.build_id, &job.project_id);
+        started.attempt = Some(claim.attempt);
+        self.publish(&started).await;
         info!(
             attempt = claim.attempt,
             fence = claim.fence,
@@ -146,11 +193,15 @@ impl JobContext {
         );
         let attempts = u32::try_from(claim.attempt).unwrap_or(0);
 
-        let ended = self.run_steps(&job, &cwd, &claim, signals).await;
+        let ended = self.run_steps(job, &cwd, &claim, signals).await;
         let (status, end) = match ended {
-            Ok(()) => (Some((BuildStatus::Completed, None)), JobEnd::Completed),
+            Ok(session) => (
+                Some((BuildStatus::Completed, None)),
+                JobEnd::Completed { session },
+            ),
             Err(Stopped::Fenced) => {
                 warn!("a newer claim owns this job; dropping it without writing");
+                self.metrics.fenced_writes.inc();
                 return JobEnd::Fenced;
             }
             Err(Stopped::Interrupted(why)) => {
@@ -181,8 +232,14 @@ impl JobContext {
                 .await
             {
                 Ok(()) => {}
-                Err(LedgerError::Fenced { .. }) => return JobEnd::Fenced,
-                Err(e) => return JobEnd::HandBack(format!("ledger: {e}")),
+                Err(e @ LedgerError::Fenced { .. }) => {
+                    self.ledger_error(&e);
+                    return JobEnd::Fenced;
+                }
+                Err(e) => {
+                    self.ledger_error(&e);
+                    return JobEnd::HandBack(format!("ledger: {e}"));
+                }
             }
         }
         end
@@ -194,22 +251,25 @@ impl JobContext {
         cwd: &Path,
         claim: &Claim,
         signals: &JobSignals,
-    ) -> Result<(), Stopped> {
+    ) -> Result<Option<String>, Stopped> {
         // `chain` is the session the ledger's chain ends in: what a recorded run resumed from.
         let (mut chain, mut fresh_reason) = match claim.recorded.last() {
             Some(last) => (Some(last.new_session_id.clone()), None),
             None => match policy::decide(job, &claim.project, &self.policy, chrono::Utc::now()) {
                 Decision::Resume { session_id, stale } => {
+                    self.metrics.decision("resumed");
                     if let Some(stale) = stale {
                         warn!(job_session = %stale, ledger_session = %session_id, "the job's previous_session_id is stale; resuming the project's newest");
                     }
                     (Some(session_id), None)
                 }
                 Decision::Fresh(reason) => {
+                    self.metrics.decision(&format!("fresh_{}", reason.as_str()));
                     info!(reason = reason.as_str(), "starting a fresh session");
                     (None, Some(reason))
                 }
                 Decision::Refuse(reason) => {
+                    self.metrics.decision("refused");
                     return Err(Stopped::Failed(format!("refused: {reason}")));
                 }
             },
@@ -296,7 +356,7 @@ impl JobContext {
             }
             chain = Some(new_session);
         }
-        Ok(())
+        Ok(chain)
     }
 
     /// Runs a step until it succeeds, fails for good, or its attempts run out. Returns the last
@@ -342,6 +402,7 @@ impl JobContext {
                             session = missing,
                             "the CLI cannot find the session; continuing fresh"
                         );
+                        self.metrics.decision("fallback");
                         self.ledger
                             .record_resume_fallback(job, claim.fence, step, missing)
                             .await?;
@@ -395,6 +456,10 @@ impl JobContext {
             permission_mode: step.permission_mode().map(str::to_string),
             ..RunRequest::default()
         };
+        let mut started = Event::new(EventType::RunStarted, &job.build_id, &job.project_id);
+        started.step = Some(step.name().to_string());
+        started.session_id = session.map(str::to_string);
+        self.publish(&started).await;
         let (seen_tx, seen_rx) = tokio::sync::oneshot::channel::<String>();
         let hooks = RunHooks {
             cancel: signals.cancel.clone(),
@@ -409,6 +474,11 @@ impl JobContext {
                 if let Ok(session) = seen_rx.await {
                     this.checkpoint(&job, step, &session, &[], Phase::Started)
                         .await;
+                    let mut seen =
+                        Event::new(EventType::SessionSeen, &job.build_id, &job.project_id);
+                    seen.step = Some(step.name().to_string());
+                    seen.session_id = Some(session);
+                    this.publish(&seen).await;
                 }
             }
         };
@@ -425,7 +495,18 @@ impl JobContext {
         if signals.lost.is_cancelled() {
             return Err(Stopped::Fenced);
         }
-        info!(step = step.name(), outcome = %report.outcome, session_out = report.session_id.as_deref().unwrap_or("-"), ms = report.wall_ms, "agent run finished");
+        info!(step = step.name(), outcome = %report.outcome, session_out = report.session_id.as_deref().unwrap_or("-"), ms = report.wall_ms,             "agent run finished"
+        );
+        self.metrics.run_ended(
+            step.source().as_str(),
+            report.outcome.label(),
+            report.wall_ms as f64 / 1000.0,
+        );
+        let mut finished = Event::new(EventType::RunFinished, &job.build_id, &job.project_id);
+        finished.step = Some(step.name().to_string());
+        finished.session_id = report.session_id.clone();
+        finished.outcome = Some(report.outcome.label().to_string());
+        self.publish(&finished).await;
         Ok(report)
     }
 

@@ -4,7 +4,9 @@
 //! `BATON_CONCURRENCY` jobs at once, and on shutdown hands back what it could not finish.
 
 pub mod config;
+pub mod http;
 pub mod job;
+pub mod metrics;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -67,6 +69,8 @@ pub struct Worker {
     consumer: String,
     state: Arc<Mutex<State>>,
     wake: Arc<Notify>,
+    claude_bin: PathBuf,
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Worker {
@@ -89,11 +93,53 @@ impl Worker {
                 limits: config.limits(),
                 policy: config.policy()?,
                 scheduling: config.scheduling()?,
+                metrics: Arc::new(metrics::Metrics::new()),
             },
             consumer: config.consumer_name(),
             state: Arc::new(Mutex::new(State::default())),
             wake: Arc::new(Notify::new()),
+            claude_bin: config.claude_bin.clone(),
+            metrics_addr: config.metrics_addr()?,
         })
+    }
+
+    /// The worker's metrics.
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.ctx.metrics
+    }
+
+    /// Updates the stream gauges from Redis (on each scrape).
+    pub async fn refresh_queue_gauges(&self) {
+        let q = &self.ctx.queue;
+        let m = &self.ctx.metrics;
+        if let Ok(n) = q.stream_length().await {
+            m.stream_length.set(n as i64);
+        }
+        if let Ok(n) = q.pending_count().await {
+            m.stream_pending.set(n as i64);
+        }
+        if let Ok(n) = q.dead_letter_length().await {
+            m.dead_letter_length.set(n as i64);
+        }
+    }
+
+    /// What stops the worker from running jobs: Redis or Postgres not answering, the CLI missing.
+    pub async fn check_dependencies(&self, timeout: Duration) -> Vec<String> {
+        let mut problems = Vec::new();
+        match tokio::time::timeout(timeout, self.ctx.queue.ping()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => problems.push(format!("redis: {e}")),
+            Err(_) => problems.push("redis: no answer".into()),
+        }
+        match tokio::time::timeout(timeout, self.ctx.ledger.ping()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => problems.push(format!("postgres: {e}")),
+            Err(_) => problems.push("postgres: no answer".into()),
+        }
+        if let Err(e) = resolve_program(&self.claude_bin) {
+            problems.push(format!("{e}"));
+        }
+        problems
     }
 
     /// This worker's consumer name.
@@ -113,6 +159,11 @@ impl Worker {
         info!(consumer = %self.consumer, stream = %self.ctx.queue.stream(), group = %self.ctx.queue.group(),
               concurrency = s.concurrency, claim_idle_ms = s.claim_idle.as_millis() as u64, "worker started");
         let stop_heartbeat = CancellationToken::new();
+        if let Some(addr) = self.metrics_addr {
+            let bound =
+                http::serve(self.clone(), addr, shutdown.clone(), stop_heartbeat.clone()).await?;
+            info!(addr = %bound, "serving /metrics, /healthz and /readyz");
+        }
         let mut background = JoinSet::new();
         background.spawn(self.heartbeat_loop(stop_heartbeat.clone()));
         background.spawn(self.claim_loop(shutdown.clone()));
@@ -244,6 +295,7 @@ impl Worker {
                     .await
                 {
                     Ok(taken) if !taken.is_empty() => {
+                        this.ctx.metrics.claims.inc_by(taken.len() as u64);
                         info!(entries = taken.len(), "took over entries a replica left");
                         this.hold(taken);
                     }
@@ -401,7 +453,10 @@ impl Worker {
     }
 
     async fn run_job(&self, delivery: Delivery, signals: JobSignals) {
+        let started = std::time::Instant::now();
+        self.ctx.metrics.jobs_in_flight.inc();
         let end = self.ctx.process(&delivery, &signals).await;
+        self.ctx.metrics.jobs_in_flight.dec();
         let end = if signals.lost.is_cancelled() {
             JobEnd::Fenced
         } else {
@@ -410,7 +465,7 @@ impl Worker {
         info!(entry = %delivery.id, end = ?end, "job ended");
         let entry = [(delivery.id.clone(), delivery.project.clone())];
         match &end {
-            JobEnd::Completed => self.finish(&delivery, Ending::Ack).await,
+            JobEnd::Completed { .. } => self.finish(&delivery, Ending::Ack).await,
             JobEnd::DeadLettered { reason, attempts } => {
                 let payload = delivery.original();
                 let letter = DeadLetter {
@@ -435,6 +490,23 @@ impl Worker {
                 self.hand_back(&waiting).await;
             }
         }
+        let kind = delivery
+            .payload
+            .as_deref()
+            .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+            .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_string))
+            .filter(|_| !matches!(end, JobEnd::DeadLettered { attempts: 0, .. }))
+            .unwrap_or_else(|| "invalid".into());
+        let outcome = match &end {
+            JobEnd::Completed { .. } => "completed",
+            JobEnd::DeadLettered { .. } => "dead_lettered",
+            JobEnd::Fenced => "fenced",
+            JobEnd::HandBack(_) => "handed_back",
+            JobEnd::AuthFailed(_) => "auth_paused",
+        };
+        self.ctx
+            .metrics
+            .job_ended(&kind, outcome, started.elapsed().as_secs_f64());
         self.state
             .lock()
             .expect("state lock")
@@ -497,6 +569,8 @@ impl Clone for Worker {
             consumer: self.consumer.clone(),
             state: self.state.clone(),
             wake: self.wake.clone(),
+            claude_bin: self.claude_bin.clone(),
+            metrics_addr: self.metrics_addr,
         }
     }
 }

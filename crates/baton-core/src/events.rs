@@ -1,0 +1,104 @@
+//! Progress events: every state change of a job, published on `<stream>:events` for a web backend to
+//! follow with `XREAD`. Each entry has one field, `event`, holding an [`Event`] as JSON.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// About how many events the events stream keeps (it is trimmed approximately past this).
+pub const EVENTS_MAXLEN: usize = 10_000;
+
+/// The field of an events-stream entry that holds the event's JSON.
+pub const EVENT_FIELD: &str = "event";
+
+/// The events stream that belongs to a job stream.
+pub fn events_stream(stream: &str) -> String {
+    format!("{stream}:events")
+}
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    /// A worker claimed the job (`attempt` says which claim).
+    JobStarted,
+    /// A CLI run of `step` started, resuming `session_id` (none for a fresh start).
+    RunStarted,
+    /// The running CLI named its session (`session_id`), before its work is done.
+    SessionSeen,
+    /// A run of `step` ended with `outcome`, leaving `session_id`.
+    RunFinished,
+    /// Every step ran; `session_id` is the project's newest session.
+    JobCompleted,
+    /// The job failed for good and went to the dead-letter stream; `error` says why.
+    JobFailed,
+    /// The job was handed back to run later (shutdown, expired credentials); `error` says why.
+    JobRequeued,
+}
+
+/// One progress event. Fields that do not apply to its type are absent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// What happened.
+    pub event: EventType,
+    /// The build.
+    pub build_id: String,
+    /// Its project.
+    pub project_id: String,
+    /// The step, for run events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// The session the event concerns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// A run's outcome (`success`, `crashed`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// The claim number, for `job_started`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<i32>,
+    /// Why, for `job_failed` and `job_requeued`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+impl Event {
+    /// An event of `event` for a build, stamped now, with no optional fields.
+    pub fn new(event: EventType, build_id: &str, project_id: &str) -> Event {
+        Event {
+            event,
+            build_id: build_id.to_string(),
+            project_id: project_id.to_string(),
+            step: None,
+            session_id: None,
+            outcome: None,
+            attempt: None,
+            error: None,
+            at: Utc::now(),
+        }
+    }
+
+    /// Whether this event ends the job's progress (completed or failed).
+    pub fn is_final(&self) -> bool {
+        matches!(self.event, EventType::JobCompleted | EventType::JobFailed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_serialise_flat_without_absent_fields() {
+        let mut e = Event::new(EventType::SessionSeen, "b1", "p1");
+        e.step = Some("build".into());
+        e.session_id = Some("s1".into());
+        let v: serde_json::Value = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["event"], "session_seen");
+        assert_eq!(v["session_id"], "s1");
+        assert!(v.get("outcome").is_none());
+        let back: Event = serde_json::from_value(v).unwrap();
+        assert_eq!(back, e);
+    }
+}

@@ -1,0 +1,215 @@
+//! The worker's Prometheus metrics.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of `baton_jobs_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabels {
+    /// `create`, `update`, `chat_plan`, or `invalid` for entries that are not jobs.
+    pub kind: String,
+    /// `completed`, `dead_lettered`, `fenced`, `handed_back`, `auth_paused`.
+    pub outcome: String,
+}
+
+/// Labels of `baton_agent_runs_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunLabels {
+    /// The transition source of the step (`build`, `metadata`, `compact`, `chat_plan`).
+    pub source: String,
+    /// The run's outcome label (`success`, `crashed`, ...).
+    pub outcome: String,
+}
+
+/// Labels of `baton_resume_decisions_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// `resumed`, `fresh_<reason>`, `refused`, `fallback`.
+    pub decision: String,
+}
+
+/// Every metric the worker exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Jobs ended, by kind and outcome.
+    pub jobs: Family<JobLabels, Counter>,
+    /// CLI runs, by source and outcome.
+    pub runs: Family<RunLabels, Counter>,
+    /// Wall time of CLI runs.
+    pub run_duration: Histogram,
+    /// Wall time of jobs, from claim to end.
+    pub job_duration: Histogram,
+    /// Resume policy decisions.
+    pub resume_decisions: Family<DecisionLabels, Counter>,
+    /// Jobs running now.
+    pub jobs_in_flight: Gauge,
+    /// Entries in the job stream.
+    pub stream_length: Gauge,
+    /// Entries delivered and not yet acknowledged.
+    pub stream_pending: Gauge,
+    /// Entries in the dead-letter stream.
+    pub dead_letter_length: Gauge,
+    /// Entries taken over from replicas that stopped refreshing them.
+    pub claims: Counter,
+    /// Writes refused because a newer claim owned the job.
+    pub fenced_writes: Counter,
+    /// Ledger operations that failed for reasons other than fencing.
+    pub ledger_errors: Counter<u64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric under the `baton_` prefix.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("baton");
+        let seconds = || Histogram::new(exponential_buckets(0.005, 2.0, 18));
+        let m = Metrics {
+            jobs: Family::default(),
+            runs: Family::default(),
+            run_duration: seconds(),
+            job_duration: seconds(),
+            resume_decisions: Family::default(),
+            jobs_in_flight: Gauge::default(),
+            stream_length: Gauge::default(),
+            stream_pending: Gauge::default(),
+            dead_letter_length: Gauge::default(),
+            claims: Counter::default(),
+            fenced_writes: Counter::default(),
+            ledger_errors: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register("jobs", "Jobs ended, by kind and outcome", m.jobs.clone());
+        registry.register(
+            "agent_runs",
+            "Claude CLI runs, by source and outcome",
+            m.runs.clone(),
+        );
+        registry.register(
+            "agent_run_duration_seconds",
+            "Wall time of Claude CLI runs",
+            m.run_duration.clone(),
+        );
+        registry.register(
+            "job_duration_seconds",
+            "Wall time of jobs from claim to end",
+            m.job_duration.clone(),
+        );
+        registry.register(
+            "resume_decisions",
+            "Resume policy decisions",
+            m.resume_decisions.clone(),
+        );
+        registry.register(
+            "jobs_in_flight",
+            "Jobs running on this worker",
+            m.jobs_in_flight.clone(),
+        );
+        registry.register(
+            "stream_length",
+            "Entries in the job stream",
+            m.stream_length.clone(),
+        );
+        registry.register(
+            "stream_pending",
+            "Entries delivered to the group and not yet acknowledged",
+            m.stream_pending.clone(),
+        );
+        registry.register(
+            "dead_letter_length",
+            "Entries in the dead-letter stream",
+            m.dead_letter_length.clone(),
+        );
+        registry.register(
+            "claims",
+            "Entries taken over from replicas that stopped refreshing them",
+            m.claims.clone(),
+        );
+        registry.register(
+            "fenced_writes",
+            "Writes refused because a newer claim owned the job",
+            m.fenced_writes.clone(),
+        );
+        registry.register(
+            "ledger_errors",
+            "Ledger operations that failed other than by fencing",
+            m.ledger_errors.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Counts a job's end.
+    pub fn job_ended(&self, kind: &str, outcome: &str, seconds: f64) {
+        self.jobs
+            .get_or_create(&JobLabels {
+                kind: kind.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+        self.job_duration.observe(seconds);
+    }
+
+    /// Counts a CLI run.
+    pub fn run_ended(&self, source: &str, outcome: &str, seconds: f64) {
+        self.runs
+            .get_or_create(&RunLabels {
+                source: source.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+        self.run_duration.observe(seconds);
+    }
+
+    /// Counts a resume decision.
+    pub fn decision(&self, decision: &str) {
+        self.resume_decisions
+            .get_or_create(&DecisionLabels {
+                decision: decision.into(),
+            })
+            .inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_exported_by_prometheus_conventions() {
+        let m = Metrics::new();
+        m.job_ended("create", "completed", 1.5);
+        m.run_ended("build", "success", 0.2);
+        m.decision("fresh_create");
+        m.claims.inc();
+        let text = m.encode();
+        for line in [
+            "baton_jobs_total{kind=\"create\",outcome=\"completed\"} 1",
+            "baton_agent_runs_total{source=\"build\",outcome=\"success\"} 1",
+            "baton_resume_decisions_total{decision=\"fresh_create\"} 1",
+            "baton_claims_total 1",
+            "baton_jobs_in_flight 0",
+            "baton_job_duration_seconds_count 1",
+            "# TYPE baton_agent_run_duration_seconds histogram",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Operating a worker: metrics and health endpoints, progress events, and `baton enqueue --wait`.
+
+use std::time::Duration;
+
+use baton_tests::{TestEnv, http_get};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_worker_answers_metrics_health_and_readiness() {
+    let mut env = TestEnv::new().await;
+    env.start_worker();
+    let addr = env.http_addr(0);
+    let (status, body) = http_get(&addr, "/healthz");
+    assert_eq!((status, body.trim()), (200, "ok"));
+    let (status, body) = http_get(&addr, "/readyz");
+    assert_eq!((status, body.trim()), (200, "ready"), "{body}");
+
+    let build = env.enqueue("observed", "observed-v1", "create", "Build a dashboard");
+    env.wait_finished(&build, LIMIT);
+    let (status, metrics) = http_get(&addr, "/metrics");
+    assert_eq!(status, 200);
+    for line in [
+        "baton_jobs_total{kind=\"create\",outcome=\"completed\"} 1",
+        "baton_agent_runs_total{source=\"build\",outcome=\"success\"} 1",
+        "baton_agent_runs_total{source=\"metadata\",outcome=\"success\"} 2",
+        "baton_resume_decisions_total{decision=\"fresh_create\"} 1",
+        "baton_jobs_in_flight 0",
+        "baton_stream_length 1",
+        "baton_stream_pending 0",
+        "baton_dead_letter_length 0",
+        "baton_claims_total 0",
+        "baton_fenced_writes_total 0",
+        "baton_ledger_errors_total 0",
+        "baton_job_duration_seconds_count 1",
+        "baton_agent_run_duration_seconds_count 4",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_says_why_the_worker_takes_no_jobs() {
+    let mut env = TestEnv::new().await;
+    let faults = env.dir.path().join("faults");
+    std::fs::write(&faults, "not_logged_in").unwrap();
+    env.worker_env.push((
+        "CLAUDE_EMULATOR_FAULT_FILE".into(),
+        faults.display().to_string(),
+    ));
+    env.worker_env
+        .push(("BATON_AUTH_PROBE_INTERVAL".into(), "0.3".into()));
+    env.start_worker();
+    let addr = env.http_addr(0);
+    env.enqueue("locked-out", "locked-out-v1", "create", "Build it");
+    env.wait_until(LIMIT, "the worker pausing", || {
+        http_get(&addr, "/readyz").0 == 503
+    });
+    let (_, body) = http_get(&addr, "/readyz");
+    assert!(
+        body.contains("cannot authenticate") && body.contains("Not logged in"),
+        "{body}"
+    );
+    std::fs::write(&faults, "").unwrap();
+    env.wait_until(LIMIT, "the worker taking jobs again", || {
+        http_get(&addr, "/readyz").0 == 200
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_state_change_is_published_as_an_event() {
+    let mut env = TestEnv::new().await;
+    env.start_worker();
+    let build = env.enqueue("evented", "evented-v1", "create", "Build it");
+    let done = env.wait_finished(&build, LIMIT);
+    let mut redis = env.redis().await;
+    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(baton_core::events::events_stream(&env.stream))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let events: Vec<Value> = entries
+        .ids
+        .iter()
+        .map(|e| match &e.map["event"] {
+            redis::Value::BulkString(b) => serde_json::from_slice(b).unwrap(),
+            other => panic!("not an event: {other:?}"),
+        })
+        .filter(|e: &Value| e["build_id"] == build.as_str())
+        .collect();
+    let types: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    let mut expected = vec!["job_started"];
+    for _ in 0..4 {
+        expected.extend(["run_started", "session_seen", "run_finished"]);
+    }
+    expected.push("job_completed");
+    // The session-seen event is published beside the run, so it may trail its run's end.
+    let mut sorted_types = types.clone();
+    sorted_types.sort();
+    let mut sorted_expected = expected.clone();
+    sorted_expected.sort();
+    assert_eq!(sorted_types, sorted_expected, "{types:?}");
+    assert_eq!(
+        (types[0], *types.last().unwrap()),
+        ("job_started", "job_completed")
+    );
+    let last = events.last().unwrap();
+    assert_eq!(last["session_id"], done["runs"][3]["new_session_id"]);
+    assert!(
+        events
+            .iter()
+            .all(|e| e["project_id"] == "evented" && e["at"].is_string())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn enqueue_wait_follows_progress_and_exits_with_the_outcome() {
+    let mut env = TestEnv::new().await;
+    env.worker_env
+        .push(("CLAUDE_EMULATOR_FAULT".into(), "max_turns".into()));
+    env.worker_env
+        .push(("CLAUDE_EMULATOR_FAULT_MATCH".into(), "doomed".into()));
+    env.start_worker();
+    let out = env.baton(&[
+        "enqueue",
+        "--project",
+        "waited",
+        "--version",
+        "waited-v1",
+        "--kind",
+        "create",
+        "--prompt",
+        "Build it",
+        "--wait",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for step in [
+        "build",
+        "metadata.recommendations",
+        "metadata.documentation",
+        "compact",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(step) && l.contains("success in session")),
+            "{step} in\n{text}"
+        );
+    }
+    assert!(
+        text.lines()
+            .last()
+            .unwrap()
+            .starts_with("completed; the project's session is"),
+        "{text}"
+    );
+
+    let out = env.baton(&[
+        "enqueue",
+        "--project",
+        "waited",
+        "--version",
+        "waited-v2",
+        "--kind",
+        "update",
+        "--prompt",
+        "A doomed change",
+        "--wait",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "a failed job exits 1");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "failed");
+    assert!(v["error"].as_str().unwrap().contains("turn_limit"), "{v}");
+}
