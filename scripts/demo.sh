@@ -19,6 +19,8 @@ export BATON_STREAM=${BATON_STREAM:-baton-demo:builds}
 export BATON_GROUP=${BATON_GROUP:-baton-demo-workers}
 export BATON_WORKSPACE_ROOT=${BATON_WORKSPACE_ROOT:-$STATE/workspace}
 export BATON_LOG_FORMAT=${BATON_LOG_FORMAT:-text}
+# A free port, so the demo never collides with a worker already serving on the default.
+export BATON_METRICS_ADDR=${BATON_METRICS_ADDR:-127.0.0.1:0}
 
 if [ -n "${BATON_CLAUDE_BIN:-}" ] && [ "$(basename "$BATON_CLAUDE_BIN")" != claude-emulator ]; then
   say "using the real Claude CLI: $BATON_CLAUDE_BIN ($("$BATON_CLAUDE_BIN" --version 2>/dev/null || echo 'version unknown'))"
@@ -66,21 +68,27 @@ run_session() {
 }
 
 PROJECT=demo-$(date +%Y%m%d-%H%M%S)
-say "enqueueing a create for project $PROJECT"
-CREATE=$("$BIN/baton" enqueue --project "$PROJECT" --version "$PROJECT-v1" --kind create \
-  --prompt "Build a small todo web app: index.html, app.js and a README.md")
-echo "build $CREATE"
+say "enqueueing a create for project $PROJECT (following its progress)"
+"$BIN/baton" enqueue --project "$PROJECT" --version "$PROJECT-v1" --kind create --wait --timeout 300 \
+  --prompt "Build a small todo web app: index.html, app.js and a README.md" | tee "$STATE/create.log"
+CREATE=$(awk 'NR == 1 { print $2 }' "$STATE/create.log")
 wait_build "$CREATE"
 LEFT=$(run_session "$CREATE" compact new)
 [ -n "$LEFT" ] || LEFT=$(run_session "$CREATE" metadata.documentation new)
 echo "the create left session $LEFT"
 
 say "enqueueing an update of $PROJECT"
-UPDATE=$("$BIN/baton" enqueue --project "$PROJECT" --version "$PROJECT-v2" --kind update \
-  --previous-session "$LEFT" --prompt "Add due dates to the todo items in app.js")
-echo "build $UPDATE"
+"$BIN/baton" enqueue --project "$PROJECT" --version "$PROJECT-v2" --kind update --wait --timeout 300 \
+  --previous-session "$LEFT" --prompt "Add due dates to the todo items in app.js" | tee "$STATE/update.log"
+UPDATE=$(awk 'NR == 1 { print $2 }' "$STATE/update.log")
 wait_build "$UPDATE"
 RESUMED=$(run_session "$UPDATE" build old)
+
+METRICS=$(grep -o 'serving /metrics[^ ]* .*addr=[0-9.:]*' "$STATE/worker.log" | grep -o 'addr=[0-9.:]*' | cut -d= -f2 | head -n 1)
+if [ -n "$METRICS" ] && command -v curl >/dev/null 2>&1; then
+  say "the worker's metrics (http://$METRICS/metrics)"
+  curl -fsS "http://$METRICS/metrics" | grep -E '^baton_(jobs_total|agent_runs_total|resume_decisions_total)' || true
+fi
 
 say "session chain of $PROJECT"
 "$BIN/baton" chain "$PROJECT"
