@@ -1,0 +1,177 @@
+//! The deploy files parse and carry what running Baton safely needs (no container engine is used).
+
+use std::path::PathBuf;
+
+use yaml_rust2::{Yaml, YamlLoader};
+
+fn deploy(path: &str) -> String {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy")
+        .join(path);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn yaml(path: &str) -> Vec<Yaml> {
+    YamlLoader::load_from_str(&deploy(path))
+        .unwrap_or_else(|e| panic!("{path} is not valid YAML: {e}"))
+}
+
+fn kind<'a>(docs: &'a [Yaml], kind: &str) -> &'a Yaml {
+    docs.iter()
+        .find(|d| d["kind"].as_str() == Some(kind))
+        .unwrap_or_else(|| panic!("no {kind}"))
+}
+
+fn env_value<'a>(container: &'a Yaml, name: &str) -> Option<&'a str> {
+    container["env"]
+        .as_vec()?
+        .iter()
+        .find(|e| e["name"].as_str() == Some(name))?["value"]
+        .as_str()
+}
+
+#[test]
+fn compose_runs_redis_safely_migrates_once_and_scales_the_worker() {
+    let docs = yaml("compose.yaml");
+    let services = &docs[0]["services"];
+    let redis: Vec<&str> = services["redis"]["command"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert!(
+        redis.windows(2).any(|w| w == ["--appendonly", "yes"]),
+        "{redis:?}"
+    );
+    assert!(
+        redis
+            .windows(2)
+            .any(|w| w == ["--maxmemory-policy", "noeviction"]),
+        "{redis:?}"
+    );
+    assert!(!services["postgres"].is_badvalue());
+    let migrate: Vec<&str> = services["migrate"]["entrypoint"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert_eq!(migrate, ["baton", "migrate"]);
+    let worker = &services["worker"];
+    assert_eq!(worker["deploy"]["replicas"].as_i64(), Some(3));
+    assert_eq!(
+        worker["depends_on"]["migrate"]["condition"].as_str(),
+        Some("service_completed_successfully")
+    );
+    assert_eq!(
+        worker["environment"]["BATON_NO_MIGRATE"].as_str(),
+        Some("true")
+    );
+    assert_eq!(worker["stop_grace_period"].as_str(), Some("40s"));
+}
+
+#[test]
+fn the_deployment_probes_health_and_outlasts_the_shutdown_grace() {
+    let docs = yaml("k8s/worker.yaml");
+    let deployment = kind(&docs, "Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["livenessProbe"]["httpGet"]["path"].as_str(),
+        Some("/healthz")
+    );
+    assert_eq!(
+        container["readinessProbe"]["httpGet"]["path"].as_str(),
+        Some("/readyz")
+    );
+    let grace: i64 = env_value(container, "BATON_SHUTDOWN_GRACE")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let termination = pod["terminationGracePeriodSeconds"].as_i64().unwrap();
+    assert!(
+        termination > grace,
+        "terminationGracePeriodSeconds {termination} must exceed BATON_SHUTDOWN_GRACE {grace}"
+    );
+    assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
+    assert_eq!(
+        deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"].as_i64(),
+        Some(0)
+    );
+    let job = kind(&docs, "Job");
+    let command: Vec<&str> = job["spec"]["template"]["spec"]["containers"][0]["command"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert_eq!(command, ["baton", "migrate"]);
+}
+
+#[test]
+fn keda_scales_the_worker_on_the_groups_pending_entries() {
+    let docs = yaml("k8s/keda.yaml");
+    let scaled = kind(&docs, "ScaledObject");
+    assert_eq!(scaled["apiVersion"].as_str(), Some("keda.sh/v1alpha1"));
+    let deployment = &yaml("k8s/worker.yaml");
+    let worker = kind(deployment, "Deployment");
+    assert_eq!(
+        scaled["spec"]["scaleTargetRef"]["name"].as_str(),
+        worker["metadata"]["name"].as_str()
+    );
+    let trigger = &scaled["spec"]["triggers"][0];
+    assert_eq!(trigger["type"].as_str(), Some("redis-streams"));
+    let meta = &trigger["metadata"];
+    let container = &worker["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        meta["stream"].as_str(),
+        env_value(container, "BATON_STREAM")
+    );
+    assert_eq!(
+        meta["consumerGroup"].as_str(),
+        env_value(container, "BATON_GROUP")
+    );
+    assert!(
+        meta["pendingEntriesCount"]
+            .as_str()
+            .is_some_and(|n| n.parse::<u32>().is_ok())
+    );
+    assert!(meta["addressFromEnv"].as_str().is_some() || meta["address"].as_str().is_some());
+}
+
+#[test]
+fn the_image_runs_as_a_non_root_user_and_can_install_the_cli() {
+    let dockerfile = deploy("Dockerfile");
+    assert!(dockerfile.contains(" AS builder"), "multi-stage");
+    assert!(
+        dockerfile.contains("ARG INSTALL_CLAUDE=false")
+            && dockerfile.contains("npm install -g @anthropic-ai/claude-code")
+    );
+    let user = dockerfile
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("a USER line");
+    assert_ne!(user.trim(), "root");
+    assert!(dockerfile.contains("SQLX_OFFLINE=true"));
+}
+
+#[test]
+fn the_systemd_unit_stops_gracefully_and_restarts() {
+    let unit = deploy("systemd/baton-worker@.service");
+    let value = |key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key}"))
+    };
+    assert!(value("ExecStart").ends_with("baton-worker"));
+    assert_eq!(value("KillSignal"), "SIGTERM");
+    let stop: u32 = value("TimeoutStopSec").parse().unwrap();
+    assert!(
+        stop > 25,
+        "TimeoutStopSec {stop} must exceed the default BATON_SHUTDOWN_GRACE"
+    );
+    assert_eq!(value("Restart"), "always");
+    assert_ne!(value("User"), "root");
+}
