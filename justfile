@@ -43,3 +43,9 @@ conformance-real:
     fi
     echo "real CLI: $("$dir/node_modules/.bin/claude" --version)"
     BATON_REAL_CLAUDE="$dir/node_modules/.bin/claude" cargo test -p baton-agent --test conformance
+
+# Benchmark the pipeline against the machine's own limits (release build; see README for the table).
+# Modes: fast (default), slow, failover; e.g. `just bench --mode slow`.
+bench *ARGS:
+    cargo build --release --workspace --bins
+    scripts/with-services target/release/baton-bench {{ARGS}}

@@ -66,6 +66,9 @@ pub struct AgentConfig {
     pub supervisor: Option<PathBuf>,
     /// Names (or `PREFIX*` patterns) of environment variables passed to the child.
     pub env_allow: Vec<String>,
+    /// Variables set for every run on top of the allowed ones (for example a `CLAUDE_CONFIG_DIR`
+    /// per worker). The deny-list applies to these too.
+    pub env: Vec<(String, String)>,
     /// Longest stdout line read; longer lines are skipped.
     pub max_line_bytes: usize,
     /// How much of stderr's end is kept for error reports.
@@ -82,6 +85,7 @@ impl Default for AgentConfig {
             kill_step: Duration::from_secs(3),
             supervisor: None,
             env_allow: DEFAULT_ENV_ALLOW.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
             max_line_bytes: 8 * 1024 * 1024,
             stderr_tail_bytes: 8 * 1024,
         }
@@ -275,6 +279,13 @@ impl Agent {
         cmd.current_dir(&req.cwd)
             .env_clear()
             .envs(self.child_env(std::env::vars()))
+            .envs(
+                self.config
+                    .env
+                    .iter()
+                    .filter(|(k, _)| !matches_any(k, ENV_DENY.iter().copied()))
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -23,7 +23,10 @@ pub const SUPERVISE_FLAG: &str = "--baton-agent-supervise";
 const PARENT_DIED: Signal = Signal::SIGUSR2;
 
 /// Runs the supervisor and exits if this process was started as one; returns otherwise.
-/// Call it first thing in `main` of any binary used as [`crate::AgentConfig::supervisor`].
+/// Call it first thing in `main` of any binary used as [`crate::AgentConfig::supervisor`], before
+/// any other thread exists (in particular before an async runtime starts): the supervisor takes
+/// signals with `sigwait` on this thread, and another thread that does not block them would
+/// receive and drop them.
 pub fn run_if_supervisor() {
     let args: Vec<OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == SUPERVISE_FLAG) {

@@ -198,8 +198,10 @@ pub struct BuildState {
     pub kind: String,
     /// `queued`, `running`, `completed` or `failed`.
     pub status: String,
-    /// The last step recorded or started.
+    /// The last step recorded.
     pub step: Option<String>,
+    /// The step running now: the first of the plan not recorded yet, while the build runs.
+    pub current_step: Option<String>,
     /// Claims so far.
     pub attempt: i32,
     /// The last error, if any.
@@ -460,26 +462,6 @@ impl Ledger {
         Ok(Recorded::Written)
     }
 
-    /// Marks the step a claim is about to run, so `baton status` can show it.
-    pub async fn start_step(
-        &self,
-        build_id: &str,
-        fence: i64,
-        step: Step,
-    ) -> Result<(), LedgerError> {
-        let mut tx = self.pool.begin().await?;
-        check_fence(&mut tx, build_id, fence).await?;
-        sqlx::query!(
-            "UPDATE builds SET step = $2, updated_at = now() WHERE build_id = $1",
-            build_id,
-            step.name()
-        )
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// Ends a build as completed or failed, under the claim's fence.
     pub async fn finish_build(
         &self,
@@ -594,6 +576,13 @@ impl Ledger {
         .ok_or_else(|| LedgerError::UnknownBuild(build_id.to_string()))?;
         let mut conn = self.pool.acquire().await?;
         let runs = recorded_runs(&mut conn, build_id).await?;
+        let current_step = match (row.status.as_str(), row.kind.parse::<baton_core::JobKind>()) {
+            ("running", Ok(kind)) => Step::plan(kind)
+                .iter()
+                .find(|s| !runs.iter().any(|r| r.step == s.name()))
+                .map(|s| s.name().to_string()),
+            _ => None,
+        };
         Ok(BuildState {
             build_id: row.build_id,
             project_id: row.project_id,
@@ -601,6 +590,7 @@ impl Ledger {
             kind: row.kind,
             status: row.status,
             step: row.step,
+            current_step,
             attempt: row.attempt,
             last_error: row.last_error,
             enqueued_at: row.enqueued_at,

@@ -701,7 +701,10 @@ fn print_status(s: &BuildState) {
     println!("status    {}", s.status);
     println!("kind      {}", s.kind);
     println!("project   {}  version {}", s.project_id, s.version_id);
-    println!("step      {}", s.step.as_deref().unwrap_or("-"));
+    match &s.current_step {
+        Some(current) => println!("step      {current} (running)"),
+        None => println!("step      {}", s.step.as_deref().unwrap_or("-")),
+    }
     println!("attempt   {}", s.attempt);
     if let Some(e) = &s.last_error {
         println!("error     {e}");

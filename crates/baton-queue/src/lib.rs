@@ -395,9 +395,10 @@ impl Queue {
             .arg(&delivery.id)
             .arg(consumer)
             .arg(if delivery.project.is_some() { "1" } else { "0" });
+        let wake = self.wake_channel();
         match &ending {
             Ending::Ack => {
-                invocation.arg("ack");
+                invocation.arg("ack").arg(&wake);
             }
             Ending::DeadLetter(letter) => {
                 let failed_at = std::time::SystemTime::now()
@@ -406,6 +407,7 @@ impl Queue {
                     .unwrap_or(0);
                 invocation
                     .arg("dead")
+                    .arg(&wake)
                     .arg("reason")
                     .arg(letter.reason)
                     .arg("payload")
@@ -442,7 +444,8 @@ impl Queue {
             .arg(&self.group)
             .arg(consumer)
             .arg(86_400_000u64)
-            .arg(self.lease_prefix());
+            .arg(self.lease_prefix())
+            .arg(self.wake_channel());
         for (id, project) in entries {
             invocation.arg(id).arg(project.as_deref().unwrap_or(""));
         }
@@ -463,6 +466,23 @@ impl Queue {
             Some(redis::Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
             _ => 0,
         })
+    }
+
+    /// The Pub/Sub channel on which ending or handing back an entry is announced, so workers
+    /// holding a project's next entry try it at once rather than on their next tick.
+    pub fn wake_channel(&self) -> String {
+        format!("{}:wake", self.stream)
+    }
+
+    /// Calls `on_wake` for every announcement on [`Queue::wake_channel`], until the connection ends.
+    pub async fn watch_wakes(&self, mut on_wake: impl FnMut()) -> Result<(), QueueError> {
+        let mut pubsub = self.client.get_async_pubsub().await?;
+        pubsub.subscribe(self.wake_channel()).await?;
+        let mut messages = pubsub.on_message();
+        while futures_util::StreamExt::next(&mut messages).await.is_some() {
+            on_wake();
+        }
+        Ok(())
     }
 
     /// The events stream (`<stream>:events`).

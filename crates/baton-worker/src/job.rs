@@ -289,9 +289,7 @@ impl JobContext {
                 info!(step = step.name(), "step already recorded; skipping");
                 continue;
             }
-            self.ledger
-                .start_step(&job.build_id, claim.fence, step)
-                .await?;
+
             let target = interrupted
                 .as_ref()
                 .filter(|cp| cp.step == step.name())

@@ -26,8 +26,8 @@ pub use job::{JobContext, JobEnd, JobSignals};
 
 /// How long one wait for new entries lasts before the loop looks at shutdown again.
 const READ_BLOCK: Duration = Duration::from_secs(1);
-/// How often waiting entries retry their project's lease when nothing else wakes them.
-const DISPATCH_TICK: Duration = Duration::from_millis(100);
+/// How often waiting entries retry their project's lease when no announcement wakes them first.
+const DISPATCH_TICK: Duration = Duration::from_millis(250);
 /// Entries taken over per claim pass.
 const CLAIM_BATCH: usize = 100;
 
@@ -69,6 +69,8 @@ pub struct Worker {
     consumer: String,
     state: Arc<Mutex<State>>,
     wake: Arc<Notify>,
+    /// Wakes the reader when a slot may have come free (a job ended, an entry turned out blocked).
+    room: Arc<Notify>,
     claude_bin: PathBuf,
     metrics_addr: Option<std::net::SocketAddr>,
 }
@@ -98,6 +100,7 @@ impl Worker {
             consumer: config.consumer_name(),
             state: Arc::new(Mutex::new(State::default())),
             wake: Arc::new(Notify::new()),
+            room: Arc::new(Notify::new()),
             claude_bin: config.claude_bin.clone(),
             metrics_addr: config.metrics_addr()?,
         })
@@ -168,6 +171,7 @@ impl Worker {
         background.spawn(self.heartbeat_loop(stop_heartbeat.clone()));
         background.spawn(self.claim_loop(shutdown.clone()));
         background.spawn(self.auth_probe_loop(shutdown.clone()));
+        background.spawn(self.wake_loop(stop_heartbeat.clone()));
         let mut jobs = JoinSet::new();
         let reader = self.read_loop(shutdown.clone());
         let dispatcher = self.dispatch_loop(shutdown.clone(), &mut jobs);
@@ -248,6 +252,7 @@ impl Worker {
                 || running + ready >= self.ctx.scheduling.concurrency;
             if full || self.paused().is_some() {
                 tokio::select! {
+                    _ = self.room.notified() => {}
                     _ = tokio::time::sleep(DISPATCH_TICK) => {}
                     _ = shutdown.cancelled() => return,
                 }
@@ -359,6 +364,30 @@ impl Worker {
         }
     }
 
+    /// Wakes the dispatcher whenever any worker ends or hands back an entry: a project this worker
+    /// waits on may be free now.
+    fn wake_loop(
+        &self,
+        stop: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let this = self.clone();
+        async move {
+            while !stop.is_cancelled() {
+                let wake = this.wake.clone();
+                let watch = this.ctx.queue.watch_wakes(move || wake.notify_one());
+                tokio::select! {
+                    ended = watch => {
+                        if let Err(e) = ended {
+                            warn!(error = %e, "lost the wake channel; waiting entries retry on their tick");
+                        }
+                    }
+                    _ = stop.cancelled() => return,
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
     /// While paused on an authentication failure, probes the CLI now and then; resumes when it works.
     fn auth_probe_loop(
         &self,
@@ -440,6 +469,8 @@ impl Worker {
                     if let Some(h) = self.state.lock().expect("state lock").held.get_mut(&key) {
                         h.blocked = true;
                     }
+                    // A blocked entry leaves its slot to entries of other projects.
+                    self.room.notify_one();
                 }
                 Ok(Start::Lost) => {
                     self.state.lock().expect("state lock").held.remove(&key);
@@ -513,6 +544,7 @@ impl Worker {
             .held
             .remove(&StreamId::parse(&delivery.id));
         self.wake.notify_one();
+        self.room.notify_one();
     }
 
     async fn finish(&self, delivery: &Delivery, ending: Ending<'_>) {
@@ -569,6 +601,7 @@ impl Clone for Worker {
             consumer: self.consumer.clone(),
             state: self.state.clone(),
             wake: self.wake.clone(),
+            room: self.room.clone(),
             claude_bin: self.claude_bin.clone(),
             metrics_addr: self.metrics_addr,
         }

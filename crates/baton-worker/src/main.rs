@@ -7,13 +7,24 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    // This executable also supervises each CLI child (see baton_agent::supervise).
+fn main() -> std::process::ExitCode {
+    // This executable can also supervise a CLI child (see baton_agent::supervise). That must happen
+    // before the runtime starts threads: the supervisor waits for signals on this one thread, and a
+    // signal the other threads do not block would be lost to them.
     baton_agent::supervise::run_if_supervisor();
     let config = Config::parse();
     init_tracing(&config.log_format);
-    match run(config).await {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("baton-worker: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "worker failed");

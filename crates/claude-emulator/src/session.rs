@@ -30,6 +30,8 @@ pub struct Session {
     pub id: String,
     pub path: PathBuf,
     pub lines: Vec<Value>,
+    /// How many of `lines` are already in the file: the transcript is appended to, as the CLI does.
+    saved: usize,
 }
 
 impl Session {
@@ -43,6 +45,7 @@ impl Session {
             id,
             path,
             lines: Vec::new(),
+            saved: 0,
         }
     }
 
@@ -61,14 +64,16 @@ impl Session {
                 .find(|p| p.is_file())?
         };
         let text = fs::read_to_string(&path).ok()?;
-        let lines = text
+        let lines: Vec<Value> = text
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect();
+        let saved = lines.len();
         Some(Session {
             id: id.to_string(),
             path,
             lines,
+            saved,
         })
     }
 
@@ -133,19 +138,22 @@ impl Session {
         self.lines.push(line);
     }
 
-    /// Writes the whole transcript.
-    pub fn save(&self) -> io::Result<()> {
+    /// Appends the lines not yet in the file.
+    pub fn save(&mut self) -> io::Result<()> {
         if let Some(dir) = self.path.parent() {
             fs::create_dir_all(dir)?;
         }
         let mut file = OpenOptions::new()
             .create(true)
-            .write(true)
-            .truncate(true)
+            .append(true)
             .open(&self.path)?;
-        for line in &self.lines {
-            writeln!(file, "{line}")?;
+        let mut text = String::new();
+        for line in &self.lines[self.saved..] {
+            text.push_str(&line.to_string());
+            text.push('\n');
         }
+        file.write_all(text.as_bytes())?;
+        self.saved = self.lines.len();
         Ok(())
     }
 }

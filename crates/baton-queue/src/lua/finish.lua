@@ -3,14 +3,14 @@
 -- successor runs.
 -- KEYS[1] stream, KEYS[2] project queue, KEYS[3] project lease, KEYS[4] dead-letter stream
 -- ARGV[1] group, ARGV[2] entry id, ARGV[3] consumer, ARGV[4] '1' when it has a project,
--- ARGV[5] 'ack' or 'dead', then the dead letter's field/value pairs.
+-- ARGV[5] 'ack' or 'dead', ARGV[6] the wake channel, then the dead letter's field/value pairs.
 -- Returns 1 when ended, 0 when the entry is not this consumer's.
 if not owns(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then
   return 0
 end
 if ARGV[5] == 'dead' then
   local fields = {}
-  for i = 6, #ARGV do
+  for i = 7, #ARGV do
     table.insert(fields, ARGV[i])
   end
   redis.call('XADD', KEYS[4], '*', unpack(fields))
@@ -21,5 +21,7 @@ if ARGV[4] == '1' then
   if redis.call('GET', KEYS[3]) == ARGV[3] .. ':' .. ARGV[2] then
     redis.call('DEL', KEYS[3])
   end
+  -- Whoever holds the project's next entry may start it now.
+  redis.call('PUBLISH', ARGV[6], 'freed')
 end
 return 1

@@ -1,0 +1,907 @@
+//! `baton-bench`: Baton's pipeline through real Redis, Postgres and worker replicas, held against the
+//! limits a job is made of, measured on the same machine in the same run.
+//!
+//! Modes:
+//! - `fast` (default): N jobs over P projects with the emulator at zero latency; reports jobs/s,
+//!   runs/s, enqueue-to-done latency, Baton's overhead per run, peak RSS per worker, Postgres
+//!   transactions per job; then the three limits alone (CLI runs, ledger transactions, Redis
+//!   operations of a job) and the pipeline's throughput as a fraction of the tightest.
+//! - `slow`: runs of `--latency-ms` with many jobs in flight; reports memory per in-flight job and
+//!   throughput across concurrency and replica counts.
+//! - `failover`: kills one of two workers mid-run and reports how long its jobs took to resume.
+//!
+//! Needs `REDIS_URL` and `DATABASE_URL` (an account that may create databases) and the release
+//! binaries beside this one: run it with `just bench`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use baton_agent::{Agent, AgentConfig, RunRequest};
+use baton_core::events::EventType;
+use baton_core::{JobKind, Limits, NewJob, Step};
+use baton_ledger::{Ledger, RunMetrics, RunRecord};
+use baton_producer::Producer;
+use baton_queue::{Ending, Queue};
+use chrono::{DateTime, Utc};
+use clap::{Parser, ValueEnum};
+use sqlx::Connection;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    Fast,
+    Slow,
+    Failover,
+}
+
+/// Benchmark Baton against the machine's own limits.
+#[derive(Debug, Parser)]
+struct Args {
+    /// What to measure.
+    #[arg(long, value_enum, default_value = "fast")]
+    mode: Mode,
+    /// Jobs (fast mode).
+    #[arg(long, default_value_t = 200)]
+    jobs: usize,
+    /// Projects the jobs are spread over (fast mode).
+    #[arg(long, default_value_t = 20)]
+    projects: usize,
+    /// Worker replicas (fast and failover modes).
+    #[arg(long, default_value_t = 2)]
+    replicas: usize,
+    /// `BATON_CONCURRENCY` of each worker (fast mode).
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Jobs in flight at once on one worker (slow mode).
+    #[arg(long, default_value_t = 256)]
+    in_flight: usize,
+    /// Latency of each CLI run in slow mode.
+    #[arg(long, default_value_t = 2000)]
+    latency_ms: u64,
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/baton"
+    )]
+    database_url: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let machine = machine();
+    println!(
+        "baton-bench {:?} on {machine}, {}",
+        args.mode,
+        Utc::now().format("%Y-%m-%d")
+    );
+    match args.mode {
+        Mode::Fast => fast(&args).await,
+        Mode::Slow => slow(&args).await,
+        Mode::Failover => failover(&args).await,
+    }
+}
+
+/// One isolated installation: a fresh database and stream, scratch folders, release binaries.
+struct Bench {
+    admin_url: String,
+    db_name: String,
+    db_url: String,
+    redis_url: String,
+    stream: String,
+    dir: PathBuf,
+    bins: PathBuf,
+    workers: Vec<Child>,
+}
+
+impl Bench {
+    async fn new(args: &Args, label: &str) -> anyhow::Result<Bench> {
+        let bins = claude_emulator::sibling_binary("baton-worker")
+            .parent()
+            .expect("a folder")
+            .to_path_buf();
+        let db_name = format!("baton_bench_{}", uuid::Uuid::new_v4().simple());
+        let admin_url = args.database_url.clone();
+        let mut admin = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .context("DATABASE_URL must answer and may create databases")?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
+            .execute(&mut admin)
+            .await?;
+        let db_url = with_database(&admin_url, &db_name);
+        Ledger::connect(&db_url).await?.migrate().await?;
+        let dir = std::env::temp_dir().join(format!("baton-bench-{label}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Bench {
+            admin_url,
+            db_name,
+            db_url,
+            redis_url: args.redis_url.clone(),
+            stream: format!("baton-bench:{}", uuid::Uuid::new_v4()),
+            dir,
+            bins,
+            workers: Vec::new(),
+        })
+    }
+
+    fn emulator_log(&self) -> PathBuf {
+        self.dir.join("emulator-runs.jsonl")
+    }
+
+    fn start_worker(&mut self, env: &[(&str, String)]) -> anyhow::Result<u32> {
+        let log =
+            std::fs::File::create(self.dir.join(format!("worker-{}.log", self.workers.len())))?;
+        let child = Command::new(self.bins.join("baton-worker"))
+            .env("REDIS_URL", &self.redis_url)
+            .env("DATABASE_URL", &self.db_url)
+            .env("BATON_STREAM", &self.stream)
+            .env("BATON_WORKSPACE_ROOT", self.dir.join("workspace"))
+            .env("BATON_CLAUDE_BIN", self.bins.join("claude-emulator"))
+            .env("BATON_NO_MIGRATE", "true")
+            .env("BATON_METRICS_ADDR", "off")
+            .env("BATON_LOG_FORMAT", "json")
+            .env("BATON_LOG", "warn")
+            .env("CLAUDE_CONFIG_DIR", self.dir.join("claude"))
+            .env("CLAUDE_EMULATOR_LOG", self.emulator_log())
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("start baton-worker (build the release binaries: just bench does)")?;
+        let pid = child.id();
+        self.workers.push(child);
+        Ok(pid)
+    }
+
+    async fn queue(&self) -> anyhow::Result<Queue> {
+        let q = Queue::connect(&self.redis_url, &self.stream, baton_core::DEFAULT_GROUP).await?;
+        q.ensure_group().await?;
+        Ok(q)
+    }
+
+    /// Stops every worker with SIGTERM and waits for them.
+    fn stop_workers(&mut self) {
+        for w in &mut self.workers {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(w.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        for w in &mut self.workers {
+            let _ = w.wait();
+        }
+    }
+
+    async fn cleanup(mut self) {
+        self.stop_workers();
+        if let Ok(mut admin) = sqlx::PgConnection::connect(&self.admin_url).await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.db_name
+            )))
+            .execute(&mut admin)
+            .await;
+        }
+        if let Ok(q) =
+            Queue::connect(&self.redis_url, &self.stream, baton_core::DEFAULT_GROUP).await
+        {
+            let _ = q.purge_dead_letters(None).await;
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Enqueues `jobs` jobs round-robin over `projects` projects (the first of each a create).
+async fn enqueue(
+    queue: &Queue,
+    jobs: usize,
+    projects: usize,
+    prefix: &str,
+) -> anyhow::Result<Vec<String>> {
+    let producer = Producer::new(queue.clone(), None, Limits::default());
+    let mut builds = Vec::with_capacity(jobs);
+    for i in 0..jobs {
+        let project = format!("{prefix}-{}", i % projects);
+        let round = i / projects;
+        let done = producer
+            .enqueue(NewJob {
+                kind: Some(if round == 0 {
+                    JobKind::Create
+                } else {
+                    JobKind::Update
+                }),
+                project_id: project.clone(),
+                version_id: format!("{project}-v{round}"),
+                user_id: "bench".into(),
+                prompt: format!("Change {round} of {project}"),
+                ..NewJob::default()
+            })
+            .await?;
+        builds.push(done.build_id);
+    }
+    Ok(builds)
+}
+
+/// Follows the events stream until every build in `builds` completed; fails on a failed job.
+async fn wait_completed(
+    queue: &Queue,
+    from: &str,
+    builds: &[String],
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let mut waiting: std::collections::HashSet<&str> = builds.iter().map(String::as_str).collect();
+    let mut reader = queue.event_reader(from).await?;
+    let deadline = Instant::now() + limit;
+    while !waiting.is_empty() {
+        if Instant::now() > deadline {
+            bail!("{} jobs still unfinished after {limit:?}", waiting.len());
+        }
+        for e in reader.next(Duration::from_secs(1)).await? {
+            match e.event {
+                EventType::JobCompleted => {
+                    waiting.remove(e.build_id.as_str());
+                }
+                EventType::JobFailed if waiting.contains(e.build_id.as_str()) => {
+                    bail!("job {} failed: {:?}", e.build_id, e.error)
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn xact_commits(admin_url: &str, db: &str) -> anyhow::Result<i64> {
+    let mut conn = sqlx::PgConnection::connect(admin_url).await?;
+    Ok(
+        sqlx::query_scalar::<_, i64>("SELECT xact_commit FROM pg_stat_database WHERE datname = $1")
+            .bind(db)
+            .fetch_one(&mut conn)
+            .await?,
+    )
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)
+                .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0))
+        })
+        .unwrap_or(0)
+}
+
+/// A span of time: a CLI run, or a job from claim to end.
+type Interval = (DateTime<Utc>, DateTime<Utc>);
+
+/// A completed build as the ledger has it: project, enqueued, started, finished.
+type BuildRow = (String, DateTime<Utc>, DateTime<Utc>, DateTime<Utc>);
+
+/// Child run intervals per project folder, from the emulator's run log.
+fn child_runs(log: &Path) -> HashMap<String, Vec<Interval>> {
+    let mut out: HashMap<String, Vec<_>> = HashMap::new();
+    for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let parse = |k: &str| {
+            v[k].as_str()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc))
+        };
+        if let (Some(start), Some(end), Some(cwd)) =
+            (parse("started_at"), parse("ended_at"), v["cwd"].as_str())
+        {
+            let project = Path::new(cwd)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            out.entry(project).or_default().push((start, end));
+        }
+    }
+    out
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+async fn fast(args: &Args) -> anyhow::Result<()> {
+    let mut bench = Bench::new(args, "fast").await?;
+    let queue = bench.queue().await?;
+    let lanes = args.replicas * args.concurrency;
+    let before = xact_commits(&bench.admin_url, &bench.db_name).await?;
+    let mut pids = Vec::new();
+    for _ in 0..args.replicas {
+        pids.push(bench.start_worker(&[("BATON_CONCURRENCY", args.concurrency.to_string())])?);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let from = queue.last_event_id().await?;
+    let cpu_before = Cpu::sample(&pids);
+    let started = Instant::now();
+    let builds = enqueue(&queue, args.jobs, args.projects, "fast").await?;
+    wait_completed(&queue, &from, &builds, Duration::from_secs(600)).await?;
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = Cpu::sample(&pids).since(&cpu_before);
+    let peak_rss: Vec<u64> = pids.iter().map(|p| rss_kib(*p, "VmHWM:")).collect();
+    bench.stop_workers();
+    // Backends flush their statistics when they exit.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = xact_commits(&bench.admin_url, &bench.db_name).await?;
+
+    let ledger = Ledger::connect(&bench.db_url).await?;
+    let rows: Vec<BuildRow> = sqlx::query_as(
+        "SELECT project_id, enqueued_at, started_at, finished_at FROM builds WHERE status = 'completed'",
+    )
+    .fetch_all(ledger.pool())
+    .await?;
+    let children = child_runs(&bench.emulator_log());
+    let runs_total: usize = children.values().map(Vec::len).sum();
+    let mut latency: Vec<f64> = rows
+        .iter()
+        .map(|r| (r.3 - r.1).num_microseconds().unwrap_or(0) as f64 / 1000.0)
+        .collect();
+    let mut overhead: Vec<f64> = Vec::new();
+    for (project, _, start, end) in &rows {
+        let inside: Vec<_> = children
+            .get(project)
+            .into_iter()
+            .flatten()
+            .filter(|(s, e)| s >= start && e <= end)
+            .collect();
+        if inside.is_empty() {
+            continue;
+        }
+        let child_ms: f64 = inside
+            .iter()
+            .map(|(s, e)| (*e - *s).num_microseconds().unwrap_or(0) as f64 / 1000.0)
+            .sum();
+        let job_ms = (*end - *start).num_microseconds().unwrap_or(0) as f64 / 1000.0;
+        overhead.push((job_ms - child_ms) / inside.len() as f64);
+    }
+    latency.sort_by(f64::total_cmp);
+    overhead.sort_by(f64::total_cmp);
+    let jobs_per_s = args.jobs as f64 / wall;
+
+    println!(
+        "\n## Pipeline: {} jobs over {} projects, {} replicas x concurrency {}, emulator at zero latency\n",
+        args.jobs, args.projects, args.replicas, args.concurrency
+    );
+    println!("| measure | value |\n|---|---|");
+    println!("| jobs/s | {jobs_per_s:.1} |");
+    println!("| runs/s | {:.1} |", runs_total as f64 / wall);
+    println!(
+        "| enqueue-to-done latency p50 / p99 | {:.0} ms / {:.0} ms |",
+        percentile(&latency, 50.0),
+        percentile(&latency, 99.0)
+    );
+    println!(
+        "| Baton's overhead per run (job time not inside the CLI) p50 / p99 | {:.2} ms / {:.2} ms |",
+        percentile(&overhead, 50.0),
+        percentile(&overhead, 99.0)
+    );
+    println!(
+        "| peak RSS per worker | {} |",
+        peak_rss
+            .iter()
+            .map(|k| format!("{:.1} MB", *k as f64 / 1024.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "| Postgres transactions per job | {:.1} |",
+        (after - before) as f64 / args.jobs as f64
+    );
+    println!(
+        "| CPU per job: Postgres / Redis / workers / CLI children (supervisor + emulator) / bench | {:.2} / {:.2} / {:.2} / {:.2} / {:.2} ms |",
+        cpu.postgres * 1000.0 / args.jobs as f64,
+        cpu.redis * 1000.0 / args.jobs as f64,
+        cpu.workers * 1000.0 / args.jobs as f64,
+        cpu.children * 1000.0 / args.jobs as f64,
+        cpu.bench * 1000.0 / args.jobs as f64,
+    );
+    println!(
+        "| machine CPU used during the run | {:.0}% of {} cores |",
+        100.0 * cpu.total() / (wall * cores() as f64),
+        cores()
+    );
+
+    // The limits, each alone at the same concurrency.
+    let agent_jobs = agent_limit(&bench, lanes, (args.jobs / 2).max(lanes)).await?;
+    let (ledger_jobs, record_tx) = ledger_limit(&ledger, lanes, (args.jobs).max(lanes)).await?;
+    let redis_jobs = redis_limit(&bench, lanes, (args.jobs).max(lanes)).await?;
+    let tightest = [
+        ("CLI runs", agent_jobs),
+        ("ledger", ledger_jobs),
+        ("Redis", redis_jobs),
+    ]
+    .into_iter()
+    .min_by(|a, b| a.1.total_cmp(&b.1))
+    .expect("three limits");
+    println!("\n## Limits, each alone at concurrency {lanes} (jobs/s)\n");
+    println!("| limit | jobs/s |\n|---|---|");
+    println!(
+        "| spawning and reading the CLI (4 runs a job, through baton-supervise) | {agent_jobs:.1} |"
+    );
+    println!(
+        "| ledger: a job's transactions (claim, 4 records, finish); record_run alone {record_tx:.0} tx/s | {ledger_jobs:.1} |"
+    );
+    println!(
+        "| Redis: a job's operations (enqueue, read, start, 8 checkpoints, 14 events, finish) | {redis_jobs:.1} |"
+    );
+    // Each limit was measured with the whole machine to itself; the pipeline pays for all three on
+    // the same cores, so the bound it can reach is their combination.
+    let combined = 1.0 / (1.0 / agent_jobs + 1.0 / ledger_jobs + 1.0 / redis_jobs);
+    println!(
+        "\npipeline {jobs_per_s:.1} jobs/s = {:.0}% of the tightest limit ({}, {:.1} jobs/s)",
+        100.0 * jobs_per_s / tightest.1,
+        tightest.0,
+        tightest.1
+    );
+    println!(
+        "pipeline {jobs_per_s:.1} jobs/s = {:.0}% of the combined bound of the three sharing the machine ({combined:.1} jobs/s)",
+        100.0 * jobs_per_s / combined
+    );
+    bench.cleanup().await;
+    Ok(())
+}
+
+/// Jobs/s of the CLI alone: `jobs` jobs of four runs at `lanes` at once, each lane one project whose
+/// session its jobs continue.
+async fn agent_limit(bench: &Bench, lanes: usize, jobs: usize) -> anyhow::Result<f64> {
+    let agent = Agent::new(AgentConfig {
+        program: bench.bins.join("claude-emulator"),
+        // As the worker does when `baton-supervise` is installed beside it.
+        supervisor: Some(bench.bins.join("baton-supervise")),
+        env: vec![(
+            "CLAUDE_CONFIG_DIR".into(),
+            bench.dir.join("claude-limit").display().to_string(),
+        )],
+        ..AgentConfig::default()
+    });
+    let per_lane = jobs.div_ceil(lanes);
+    let started = Instant::now();
+    let mut set = JoinSet::new();
+    for lane in 0..lanes {
+        let agent = agent.clone();
+        let dir = bench
+            .dir
+            .join("limit-workspace")
+            .join(format!("lane-{lane}"));
+        set.spawn(async move {
+            std::fs::create_dir_all(&dir)?;
+            // Each lane is a project: its jobs continue one session, as the pipeline's do.
+            let mut session = None;
+            for j in 0..per_lane {
+                for step in [
+                    Step::Build,
+                    Step::Recommendations,
+                    Step::Documentation,
+                    Step::Compact,
+                ] {
+                    let prompt = if step == Step::Compact {
+                        "/compact".to_string()
+                    } else {
+                        format!("Job {j} step {step}")
+                    };
+                    let req = RunRequest {
+                        cwd: dir.clone(),
+                        prompt,
+                        resume: session.clone(),
+                        ..RunRequest::default()
+                    };
+                    let report = agent.run(&req, &CancellationToken::new()).await?;
+                    session = report.session_id;
+                }
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r??;
+    }
+    Ok((per_lane * lanes) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Jobs/s of the ledger alone: each job's transactions at `lanes` at once; and record_run tx/s.
+async fn ledger_limit(ledger: &Ledger, lanes: usize, jobs: usize) -> anyhow::Result<(f64, f64)> {
+    let per_lane = jobs.div_ceil(lanes);
+    let started = Instant::now();
+    let record_time = Arc::new(std::sync::Mutex::new(Duration::ZERO));
+    let mut set = JoinSet::new();
+    for lane in 0..lanes {
+        let ledger = ledger.clone();
+        let record_time = record_time.clone();
+        set.spawn(async move {
+            for j in 0..per_lane {
+                let job = NewJob {
+                    kind: Some(JobKind::Create),
+                    project_id: format!("ledger-{lane}"),
+                    version_id: format!("ledger-{lane}-{j}"),
+                    user_id: "bench".into(),
+                    prompt: "x".into(),
+                    ..NewJob::default()
+                }
+                .into_job(&Limits::default())?;
+                let claim = ledger.claim_build(&job, None).await?;
+                let mut old: Option<String> = claim.project.last_session.clone();
+                for step in Step::plan(JobKind::Create) {
+                    let new = old.clone().unwrap_or_else(|| format!("s-{lane}-{j}"));
+                    let t = Instant::now();
+                    ledger
+                        .record_run(&RunRecord {
+                            job: &job,
+                            fence: claim.fence,
+                            step: *step,
+                            old_session_id: old.as_deref(),
+                            new_session_id: &new,
+                            metrics: RunMetrics::default(),
+                            fresh_reason: None,
+                            note: None,
+                        })
+                        .await?;
+                    *record_time.lock().expect("lock") += t.elapsed();
+                    old = Some(new);
+                }
+                ledger
+                    .finish_build(
+                        &job.build_id,
+                        claim.fence,
+                        baton_core::BuildStatus::Completed,
+                        None,
+                    )
+                    .await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r??;
+    }
+    let total = (per_lane * lanes) as f64;
+    let jobs_per_s = total / started.elapsed().as_secs_f64();
+    let record_busy = record_time.lock().expect("lock").as_secs_f64() / lanes as f64;
+    Ok((jobs_per_s, total * 4.0 / record_busy))
+}
+
+/// Jobs/s of Redis alone: each job's queue operations at `lanes` at once.
+async fn redis_limit(bench: &Bench, lanes: usize, jobs: usize) -> anyhow::Result<f64> {
+    let queue = Queue::connect(
+        &bench.redis_url,
+        &format!("{}-limit", bench.stream),
+        "limit",
+    )
+    .await?;
+    queue.ensure_group().await?;
+    let per_lane = jobs.div_ceil(lanes);
+    let started = Instant::now();
+    let mut set = JoinSet::new();
+    for lane in 0..lanes {
+        let queue = queue.clone();
+        set.spawn(async move {
+            let consumer_name = format!("limit-{lane}");
+            let mut consumer = queue.consumer(&consumer_name).await?;
+            for j in 0..per_lane {
+                let job = NewJob {
+                    kind: Some(JobKind::Create),
+                    project_id: format!("redis-{lane}"),
+                    version_id: format!("redis-{lane}-{j}"),
+                    user_id: "bench".into(),
+                    prompt: "x".into(),
+                    ..NewJob::default()
+                }
+                .into_job(&Limits::default())?;
+                queue.enqueue(&job).await?;
+                let Some(delivery) = consumer
+                    .next(1, Duration::from_millis(100))
+                    .await?
+                    .into_iter()
+                    .next()
+                else {
+                    bail!("no delivery");
+                };
+                queue
+                    .try_start(&consumer_name, &delivery, Duration::from_secs(30))
+                    .await?;
+                for i in 0..8 {
+                    queue
+                        .save_checkpoint(&baton_core::Checkpoint {
+                            session_id: "s".into(),
+                            build_id: job.build_id.clone(),
+                            project_path: job.project_path.clone(),
+                            files_created: vec![],
+                            step: "build".into(),
+                            phase: if i % 2 == 0 {
+                                baton_core::checkpoint::Phase::Started
+                            } else {
+                                baton_core::checkpoint::Phase::Finished
+                            },
+                            updated_at: Utc::now(),
+                        })
+                        .await?;
+                }
+                for _ in 0..14 {
+                    queue
+                        .publish_event(&baton_core::events::Event::new(
+                            EventType::RunFinished,
+                            &job.build_id,
+                            &job.project_id,
+                        ))
+                        .await?;
+                }
+                queue.finish(&consumer_name, &delivery, Ending::Ack).await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r??;
+    }
+    Ok((per_lane * lanes) as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn slow(args: &Args) -> anyhow::Result<()> {
+    // Memory per in-flight job: one worker holding `in_flight` slow jobs at once.
+    let mut bench = Bench::new(args, "slow").await?;
+    let queue = bench.queue().await?;
+    let latency = args.latency_ms.to_string();
+    let pid = bench.start_worker(&[
+        ("BATON_CONCURRENCY", args.in_flight.to_string()),
+        ("CLAUDE_EMULATOR_LATENCY_MS", latency.clone()),
+    ])?;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let idle = rss_kib(pid, "VmRSS:");
+    let from = queue.last_event_id().await?;
+    let builds = enqueue(&queue, args.in_flight, args.in_flight, "slow").await?;
+    let mut peak = idle;
+    let mut most_children = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let children = count_children(pid);
+        most_children = most_children.max(children);
+        peak = peak.max(rss_kib(pid, "VmRSS:"));
+        if children >= args.in_flight {
+            // Hold the sample a moment: every job is in flight now.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            peak = peak.max(rss_kib(pid, "VmRSS:"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_completed(&queue, &from, &builds, Duration::from_secs(600)).await?;
+    println!("\n## Slow runs: {} ms each, one worker\n", args.latency_ms);
+    println!("| measure | value |\n|---|---|");
+    println!("| CLI runs in flight at the sample | {most_children} |");
+    println!(
+        "| worker RSS idle / with {} jobs in flight | {:.1} MB / {:.1} MB |",
+        args.in_flight,
+        idle as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
+    println!(
+        "| memory per in-flight job | {:.1} KB |",
+        (peak.saturating_sub(idle)) as f64 / args.in_flight.max(1) as f64
+    );
+    bench.cleanup().await;
+
+    // Throughput across concurrency and replicas.
+    println!(
+        "\n| replicas | concurrency | jobs | jobs/s | expected at zero overhead |\n|---|---|---|---|---|"
+    );
+    for (replicas, concurrency) in [(1, 8), (1, 32), (2, 32)] {
+        let mut bench = Bench::new(args, "scale").await?;
+        let queue = bench.queue().await?;
+        for _ in 0..replicas {
+            bench.start_worker(&[
+                ("BATON_CONCURRENCY", concurrency.to_string()),
+                ("CLAUDE_EMULATOR_LATENCY_MS", latency.clone()),
+            ])?;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let jobs = replicas * concurrency * 2;
+        let from = queue.last_event_id().await?;
+        let started = Instant::now();
+        let builds = enqueue(&queue, jobs, jobs, "scale").await?;
+        wait_completed(&queue, &from, &builds, Duration::from_secs(600)).await?;
+        let rate = jobs as f64 / started.elapsed().as_secs_f64();
+        let ideal = (replicas * concurrency) as f64 / (4.0 * args.latency_ms as f64 / 1000.0);
+        println!("| {replicas} | {concurrency} | {jobs} | {rate:.2} | {ideal:.2} |");
+        bench.cleanup().await;
+    }
+    Ok(())
+}
+
+/// Live `claude-emulator` processes that a worker started (through its supervisors).
+fn count_children(worker: u32) -> usize {
+    let needle = format!("--baton-agent-supervise\0{worker}\0");
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmdline).contains(&needle)
+        })
+        .count()
+}
+
+async fn failover(args: &Args) -> anyhow::Result<()> {
+    let claim_idle = 10u64;
+    let mut bench = Bench::new(args, "failover").await?;
+    let queue = bench.queue().await?;
+    let env = [
+        ("BATON_CLAIM_IDLE", claim_idle.to_string()),
+        ("BATON_HEARTBEAT", "2".to_string()),
+        ("BATON_CONCURRENCY", "4".to_string()),
+        ("CLAUDE_EMULATOR_LATENCY_MS", "1000".to_string()),
+    ];
+    let victim = bench.start_worker(&env)?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let from = queue.last_event_id().await?;
+    let builds = enqueue(&queue, 8, 8, "failover").await?;
+    while count_children(victim) < 4 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bench.start_worker(&env)?;
+    let killed = Utc::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(victim as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    wait_completed(&queue, &from, &builds, Duration::from_secs(300)).await?;
+    // When each of the dead worker's jobs was claimed again, from the events stream.
+    let mut reader = queue.event_reader(&from).await?;
+    let mut resumed = Vec::new();
+    loop {
+        let events = reader.next(Duration::from_millis(200)).await?;
+        if events.is_empty() {
+            break;
+        }
+        for e in events {
+            if e.event == EventType::JobStarted && e.attempt.unwrap_or(1) > 1 {
+                resumed.push((e.at - killed).num_milliseconds() as f64 / 1000.0);
+            }
+        }
+    }
+    resumed.sort_by(f64::total_cmp);
+    println!(
+        "\n## Failover: kill -9 of a worker running 4 jobs (BATON_CLAIM_IDLE {claim_idle} s)\n"
+    );
+    println!("| measure | value |\n|---|---|");
+    println!("| jobs taken over | {} |", resumed.len());
+    println!(
+        "| kill to takeover, slowest | {:.1} s (target: claim idle + 5 = {} s) |",
+        resumed.last().copied().unwrap_or(f64::NAN),
+        claim_idle + 5
+    );
+    bench.cleanup().await;
+    Ok(())
+}
+
+/// CPU seconds spent by each part of the pipeline.
+#[derive(Debug, Default, Clone, Copy)]
+struct Cpu {
+    postgres: f64,
+    redis: f64,
+    workers: f64,
+    children: f64,
+    bench: f64,
+}
+
+impl Cpu {
+    /// Cumulative CPU of the Postgres and Redis servers, the workers, the workers' reaped children
+    /// (the supervisors and the CLIs they ran), and this process.
+    fn sample(workers: &[u32]) -> Cpu {
+        // /proc reports CPU times in USER_HZ, which Linux fixes at 100 per second.
+        let tick = 100.0;
+        let times = |pid: u32| -> Option<(f64, f64)> {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (_, rest) = stat.rsplit_once(')')?;
+            let f: Vec<f64> = rest
+                .split_whitespace()
+                .map(|x| x.parse().unwrap_or(0.0))
+                .collect();
+            // After the command: state(0) ... utime(11) stime(12) cutime(13) cstime(14).
+            Some(((f[11] + f[12]) / tick, (f[13] + f[14]) / tick))
+        };
+        let mut cpu = Cpu::default();
+        for entry in std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+        {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+            match comm.trim() {
+                "postgres" => cpu.postgres += times(pid).map(|t| t.0).unwrap_or(0.0),
+                "redis-server" => cpu.redis += times(pid).map(|t| t.0).unwrap_or(0.0),
+                _ => {}
+            }
+        }
+        for &w in workers {
+            if let Some((own, children)) = times(w) {
+                cpu.workers += own;
+                cpu.children += children;
+            }
+        }
+        cpu.bench = times(std::process::id()).map(|t| t.0).unwrap_or(0.0);
+        cpu
+    }
+
+    fn since(&self, before: &Cpu) -> Cpu {
+        Cpu {
+            postgres: self.postgres - before.postgres,
+            redis: self.redis - before.redis,
+            workers: self.workers - before.workers,
+            children: self.children - before.children,
+            bench: self.bench - before.bench,
+        }
+    }
+
+    fn total(&self) -> f64 {
+        self.postgres + self.redis + self.workers + self.children + self.bench
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let host = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{host}/{name}?{q}"),
+        None => format!("{host}/{name}"),
+    }
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<f64>().ok())
+        })
+        .map(|kib| kib / 1024.0 / 1024.0)
+        .unwrap_or(0.0);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{cores} cores ({cpu}), {mem_gib:.0} GiB")
+}
