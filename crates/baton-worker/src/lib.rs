@@ -259,10 +259,14 @@ impl Worker {
                 continue;
             }
             // Not cut short on shutdown: a reply dropped after the script ran would strand entries.
-            match consumer
-                .next(self.ctx.scheduling.concurrency, READ_BLOCK)
-                .await
-            {
+            // Only as many as there are free slots: more would starve the other replicas.
+            let free = self
+                .ctx
+                .scheduling
+                .concurrency
+                .saturating_sub(running + ready)
+                .max(1);
+            match consumer.next(free, READ_BLOCK).await {
                 Ok(deliveries) => self.hold(deliveries),
                 Err(e) => {
                     error!(error = %e, "reading the job stream failed; retrying");
