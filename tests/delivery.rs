@@ -413,12 +413,7 @@ async fn expired_credentials_pause_the_worker_instead_of_draining_the_queue() {
         env.worker_log(0).contains("paused: taking no jobs")
     });
     std::thread::sleep(Duration::from_secs(1));
-    let mut redis = env.redis().await;
-    let dead: i64 = redis::cmd("XLEN")
-        .arg(baton_core::dead_letter_stream(&env.stream))
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let dead = env.dead_letter_count().await;
     assert_eq!(dead, 0, "nothing is dead-lettered for expired credentials");
     let waiting = env.status(&builds[0]);
     assert_ne!(waiting["status"], "failed", "{waiting}");

@@ -145,12 +145,7 @@ async fn the_policy_holds_end_to_end() {
             .contains("belongs to another user"),
         "{refused}"
     );
-    let mut redis = env.redis().await;
-    let dead: i64 = redis::cmd("XLEN")
-        .arg(baton_core::dead_letter_stream(&env.stream))
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let dead = env.dead_letter_count().await;
     assert_eq!(dead, 2, "both refusals are dead-lettered");
 
     // The CLI loses alpha's session (its transcripts were cleaned up): the update falls back to fresh.

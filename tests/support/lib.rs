@@ -20,23 +20,6 @@ pub fn admin_database_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-/// `url` with its database name replaced by `name`.
-pub fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let host_part = match base[scheme_end..].find('/') {
-        Some(i) => &base[..scheme_end + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{host_part}/{name}?{q}"),
-        None => format!("{host_part}/{name}"),
-    }
-}
-
 /// One isolated Baton installation: its own database, stream, workspace and CLI config.
 pub struct TestEnv {
     /// The database's name.
@@ -67,7 +50,7 @@ impl TestEnv {
             .await
             .expect("create the test database");
         let env = TestEnv {
-            database_url: with_database(&admin, &db_name),
+            database_url: baton_ledger::url_with_database(&admin, &db_name),
             db_name,
             redis_url: redis_url(),
             stream: format!("baton-e2e:{}", uuid::Uuid::new_v4()),
@@ -238,6 +221,16 @@ impl TestEnv {
         addr.expect("found above")
     }
 
+    /// Entries in the dead-letter stream.
+    pub async fn dead_letter_count(&self) -> i64 {
+        let mut redis = self.redis().await;
+        redis::cmd("XLEN")
+            .arg(baton_core::dead_letter_stream(&self.stream))
+            .query_async(&mut redis)
+            .await
+            .expect("XLEN of the dead-letter stream")
+    }
+
     /// The log of worker `n`.
     pub fn worker_log(&self, n: usize) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("worker-{n}.log"))).unwrap_or_default()
@@ -366,29 +359,4 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::with_database;
-
-    #[test]
-    fn database_names_are_swapped_in_urls() {
-        assert_eq!(
-            with_database("postgres://root@127.0.0.1:5432/baton", "x"),
-            "postgres://root@127.0.0.1:5432/x"
-        );
-        assert_eq!(
-            with_database("postgres://127.0.0.1", "x"),
-            "postgres://127.0.0.1/x"
-        );
-        assert_eq!(
-            with_database("postgres://u:p@h/db?sslmode=disable", "x"),
-            "postgres://u:p@h/x?sslmode=disable"
-        );
-        assert_eq!(
-            with_database("postgresql:///baton?host=/run/postgresql", "x"),
-            "postgresql:///x?host=/run/postgresql"
-        );
-    }
 }

@@ -115,7 +115,7 @@ impl Bench {
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
             .execute(&mut admin)
             .await?;
-        let db_url = with_database(&admin_url, &db_name);
+        let db_url = baton_ledger::url_with_database(&admin_url, &db_name);
         Ledger::connect(&db_url).await?.migrate().await?;
         let dir = std::env::temp_dir().join(format!("baton-bench-{label}-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
@@ -862,22 +862,6 @@ fn cores() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
-}
-
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let host = match base[scheme_end..].find('/') {
-        Some(i) => &base[..scheme_end + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{host}/{name}?{q}"),
-        None => format!("{host}/{name}"),
-    }
 }
 
 fn machine() -> String {

@@ -522,3 +522,23 @@ async fn sync_check_finds_a_drifted_project(pool: PgPool) {
     assert_eq!((report.synced, report.total), (0, 1));
     assert_eq!(report.rate, 0.0);
 }
+
+#[test]
+fn database_names_are_swapped_in_urls() {
+    assert_eq!(
+        url_with_database("postgres://root@127.0.0.1:5432/baton", "x"),
+        "postgres://root@127.0.0.1:5432/x"
+    );
+    assert_eq!(
+        url_with_database("postgres://127.0.0.1", "x"),
+        "postgres://127.0.0.1/x"
+    );
+    assert_eq!(
+        url_with_database("postgres://u:p@h/db?sslmode=disable", "x"),
+        "postgres://u:p@h/x?sslmode=disable"
+    );
+    assert_eq!(
+        url_with_database("postgresql:///baton?host=/run/postgresql", "x"),
+        "postgresql:///x?host=/run/postgresql"
+    );
+}
