@@ -386,21 +386,32 @@ impl Ledger {
     pub async fn record_run(&self, run: &RunRecord<'_>) -> Result<Recorded, LedgerError> {
         let job = run.job;
         let mut tx = self.pool.begin().await?;
+        // Lock order everywhere: project row, then build row.
         let current = sqlx::query_scalar!(
             "SELECT last_ai_session_id FROM projects WHERE project_id = $1 FOR UPDATE",
             job.project_id
         )
         .fetch_one(&mut *tx)
         .await?;
-        check_fence(&mut tx, &job.build_id, run.fence).await?;
-        let recorded = sqlx::query_scalar!(
-            "SELECT id FROM session_transitions WHERE build_id = $1 AND step = $2",
+        let build = sqlx::query!(
+            r#"SELECT b.fencing_token,
+                      EXISTS (SELECT 1 FROM session_transitions t
+                              WHERE t.build_id = b.build_id AND t.step = $2) AS "recorded!"
+               FROM builds b WHERE b.build_id = $1 FOR UPDATE OF b"#,
             job.build_id,
             run.step.name()
         )
         .fetch_optional(&mut *tx)
-        .await?;
-        if recorded.is_some() {
+        .await?
+        .ok_or_else(|| LedgerError::UnknownBuild(job.build_id.clone()))?;
+        if build.fencing_token != run.fence {
+            return Err(LedgerError::Fenced {
+                build_id: job.build_id.clone(),
+                yours: run.fence,
+                current: build.fencing_token,
+            });
+        }
+        if build.recorded {
             tx.rollback().await?;
             return Ok(Recorded::AlreadyRecorded);
         }
@@ -414,9 +425,29 @@ impl Ledger {
                 actual: current,
             });
         }
+        // Every write of the run in one statement, so recording costs one round trip.
+        let m = &run.metrics;
         sqlx::query!(
-            r#"INSERT INTO session_transitions (project_id, version_id, build_id, step, old_session_id, new_session_id, source, fresh_reason, note)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"#,
+            r#"WITH transition AS (
+                   INSERT INTO session_transitions
+                       (project_id, version_id, build_id, step, old_session_id, new_session_id, source, fresh_reason, note)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+               ), project AS (
+                   UPDATE projects SET last_ai_session_id = $6 WHERE project_id = $1
+               ), version AS (
+                   UPDATE project_versions SET
+                       ai_session_created_at = CASE WHEN ai_session_id IS DISTINCT FROM $6 THEN now() ELSE ai_session_created_at END,
+                       ai_session_id = $6,
+                       ai_session_last_used_at = now()
+                   WHERE version_id = $2
+               ), usage AS (
+                   INSERT INTO project_ai_session_metrics
+                       (session_id, project_id, build_id, step, source, input_tokens, output_tokens,
+                        cache_read_input_tokens, cache_creation_input_tokens, cost_usd, duration_ms, num_turns)
+                   VALUES ($6, $1, $3, $4, $7, $10, $11, $12, $13, $14, $15, $16)
+                   ON CONFLICT (build_id, step) WHERE build_id IS NOT NULL AND step IS NOT NULL DO NOTHING
+               )
+               UPDATE builds SET step = $4, updated_at = now() WHERE build_id = $3"#,
             job.project_id,
             job.version_id,
             job.build_id,
@@ -426,39 +457,6 @@ impl Ledger {
             run.step.source().as_str(),
             run.fresh_reason.map(FreshReason::as_str),
             run.note,
-        )
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query!(
-            "UPDATE projects SET last_ai_session_id = $2 WHERE project_id = $1",
-            job.project_id,
-            run.new_session_id
-        )
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query!(
-            r#"UPDATE project_versions SET
-                   ai_session_created_at = CASE WHEN ai_session_id IS DISTINCT FROM $2 THEN now() ELSE ai_session_created_at END,
-                   ai_session_id = $2,
-                   ai_session_last_used_at = now()
-               WHERE version_id = $1"#,
-            job.version_id,
-            run.new_session_id
-        )
-        .execute(&mut *tx)
-        .await?;
-        let m = &run.metrics;
-        sqlx::query!(
-            r#"INSERT INTO project_ai_session_metrics
-                   (session_id, project_id, build_id, step, source, input_tokens, output_tokens,
-                    cache_read_input_tokens, cache_creation_input_tokens, cost_usd, duration_ms, num_turns)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-               ON CONFLICT (build_id, step) WHERE build_id IS NOT NULL AND step IS NOT NULL DO NOTHING"#,
-            run.new_session_id,
-            job.project_id,
-            job.build_id,
-            run.step.name(),
-            run.step.source().as_str(),
             m.input_tokens,
             m.output_tokens,
             m.cache_read_input_tokens,
@@ -466,13 +464,6 @@ impl Ledger {
             m.cost_usd,
             m.duration_ms,
             m.num_turns,
-        )
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query!(
-            "UPDATE builds SET step = $2, updated_at = now() WHERE build_id = $1",
-            job.build_id,
-            run.step.name()
         )
         .execute(&mut *tx)
         .await?;

@@ -328,14 +328,6 @@ impl JobContext {
             if signals.lost.is_cancelled() {
                 return Err(Stopped::Fenced);
             }
-            self.checkpoint(
-                job,
-                step,
-                &new_session,
-                &report.files_created,
-                Phase::Finished,
-            )
-            .await;
             let record = RunRecord {
                 job,
                 fence: claim.fence,
@@ -346,7 +338,16 @@ impl JobContext {
                 fresh_reason: fresh_reason.take(),
                 note: note.as_deref(),
             };
-            if self.ledger.record_run(&record).await? == Recorded::AlreadyRecorded {
+            // The checkpoint is the fast path and the ledger the truth: neither waits for the other.
+            let checkpoint = self.checkpoint(
+                job,
+                step,
+                &new_session,
+                &report.files_created,
+                Phase::Finished,
+            );
+            let ((), recorded) = tokio::join!(checkpoint, self.ledger.record_run(&record));
+            if recorded? == Recorded::AlreadyRecorded {
                 warn!(
                     step = step.name(),
                     "run was already recorded by an earlier claim"
