@@ -46,6 +46,17 @@ fn run<'a>(
     }
 }
 
+/// A project owned by `u1` whose create job, claimed once, recorded its build run in `session`.
+async fn created(ledger: &Ledger, project: &str, version: &str, session: &str) -> (Job, Claim) {
+    let j = job(project, version, "u1", JobKind::Create);
+    let claim = ledger.claim_build(&j, None).await.unwrap();
+    ledger
+        .record_run(&run(&j, claim.fence, Step::Build, None, session))
+        .await
+        .unwrap();
+    (j, claim)
+}
+
 async fn count(pool: &PgPool, table: &str) -> i64 {
     // Table names come from the tests themselves, never from input.
     sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
@@ -95,12 +106,7 @@ async fn a_recorded_run_updates_every_table_in_one_go(pool: PgPool) {
 #[sqlx::test(migrator = "crate::MIGRATOR")]
 async fn a_replayed_run_records_nothing_twice(pool: PgPool) {
     let ledger = Ledger::from_pool(pool.clone());
-    let j = job("p1", "v1", "u1", JobKind::Create);
-    let claim = ledger.claim_build(&j, None).await.unwrap();
-    ledger
-        .record_run(&run(&j, claim.fence, Step::Build, None, "s1"))
-        .await
-        .unwrap();
+    let (j, _) = created(&ledger, "p1", "v1", "s1").await;
     // A second claim (the first worker died) replays the same run.
     let again = ledger.claim_build(&j, None).await.unwrap();
     assert_eq!(again.recorded.len(), 1);
@@ -155,12 +161,7 @@ async fn a_stale_claim_cannot_write(pool: PgPool) {
 #[sqlx::test(migrator = "crate::MIGRATOR")]
 async fn a_kept_session_id_is_recorded_for_every_operation(pool: PgPool) {
     let ledger = Ledger::from_pool(pool.clone());
-    let j = job("p1", "v1", "u1", JobKind::Create);
-    let claim = ledger.claim_build(&j, None).await.unwrap();
-    ledger
-        .record_run(&run(&j, claim.fence, Step::Build, None, "s1"))
-        .await
-        .unwrap();
+    let (j, claim) = created(&ledger, "p1", "v1", "s1").await;
     ledger
         .record_run(&run(
             &j,
@@ -220,12 +221,7 @@ async fn a_finished_build_is_not_run_again(pool: PgPool) {
 #[sqlx::test(migrator = "crate::MIGRATOR")]
 async fn thirty_two_concurrent_writers_leave_one_linear_chain(pool: PgPool) {
     let ledger = Ledger::from_pool(pool.clone());
-    let first = job("p1", "v0", "u1", JobKind::Create);
-    let claim = ledger.claim_build(&first, None).await.unwrap();
-    ledger
-        .record_run(&run(&first, claim.fence, Step::Build, None, "s0"))
-        .await
-        .unwrap();
+    created(&ledger, "p1", "v0", "s0").await;
     let mut tasks = Vec::new();
     for i in 1..=32 {
         let ledger = ledger.clone();
@@ -273,12 +269,7 @@ async fn thirty_two_concurrent_writers_leave_one_linear_chain(pool: PgPool) {
 #[sqlx::test(migrator = "crate::MIGRATOR")]
 async fn a_run_resuming_an_older_session_is_refused(pool: PgPool) {
     let ledger = Ledger::from_pool(pool.clone());
-    let j = job("p1", "v1", "u1", JobKind::Create);
-    let claim = ledger.claim_build(&j, None).await.unwrap();
-    ledger
-        .record_run(&run(&j, claim.fence, Step::Build, None, "s1"))
-        .await
-        .unwrap();
+    let (j, claim) = created(&ledger, "p1", "v1", "s1").await;
     ledger
         .record_run(&run(
             &j,
@@ -303,12 +294,7 @@ async fn a_run_resuming_an_older_session_is_refused(pool: PgPool) {
 #[sqlx::test(migrator = "crate::MIGRATOR")]
 async fn a_resume_fallback_marks_the_session_and_clears_the_project(pool: PgPool) {
     let ledger = Ledger::from_pool(pool.clone());
-    let j = job("p1", "v1", "u1", JobKind::Create);
-    let claim = ledger.claim_build(&j, None).await.unwrap();
-    ledger
-        .record_run(&run(&j, claim.fence, Step::Build, None, "s1"))
-        .await
-        .unwrap();
+    created(&ledger, "p1", "v1", "s1").await;
     let update = job("p1", "v2", "u1", JobKind::Update);
     let claim = ledger.claim_build(&update, None).await.unwrap();
     assert!(claim.project.last_resumable);
@@ -344,12 +330,7 @@ async fn a_resume_fallback_marks_the_session_and_clears_the_project(pool: PgPool
 #[sqlx::test(migrator = "crate::MIGRATOR")]
 async fn a_reset_makes_the_next_job_start_fresh_and_stays_in_sync(pool: PgPool) {
     let ledger = Ledger::from_pool(pool.clone());
-    let j = job("p1", "v1", "u1", JobKind::Create);
-    let claim = ledger.claim_build(&j, None).await.unwrap();
-    ledger
-        .record_run(&run(&j, claim.fence, Step::Build, None, "s1"))
-        .await
-        .unwrap();
+    created(&ledger, "p1", "v1", "s1").await;
     assert_eq!(
         ledger.reset_session("p1").await.unwrap().as_deref(),
         Some("s1")
@@ -372,12 +353,7 @@ async fn a_reset_makes_the_next_job_start_fresh_and_stays_in_sync(pool: PgPool) 
 #[sqlx::test(migrator = "crate::MIGRATOR")]
 async fn the_claim_tells_the_policy_what_it_needs(pool: PgPool) {
     let ledger = Ledger::from_pool(pool.clone());
-    let a = job("pa", "va1", "u1", JobKind::Create);
-    let claim = ledger.claim_build(&a, None).await.unwrap();
-    ledger
-        .record_run(&run(&a, claim.fence, Step::Build, None, "sa1"))
-        .await
-        .unwrap();
+    let (a, claim) = created(&ledger, "pa", "va1", "sa1").await;
     ledger
         .record_run(&run(
             &a,
@@ -388,12 +364,7 @@ async fn the_claim_tells_the_policy_what_it_needs(pool: PgPool) {
         ))
         .await
         .unwrap();
-    let b = job("pb", "vb1", "u1", JobKind::Create);
-    let claim = ledger.claim_build(&b, None).await.unwrap();
-    ledger
-        .record_run(&run(&b, claim.fence, Step::Build, None, "sb1"))
-        .await
-        .unwrap();
+    created(&ledger, "pb", "vb1", "sb1").await;
 
     let mut own_old = job("pa", "va2", "u1", JobKind::Update);
     own_old.previous_session_id = Some("sa1".into());
@@ -429,12 +400,7 @@ async fn the_claim_tells_the_policy_what_it_needs(pool: PgPool) {
 #[sqlx::test(migrator = "crate::MIGRATOR")]
 async fn prune_keeps_each_projects_newest_link(pool: PgPool) {
     let ledger = Ledger::from_pool(pool.clone());
-    let j = job("p1", "v1", "u1", JobKind::Create);
-    let claim = ledger.claim_build(&j, None).await.unwrap();
-    ledger
-        .record_run(&run(&j, claim.fence, Step::Build, None, "s1"))
-        .await
-        .unwrap();
+    let (j, claim) = created(&ledger, "p1", "v1", "s1").await;
     ledger
         .record_run(&run(
             &j,
@@ -468,12 +434,7 @@ async fn prune_keeps_each_projects_newest_link(pool: PgPool) {
 #[sqlx::test(migrator = "crate::MIGRATOR")]
 async fn stats_count_sessions_resumes_and_usage(pool: PgPool) {
     let ledger = Ledger::from_pool(pool.clone());
-    let j = job("p1", "v1", "u1", JobKind::Create);
-    let claim = ledger.claim_build(&j, None).await.unwrap();
-    ledger
-        .record_run(&run(&j, claim.fence, Step::Build, None, "s1"))
-        .await
-        .unwrap();
+    let (j, claim) = created(&ledger, "p1", "v1", "s1").await;
     ledger
         .record_run(&run(
             &j,
@@ -507,12 +468,7 @@ async fn stats_count_sessions_resumes_and_usage(pool: PgPool) {
 #[sqlx::test(migrator = "crate::MIGRATOR")]
 async fn sync_check_finds_a_drifted_project(pool: PgPool) {
     let ledger = Ledger::from_pool(pool.clone());
-    let j = job("p1", "v1", "u1", JobKind::Create);
-    let claim = ledger.claim_build(&j, None).await.unwrap();
-    ledger
-        .record_run(&run(&j, claim.fence, Step::Build, None, "s1"))
-        .await
-        .unwrap();
+    created(&ledger, "p1", "v1", "s1").await;
     // Something outside the ledger writes the project's id: the seed design's failure.
     sqlx::query!("UPDATE projects SET last_ai_session_id = 'elsewhere' WHERE project_id = 'p1'")
         .execute(&pool)
