@@ -435,20 +435,24 @@ impl Worker {
 
     /// Starts waiting entries, oldest first, while there are free slots.
     async fn dispatch(&self, jobs: &mut JoinSet<()>) {
-        let candidates: Vec<Delivery> = {
+        // Counted once: only this loop starts jobs, and jobs ending only lower the count (and wake
+        // this loop again).
+        let (candidates, mut running): (Vec<Delivery>, usize) = {
             let state = self.state.lock().expect("state lock");
             if state.paused.is_some() {
                 return;
             }
-            state
+            let running = state.held.values().filter(|h| h.running.is_some()).count();
+            let waiting = state
                 .held
                 .values()
                 .filter(|h| h.running.is_none())
                 .map(|h| h.delivery.clone())
-                .collect()
+                .collect();
+            (waiting, running)
         };
         for delivery in candidates {
-            if self.held_count().1 >= self.ctx.scheduling.concurrency {
+            if running >= self.ctx.scheduling.concurrency {
                 return;
             }
             let key = StreamId::parse(&delivery.id);
@@ -466,6 +470,7 @@ impl Worker {
                     } else {
                         continue;
                     }
+                    running += 1;
                     let this = self.clone();
                     jobs.spawn(async move { this.run_job(delivery, signals).await });
                 }
