@@ -22,6 +22,7 @@ _checks:
 
 # Refresh the committed .sqlx/ query data from a migrated database (after changing a query).
 sqlx-prepare:
+    command -v sqlx >/dev/null || cargo install sqlx-cli --version '^0.9' --no-default-features --features postgres,rustls --locked
     scripts/with-services bash -c 'db="${DATABASE_URL%/*}/baton_sqlx_prepare"; psql "${DATABASE_URL%/*}/postgres" -qc "DROP DATABASE IF EXISTS baton_sqlx_prepare" -c "CREATE DATABASE baton_sqlx_prepare" && DATABASE_URL="$db" sqlx migrate run --source migrations && SQLX_OFFLINE=false DATABASE_URL="$db" cargo sqlx prepare --workspace -- --all-targets'
 
 # Install the real claude CLI into a scratch folder and run the conformance suite against it and the

@@ -91,6 +91,10 @@ pub enum LedgerError {
         /// The project's newest session now.
         actual: Option<String>,
     },
+    /// The database answered something this version does not understand (a schema from another
+    /// version of Baton).
+    #[error("unexpected answer from the database: {0}")]
+    Unexpected(String),
 }
 
 impl LedgerError {
@@ -385,73 +389,16 @@ impl Ledger {
     /// transition and the usage row. Refused under a stale fence; a no-op when already recorded.
     pub async fn record_run(&self, run: &RunRecord<'_>) -> Result<Recorded, LedgerError> {
         let job = run.job;
-        let mut tx = self.pool.begin().await?;
-        // Lock order everywhere: project row, then build row.
-        let current = sqlx::query_scalar!(
-            "SELECT last_ai_session_id FROM projects WHERE project_id = $1 FOR UPDATE",
-            job.project_id
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        let build = sqlx::query!(
-            r#"SELECT b.fencing_token,
-                      EXISTS (SELECT 1 FROM session_transitions t
-                              WHERE t.build_id = b.build_id AND t.step = $2) AS "recorded!"
-               FROM builds b WHERE b.build_id = $1 FOR UPDATE OF b"#,
-            job.build_id,
-            run.step.name()
-        )
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| LedgerError::UnknownBuild(job.build_id.clone()))?;
-        if build.fencing_token != run.fence {
-            return Err(LedgerError::Fenced {
-                build_id: job.build_id.clone(),
-                yours: run.fence,
-                current: build.fencing_token,
-            });
-        }
-        if build.recorded {
-            tx.rollback().await?;
-            return Ok(Recorded::AlreadyRecorded);
-        }
-        // A resumed run extends the chain only from its newest link; anything else is a fork.
-        if let Some(expected) = run.old_session_id
-            && current.as_deref() != Some(expected)
-        {
-            return Err(LedgerError::StaleSession {
-                project_id: job.project_id.clone(),
-                expected: expected.to_string(),
-                actual: current,
-            });
-        }
-        // Every write of the run in one statement, so recording costs one round trip.
         let m = &run.metrics;
-        sqlx::query!(
-            r#"WITH transition AS (
-                   INSERT INTO session_transitions
-                       (project_id, version_id, build_id, step, old_session_id, new_session_id, source, fresh_reason, note)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-               ), project AS (
-                   UPDATE projects SET last_ai_session_id = $6 WHERE project_id = $1
-               ), version AS (
-                   UPDATE project_versions SET
-                       ai_session_created_at = CASE WHEN ai_session_id IS DISTINCT FROM $6 THEN now() ELSE ai_session_created_at END,
-                       ai_session_id = $6,
-                       ai_session_last_used_at = now()
-                   WHERE version_id = $2
-               ), usage AS (
-                   INSERT INTO project_ai_session_metrics
-                       (session_id, project_id, build_id, step, source, input_tokens, output_tokens,
-                        cache_read_input_tokens, cache_creation_input_tokens, cost_usd, duration_ms, num_turns)
-                   VALUES ($6, $1, $3, $4, $7, $10, $11, $12, $13, $14, $15, $16)
-                   ON CONFLICT (build_id, step) WHERE build_id IS NOT NULL AND step IS NOT NULL DO NOTHING
-               )
-               UPDATE builds SET step = $4, updated_at = now() WHERE build_id = $3"#,
+        // One function call, one round trip: see migrations/*_record_function.sql.
+        let row = sqlx::query!(
+            r#"SELECT outcome AS "outcome!", fence, session FROM baton_record_run(
+                   $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"#,
             job.project_id,
             job.version_id,
             job.build_id,
             run.step.name(),
+            run.fence,
             run.old_session_id,
             run.new_session_id,
             run.step.source().as_str(),
@@ -465,10 +412,27 @@ impl Ledger {
             m.duration_ms,
             m.num_turns,
         )
-        .execute(&mut *tx)
+        .fetch_one(&self.pool)
         .await?;
-        tx.commit().await?;
-        Ok(Recorded::Written)
+        match row.outcome.as_str() {
+            "written" => Ok(Recorded::Written),
+            "already_recorded" => Ok(Recorded::AlreadyRecorded),
+            "unknown_project" => Err(LedgerError::UnknownProject(job.project_id.clone())),
+            "unknown_build" => Err(LedgerError::UnknownBuild(job.build_id.clone())),
+            "fenced" => Err(LedgerError::Fenced {
+                build_id: job.build_id.clone(),
+                yours: run.fence,
+                current: row.fence.unwrap_or_default(),
+            }),
+            "stale" => Err(LedgerError::StaleSession {
+                project_id: job.project_id.clone(),
+                expected: run.old_session_id.unwrap_or_default().to_string(),
+                actual: row.session,
+            }),
+            other => Err(LedgerError::Unexpected(format!(
+                "baton_record_run answered {other:?}"
+            ))),
+        }
     }
 
     /// Ends a build as completed or failed, under the claim's fence.
@@ -479,18 +443,20 @@ impl Ledger {
         status: BuildStatus,
         last_error: Option<&str>,
     ) -> Result<(), LedgerError> {
-        let mut tx = self.pool.begin().await?;
-        check_fence(&mut tx, build_id, fence).await?;
-        sqlx::query!(
+        // Fenced in the statement itself, so ending a build is one round trip.
+        let done = sqlx::query!(
             r#"UPDATE builds SET status = $2, last_error = COALESCE($3, last_error), finished_at = now(), updated_at = now()
-               WHERE build_id = $1"#,
+               WHERE build_id = $1 AND fencing_token = $4"#,
             build_id,
             status.as_str(),
-            last_error
+            last_error,
+            fence
         )
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await?;
-        tx.commit().await?;
+        if done.rows_affected() == 0 {
+            return Err(self.fence_refusal(build_id, fence).await);
+        }
         Ok(())
     }
 
@@ -502,17 +468,37 @@ impl Ledger {
         fence: i64,
         reason: &str,
     ) -> Result<(), LedgerError> {
-        let mut tx = self.pool.begin().await?;
-        check_fence(&mut tx, build_id, fence).await?;
-        sqlx::query!(
-            "UPDATE builds SET status = 'queued', last_error = $2, updated_at = now() WHERE build_id = $1",
+        let done = sqlx::query!(
+            "UPDATE builds SET status = 'queued', last_error = $2, updated_at = now() WHERE build_id = $1 AND fencing_token = $3",
             build_id,
-            reason
+            reason,
+            fence
         )
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await?;
-        tx.commit().await?;
+        if done.rows_affected() == 0 {
+            return Err(self.fence_refusal(build_id, fence).await);
+        }
         Ok(())
+    }
+
+    /// Why a fenced write of `build_id` matched no row: the build is unknown or claimed again.
+    async fn fence_refusal(&self, build_id: &str, fence: i64) -> LedgerError {
+        match sqlx::query_scalar!(
+            "SELECT fencing_token FROM builds WHERE build_id = $1",
+            build_id
+        )
+        .fetch_optional(&self.pool)
+        .await
+        {
+            Ok(Some(current)) => LedgerError::Fenced {
+                build_id: build_id.to_string(),
+                yours: fence,
+                current,
+            },
+            Ok(None) => LedgerError::UnknownBuild(build_id.to_string()),
+            Err(e) => LedgerError::Db(e),
+        }
     }
 
     /// Opens a failed build again so a replayed job runs its remaining steps; returns whether the

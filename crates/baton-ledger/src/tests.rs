@@ -150,11 +150,57 @@ async fn a_stale_claim_cannot_write(pool: PgPool) {
         .await
         .unwrap_err();
     assert!(matches!(err, LedgerError::Fenced { .. }));
+    let err = ledger
+        .requeue_build(&j.build_id, stale.fence, "shutdown")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, LedgerError::Fenced { current: 2, .. }),
+        "{err}"
+    );
     assert_eq!(count(&pool, "session_transitions").await, 0);
     assert_eq!(ledger.project_session("p1").await.unwrap(), None);
     assert_eq!(
         ledger.build_state(&j.build_id).await.unwrap().status,
         "running"
+    );
+}
+
+#[sqlx::test(migrator = "crate::MIGRATOR")]
+async fn writes_for_a_build_the_ledger_never_claimed_say_so(pool: PgPool) {
+    let ledger = Ledger::from_pool(pool.clone());
+    let (_, claim) = created(&ledger, "p1", "v1", "s1").await;
+    let unknown = job("p1", "v-unknown", "u1", JobKind::Update);
+    let err = ledger
+        .record_run(&run(&unknown, claim.fence, Step::Build, Some("s1"), "s2"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, LedgerError::UnknownBuild(b) if *b == unknown.build_id),
+        "{err}"
+    );
+    let elsewhere = job("p-unknown", "v2", "u1", JobKind::Create);
+    let err = ledger
+        .record_run(&run(&elsewhere, 1, Step::Build, None, "s9"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, LedgerError::UnknownProject(p) if p == "p-unknown"),
+        "{err}"
+    );
+    let err = ledger
+        .finish_build(&unknown.build_id, 1, BuildStatus::Completed, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LedgerError::UnknownBuild(_)), "{err}");
+    let err = ledger
+        .requeue_build(&unknown.build_id, 1, "shutdown")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LedgerError::UnknownBuild(_)), "{err}");
+    assert_eq!(
+        ledger.project_session("p1").await.unwrap().as_deref(),
+        Some("s1")
     );
 }
 
