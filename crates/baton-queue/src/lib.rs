@@ -642,6 +642,35 @@ impl Queue {
         Ok(())
     }
 
+    /// Saves a checkpoint and publishes the progress event that goes with it in one round trip.
+    pub async fn save_checkpoint_with_event(
+        &self,
+        checkpoint: &Checkpoint,
+        event: &baton_core::events::Event,
+    ) -> Result<(), QueueError> {
+        let mut conn = self.pool.get().await?;
+        let json = serde_json::to_string(checkpoint).expect("a checkpoint serialises");
+        redis::pipe()
+            .cmd("SET")
+            .arg(checkpoint_key(&checkpoint.build_id))
+            .arg(json)
+            .arg("EX")
+            .arg(baton_core::checkpoint::CHECKPOINT_TTL_SECS)
+            .ignore()
+            .cmd("XADD")
+            .arg(self.events_stream())
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(baton_core::events::EVENTS_MAXLEN)
+            .arg("*")
+            .arg(baton_core::events::EVENT_FIELD)
+            .arg(serde_json::to_string(event).expect("an event serialises"))
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
     /// A build's checkpoint, if Redis still has it.
     pub async fn load_checkpoint(&self, build_id: &str) -> Result<Option<Checkpoint>, QueueError> {
         let mut conn = self.pool.get().await?;

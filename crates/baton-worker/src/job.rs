@@ -298,36 +298,30 @@ impl JobContext {
                     cp.session_id.clone()
                 })
                 .or_else(|| chain.clone());
-            let (report, fell_back) = self
+            let (report, finished, fell_back) = self
                 .run_with_retries(job, cwd, step, target, chain.as_deref(), claim, signals)
                 .await?;
             if fell_back {
                 chain = None;
                 fresh_reason = Some(FreshReason::ResumeFallback);
             }
-            let note = match &report.outcome {
-                Outcome::Success => None,
-                Outcome::Cancelled => {
-                    return Err(Stopped::Interrupted(format!("{step}: run cancelled")));
+            let judged = judge(step, &report).and_then(|note| {
+                let session = report.session_id.clone().or_else(|| chain.clone());
+                match session {
+                    _ if signals.lost.is_cancelled() => Err(Stopped::Fenced),
+                    Some(session) => Ok((note, session)),
+                    None => Err(Stopped::Failed(format!(
+                        "{step}: the CLI reported no session id"
+                    ))),
                 }
-                Outcome::AuthFailed { detail } => {
-                    return Err(Stopped::Auth(format!("{step}: {detail}")));
+            });
+            let (note, new_session) = match judged {
+                Ok(judged) => judged,
+                Err(stop) => {
+                    self.publish(&finished).await;
+                    return Err(stop);
                 }
-                // A compaction that did not happen leaves the session as it was: note it, go on.
-                other if step.may_fail() => {
-                    warn!(step = step.name(), outcome = %other, "compaction did not happen; the job keeps its session");
-                    Some(format!("compaction did not happen: {other}"))
-                }
-                other => return Err(Stopped::Failed(format!("{step}: {other}"))),
             };
-            let Some(new_session) = report.session_id.clone().or_else(|| chain.clone()) else {
-                return Err(Stopped::Failed(format!(
-                    "{step}: the CLI reported no session id"
-                )));
-            };
-            if signals.lost.is_cancelled() {
-                return Err(Stopped::Fenced);
-            }
             let record = RunRecord {
                 job,
                 fence: claim.fence,
@@ -338,13 +332,15 @@ impl JobContext {
                 fresh_reason: fresh_reason.take(),
                 note: note.as_deref(),
             };
-            // The checkpoint is the fast path and the ledger the truth: neither waits for the other.
+            // The checkpoint is the fast path and the ledger the truth: neither waits for the other,
+            // and the run's last event rides with the checkpoint.
             let checkpoint = self.checkpoint(
                 job,
                 step,
                 &new_session,
                 &report.files_created,
                 Phase::Finished,
+                Some(&finished),
             );
             let ((), recorded) = tokio::join!(checkpoint, self.ledger.record_run(&record));
             if recorded? == Recorded::AlreadyRecorded {
@@ -359,7 +355,8 @@ impl JobContext {
     }
 
     /// Runs a step until it succeeds, fails for good, or its attempts run out. Returns the last
-    /// report and whether the chain's session was lost and the step ran fresh instead.
+    /// report, its `run_finished` event (not yet published, so the caller can send it with what it
+    /// writes next), and whether the chain's session was lost and the step ran fresh instead.
     #[allow(clippy::too_many_arguments)]
     async fn run_with_retries(
         &self,
@@ -370,7 +367,7 @@ impl JobContext {
         chain: Option<&str>,
         claim: &Claim,
         signals: &JobSignals,
-    ) -> Result<(RunReport, bool), Stopped> {
+    ) -> Result<(RunReport, Event, bool), Stopped> {
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(self.scheduling.retry_min_delay)
             .with_max_delay(self.scheduling.retry_max_delay)
@@ -380,7 +377,7 @@ impl JobContext {
         let mut fell_back = false;
         let mut attempt = 1u32;
         loop {
-            let report = self
+            let (report, finished) = self
                 .run_step(job, cwd, step, target.as_deref(), signals)
                 .await?;
             if let Outcome::ResumeNotFound { .. } = report.outcome {
@@ -393,6 +390,7 @@ impl JobContext {
                             "the cut-off run's session is gone; resuming the one before it"
                         );
                         target = chain.map(str::to_string);
+                        self.publish(&finished).await;
                         continue;
                     }
                     Some(missing) if !fell_back => {
@@ -407,17 +405,18 @@ impl JobContext {
                             .await?;
                         target = None;
                         fell_back = true;
+                        self.publish(&finished).await;
                         continue;
                     }
-                    _ => return Ok((report, fell_back)),
+                    _ => return Ok((report, finished, fell_back)),
                 }
             }
             if !report.outcome.is_retryable() {
-                return Ok((report, fell_back));
+                return Ok((report, finished, fell_back));
             }
             let Some(mut delay) = delays.next() else {
                 warn!(step = step.name(), attempts = attempt, outcome = %report.outcome, "no run attempts left");
-                return Ok((report, fell_back));
+                return Ok((report, finished, fell_back));
             };
             if let Outcome::RateLimited {
                 retry_after: Some(after),
@@ -431,6 +430,7 @@ impl JobContext {
                 target = report.session_id.clone();
             }
             attempt += 1;
+            self.publish(&finished).await;
             warn!(step = step.name(), outcome = %report.outcome, retry_in_ms = delay.as_millis() as u64, attempt, "retrying the run");
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -447,7 +447,7 @@ impl JobContext {
         step: Step,
         session: Option<&str>,
         signals: &JobSignals,
-    ) -> Result<RunReport, Stopped> {
+    ) -> Result<(RunReport, Event), Stopped> {
         let request = RunRequest {
             cwd: cwd.to_path_buf(),
             prompt: step.prompt(job),
@@ -458,26 +458,26 @@ impl JobContext {
         let mut started = Event::new(EventType::RunStarted, &job.build_id, &job.project_id);
         started.step = Some(step.name().to_string());
         started.session_id = session.map(str::to_string);
-        self.publish(&started).await;
         let (seen_tx, seen_rx) = tokio::sync::oneshot::channel::<String>();
         let hooks = RunHooks {
             cancel: signals.cancel.clone(),
             kill: signals.lost.clone(),
             session_seen: Some(seen_tx),
         };
-        // The run's session is checkpointed as soon as the CLI names it.
-        let started_checkpoint = {
+        // Progress is published while the CLI starts, in order: the run started, then its session
+        // (checkpointed as soon as the CLI names it).
+        let progress = {
             let this = self.clone();
             let job = job.clone();
             async move {
+                this.publish(&started).await;
                 if let Ok(session) = seen_rx.await {
-                    this.checkpoint(&job, step, &session, &[], Phase::Started)
-                        .await;
                     let mut seen =
                         Event::new(EventType::SessionSeen, &job.build_id, &job.project_id);
                     seen.step = Some(step.name().to_string());
-                    seen.session_id = Some(session);
-                    this.publish(&seen).await;
+                    seen.session_id = Some(session.clone());
+                    this.checkpoint(&job, step, &session, &[], Phase::Started, Some(&seen))
+                        .await;
                 }
             }
         };
@@ -488,7 +488,7 @@ impl JobContext {
         );
         let (report, ()) = tokio::join!(
             self.agent.run_with(&request, hooks).instrument(span),
-            started_checkpoint
+            progress
         );
         let report = report.map_err(|e| Stopped::Interrupted(e.to_string()))?;
         if signals.lost.is_cancelled() {
@@ -505,8 +505,7 @@ impl JobContext {
         finished.step = Some(step.name().to_string());
         finished.session_id = report.session_id.clone();
         finished.outcome = Some(report.outcome.label().to_string());
-        self.publish(&finished).await;
-        Ok(report)
+        Ok((report, finished))
     }
 
     async fn checkpoint(
@@ -516,6 +515,7 @@ impl JobContext {
         session: &str,
         files: &[String],
         phase: Phase,
+        event: Option<&Event>,
     ) {
         let checkpoint = Checkpoint {
             session_id: session.to_string(),
@@ -527,8 +527,16 @@ impl JobContext {
             updated_at: chrono::Utc::now(),
         };
         // The ledger is the source of truth; a lost checkpoint only costs the fast path.
-        if let Err(e) = self.queue.save_checkpoint(&checkpoint).await {
-            warn!(error = %e, "could not save the checkpoint");
+        let saved = match event {
+            Some(event) => {
+                self.queue
+                    .save_checkpoint_with_event(&checkpoint, event)
+                    .await
+            }
+            None => self.queue.save_checkpoint(&checkpoint).await,
+        };
+        if let Err(e) = saved {
+            warn!(error = %e, "could not save the checkpoint or its event");
         }
     }
 
@@ -566,6 +574,21 @@ impl JobContext {
             Ok(report) => !matches!(report.outcome, Outcome::AuthFailed { .. }),
             Err(_) => false,
         }
+    }
+}
+
+/// What a step's final run means for the job: go on (with a note for a compaction that did not
+/// happen, which leaves the session as it was) or stop.
+fn judge(step: Step, report: &RunReport) -> Result<Option<String>, Stopped> {
+    match &report.outcome {
+        Outcome::Success => Ok(None),
+        Outcome::Cancelled => Err(Stopped::Interrupted(format!("{step}: run cancelled"))),
+        Outcome::AuthFailed { detail } => Err(Stopped::Auth(format!("{step}: {detail}"))),
+        other if step.may_fail() => {
+            warn!(step = step.name(), outcome = %other, "compaction did not happen; the job keeps its session");
+            Ok(Some(format!("compaction did not happen: {other}")))
+        }
+        other => Err(Stopped::Failed(format!("{step}: {other}"))),
     }
 }
 
