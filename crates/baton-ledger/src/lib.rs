@@ -310,16 +310,14 @@ impl Ledger {
     ) -> Result<Claim, LedgerError> {
         let mut tx = self.pool.begin().await?;
         // Lock order everywhere: project row, then build row.
-        sqlx::query!(
-            "INSERT INTO projects (project_id, user_id) VALUES ($1, $2) ON CONFLICT (project_id) DO NOTHING",
+        // Creates the project on first sight and locks its row either way (an upsert's update
+        // locks like FOR UPDATE), in one round trip.
+        let project = sqlx::query!(
+            r#"INSERT INTO projects (project_id, user_id) VALUES ($1, $2)
+               ON CONFLICT (project_id) DO UPDATE SET user_id = projects.user_id
+               RETURNING user_id"#,
             job.project_id,
             job.user_id
-        )
-        .execute(&mut *tx)
-        .await?;
-        let project = sqlx::query!(
-            "SELECT user_id FROM projects WHERE project_id = $1 FOR UPDATE",
-            job.project_id
         )
         .fetch_one(&mut *tx)
         .await?;
@@ -329,19 +327,34 @@ impl Ledger {
                 user_id: job.user_id.clone(),
             });
         }
-        sqlx::query!(
-            "INSERT INTO project_versions (version_id, project_id) VALUES ($1, $2) ON CONFLICT (version_id) DO NOTHING",
+        // The version's project: the one just inserted, or the one it already had.
+        let owner = sqlx::query_scalar!(
+            r#"WITH inserted AS (
+                   INSERT INTO project_versions (version_id, project_id) VALUES ($1, $2)
+                   ON CONFLICT (version_id) DO NOTHING RETURNING project_id
+               )
+               SELECT project_id AS "project_id!" FROM inserted
+               UNION ALL
+               SELECT project_id FROM project_versions WHERE version_id = $1
+               LIMIT 1"#,
             job.version_id,
             job.project_id
         )
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        let owner = sqlx::query_scalar!(
-            "SELECT project_id FROM project_versions WHERE version_id = $1",
-            job.version_id
-        )
-        .fetch_one(&mut *tx)
-        .await?;
+        // None only when another project's claim inserted the version after this statement's
+        // snapshot was taken; a new statement sees it.
+        let owner = match owner {
+            Some(owner) => owner,
+            None => {
+                sqlx::query_scalar!(
+                    "SELECT project_id FROM project_versions WHERE version_id = $1",
+                    job.version_id
+                )
+                .fetch_one(&mut *tx)
+                .await?
+            }
+        };
         if owner != job.project_id {
             return Err(LedgerError::VersionOfOtherProject {
                 version_id: job.version_id.clone(),
@@ -372,8 +385,7 @@ impl Ledger {
         )
         .fetch_one(&mut *tx)
         .await?;
-        let recorded = recorded_runs(&mut tx, &job.build_id).await?;
-        let project = project_sessions(&mut tx, job).await?;
+        let (project, recorded) = project_sessions(&mut tx, job).await?;
         tx.commit().await?;
         Ok(Claim {
             fence: build.fencing_token,
@@ -689,10 +701,12 @@ async fn mark_not_resumable(
 }
 
 /// What the resume policy needs to know about the job's project, read inside the claim.
+/// What the resume policy needs to know of the job's project, and the runs its build already
+/// recorded, in one round trip.
 async fn project_sessions(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     job: &Job,
-) -> Result<ProjectSessions, LedgerError> {
+) -> Result<(ProjectSessions, Vec<RecordedRun>), LedgerError> {
     let row = sqlx::query!(
         r#"WITH last_fresh AS (
                SELECT max(id) AS id FROM session_transitions
@@ -710,14 +724,35 @@ async fn project_sessions(
                             WHERE t.project_id = $1 ORDER BY t.id DESC LIMIT 1), false) AS "reset!",
                   EXISTS (SELECT 1 FROM session_transitions t
                           WHERE t.project_id = $1 AND ($2::text IS NOT NULL)
-                            AND (t.new_session_id = $2 OR t.old_session_id = $2)) AS "previous_in_chain!"
+                            AND (t.new_session_id = $2 OR t.old_session_id = $2)) AS "previous_in_chain!",
+                  ARRAY(SELECT t.step FROM session_transitions t
+                        WHERE t.build_id = $3 AND t.step IS NOT NULL AND t.new_session_id IS NOT NULL
+                        ORDER BY t.id) AS "recorded_steps!: Vec<String>",
+                  ARRAY(SELECT t.old_session_id FROM session_transitions t
+                        WHERE t.build_id = $3 AND t.step IS NOT NULL AND t.new_session_id IS NOT NULL
+                        ORDER BY t.id) AS "recorded_old!: Vec<Option<String>>",
+                  ARRAY(SELECT t.new_session_id FROM session_transitions t
+                        WHERE t.build_id = $3 AND t.step IS NOT NULL AND t.new_session_id IS NOT NULL
+                        ORDER BY t.id) AS "recorded_new!: Vec<String>"
            FROM projects p WHERE p.project_id = $1"#,
         job.project_id,
         job.previous_session_id,
+        job.build_id,
     )
     .fetch_one(&mut **tx)
     .await?;
-    Ok(ProjectSessions {
+    let recorded = row
+        .recorded_steps
+        .into_iter()
+        .zip(row.recorded_old)
+        .zip(row.recorded_new)
+        .map(|((step, old_session_id), new_session_id)| RecordedRun {
+            step,
+            old_session_id,
+            new_session_id,
+        })
+        .collect();
+    let sessions = ProjectSessions {
         owner: Some(row.user_id),
         last_session: row.last_ai_session_id,
         last_resumable: row.last_resumable,
@@ -728,7 +763,8 @@ async fn project_sessions(
             .previous_session_id
             .as_ref()
             .map(|_| row.previous_in_chain),
-    })
+    };
+    Ok((sessions, recorded))
 }
 
 async fn check_fence(

@@ -124,6 +124,42 @@ async fn a_replayed_run_records_nothing_twice(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "crate::MIGRATOR")]
+async fn a_new_claim_lists_the_recorded_runs_in_order(pool: PgPool) {
+    let ledger = Ledger::from_pool(pool);
+    let (j, claim) = created(&ledger, "p1", "v1", "s1").await;
+    ledger
+        .record_run(&run(
+            &j,
+            claim.fence,
+            Step::Recommendations,
+            Some("s1"),
+            "s2",
+        ))
+        .await
+        .unwrap();
+    let again = ledger.claim_build(&j, None).await.unwrap();
+    let recorded: Vec<_> = again
+        .recorded
+        .iter()
+        .map(|r| {
+            (
+                r.step.as_str(),
+                r.old_session_id.as_deref(),
+                r.new_session_id.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            (Step::Build.name(), None, "s1"),
+            (Step::Recommendations.name(), Some("s1"), "s2")
+        ]
+    );
+    assert_eq!(again.project.last_session.as_deref(), Some("s2"));
+}
+
+#[sqlx::test(migrator = "crate::MIGRATOR")]
 async fn a_stale_claim_cannot_write(pool: PgPool) {
     let ledger = Ledger::from_pool(pool.clone());
     let j = job("p1", "v1", "u1", JobKind::Create);
