@@ -11,7 +11,7 @@ use baton_core::events::{Event, EventType};
 use baton_core::policy::{self, Decision, FreshReason, PolicyConfig};
 use baton_core::{BuildStatus, Checkpoint, Job, Limits, Step};
 use baton_ledger::{Claim, Ledger, LedgerError, Recorded, RunMetrics, RunRecord};
-use baton_queue::{Delivery, Queue};
+use baton_queue::{Delivery, Queue, QueueError};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
@@ -184,7 +184,10 @@ impl JobContext {
         }
         let mut started = Event::new(EventType::JobStarted, &job.build_id, &job.project_id);
         started.attempt = Some(claim.attempt);
-        self.publish(&started).await;
+        let (_, interrupted) = tokio::join!(
+            self.publish(&started),
+            self.queue.load_checkpoint(&job.build_id)
+        );
         info!(
             attempt = claim.attempt,
             fence = claim.fence,
@@ -193,7 +196,9 @@ impl JobContext {
         );
         let attempts = u32::try_from(claim.attempt).unwrap_or(0);
 
-        let ended = self.run_steps(job, &cwd, &claim, signals).await;
+        let ended = self
+            .run_steps(job, &cwd, &claim, interrupted, signals)
+            .await;
         let (status, end) = match ended {
             Ok(session) => (
                 Some((BuildStatus::Completed, None)),
@@ -250,6 +255,7 @@ impl JobContext {
         job: &Job,
         cwd: &Path,
         claim: &Claim,
+        interrupted: Result<Option<Checkpoint>, QueueError>,
         signals: &JobSignals,
     ) -> Result<Option<String>, Stopped> {
         // `chain` is the session the ledger's chain ends in: what a recorded run resumed from.
@@ -274,9 +280,10 @@ impl JobContext {
                 }
             },
         };
-        // A run cut off mid-turn left its session in the checkpoint: resume that one, so its partial
-        // work is kept (falling back to the chain's session if the CLI cannot find it).
-        let interrupted = match self.queue.load_checkpoint(&job.build_id).await {
+        // A run cut off mid-turn left its session in the checkpoint (read while the job started):
+        // resume that one, so its partial work is kept (falling back to the chain's session if the
+        // CLI cannot find it).
+        let interrupted = match interrupted {
             Ok(Some(cp)) if cp.phase == Phase::Started => Some(cp),
             Ok(_) => None,
             Err(e) => {
