@@ -497,16 +497,20 @@ impl Queue {
         event: &baton_core::events::Event,
     ) -> Result<String, QueueError> {
         let mut conn = self.pool.get().await?;
-        Ok(redis::cmd("XADD")
-            .arg(self.events_stream())
+        Ok(self.event_cmd(event).query_async(&mut conn).await?)
+    }
+
+    /// The `XADD` that appends `event` to the trimmed events stream.
+    fn event_cmd(&self, event: &baton_core::events::Event) -> redis::Cmd {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(self.events_stream())
             .arg("MAXLEN")
             .arg("~")
             .arg(baton_core::events::EVENTS_MAXLEN)
             .arg("*")
             .arg(baton_core::events::EVENT_FIELD)
-            .arg(serde_json::to_string(event).expect("an event serialises"))
-            .query_async(&mut conn)
-            .await?)
+            .arg(serde_json::to_string(event).expect("an event serialises"));
+        cmd
     }
 
     /// The id of the newest event, or `0-0`: where a follower starts so it misses nothing after.
@@ -631,12 +635,7 @@ impl Queue {
     /// Saves a build's checkpoint with the one-hour TTL.
     pub async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), QueueError> {
         let mut conn = self.pool.get().await?;
-        let json = serde_json::to_string(checkpoint).expect("a checkpoint serialises");
-        redis::cmd("SET")
-            .arg(checkpoint_key(&checkpoint.build_id))
-            .arg(json)
-            .arg("EX")
-            .arg(baton_core::checkpoint::CHECKPOINT_TTL_SECS)
+        checkpoint_cmd(checkpoint)
             .query_async::<()>(&mut conn)
             .await?;
         Ok(())
@@ -649,22 +648,10 @@ impl Queue {
         event: &baton_core::events::Event,
     ) -> Result<(), QueueError> {
         let mut conn = self.pool.get().await?;
-        let json = serde_json::to_string(checkpoint).expect("a checkpoint serialises");
         redis::pipe()
-            .cmd("SET")
-            .arg(checkpoint_key(&checkpoint.build_id))
-            .arg(json)
-            .arg("EX")
-            .arg(baton_core::checkpoint::CHECKPOINT_TTL_SECS)
+            .add_command(checkpoint_cmd(checkpoint))
             .ignore()
-            .cmd("XADD")
-            .arg(self.events_stream())
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(baton_core::events::EVENTS_MAXLEN)
-            .arg("*")
-            .arg(baton_core::events::EVENT_FIELD)
-            .arg(serde_json::to_string(event).expect("an event serialises"))
+            .add_command(self.event_cmd(event))
             .ignore()
             .query_async::<()>(&mut conn)
             .await?;
@@ -686,6 +673,16 @@ impl Queue {
         })
         .transpose()
     }
+}
+
+/// The `SET` that stores `checkpoint` under its build with the checkpoint TTL.
+fn checkpoint_cmd(checkpoint: &Checkpoint) -> redis::Cmd {
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(checkpoint_key(&checkpoint.build_id))
+        .arg(serde_json::to_string(checkpoint).expect("a checkpoint serialises"))
+        .arg("EX")
+        .arg(baton_core::checkpoint::CHECKPOINT_TTL_SECS);
+    cmd
 }
 
 /// Reads the group's new entries for one consumer name.

@@ -350,3 +350,31 @@ async fn a_checkpoint_round_trips_with_an_hour_to_live() {
     );
     assert_eq!(q.load_checkpoint("no-such-build").await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn a_checkpoint_and_its_event_are_written_together() {
+    let q = queue().await;
+    let from = q.last_event_id().await.unwrap();
+    let build_id = uuid::Uuid::new_v4().to_string();
+    let cp = Checkpoint {
+        session_id: "s1".into(),
+        build_id: build_id.clone(),
+        project_path: "p1".into(),
+        files_created: vec![],
+        step: "build".into(),
+        phase: baton_core::checkpoint::Phase::Started,
+        updated_at: chrono::Utc::now(),
+    };
+    let event =
+        baton_core::events::Event::new(baton_core::events::EventType::SessionSeen, &build_id, "p1");
+    q.save_checkpoint_with_event(&cp, &event).await.unwrap();
+    assert_eq!(q.load_checkpoint(&build_id).await.unwrap(), Some(cp));
+    let mut reader = q.event_reader(&from).await.unwrap();
+    let seen = reader.next(Duration::from_millis(200)).await.unwrap();
+    assert!(
+        seen.iter().any(
+            |e| e.build_id == build_id && e.event == baton_core::events::EventType::SessionSeen
+        ),
+        "{seen:?}"
+    );
+}
