@@ -700,7 +700,6 @@ async fn mark_not_resumable(
     Ok(())
 }
 
-/// What the resume policy needs to know about the job's project, read inside the claim.
 /// What the resume policy needs to know of the job's project, and the runs its build already
 /// recorded, in one round trip.
 async fn project_sessions(
@@ -725,16 +724,16 @@ async fn project_sessions(
                   EXISTS (SELECT 1 FROM session_transitions t
                           WHERE t.project_id = $1 AND ($2::text IS NOT NULL)
                             AND (t.new_session_id = $2 OR t.old_session_id = $2)) AS "previous_in_chain!",
-                  ARRAY(SELECT t.step FROM session_transitions t
-                        WHERE t.build_id = $3 AND t.step IS NOT NULL AND t.new_session_id IS NOT NULL
-                        ORDER BY t.id) AS "recorded_steps!: Vec<String>",
-                  ARRAY(SELECT t.old_session_id FROM session_transitions t
-                        WHERE t.build_id = $3 AND t.step IS NOT NULL AND t.new_session_id IS NOT NULL
-                        ORDER BY t.id) AS "recorded_old!: Vec<Option<String>>",
-                  ARRAY(SELECT t.new_session_id FROM session_transitions t
-                        WHERE t.build_id = $3 AND t.step IS NOT NULL AND t.new_session_id IS NOT NULL
-                        ORDER BY t.id) AS "recorded_new!: Vec<String>"
-           FROM projects p WHERE p.project_id = $1"#,
+                  r.steps AS "recorded_steps!: Vec<String>",
+                  r.olds AS "recorded_old!: Vec<Option<String>>",
+                  r.news AS "recorded_new!: Vec<String>"
+           FROM projects p,
+                LATERAL (SELECT COALESCE(array_agg(t.step ORDER BY t.id), '{}') AS steps,
+                                COALESCE(array_agg(t.old_session_id ORDER BY t.id), '{}') AS olds,
+                                COALESCE(array_agg(t.new_session_id ORDER BY t.id), '{}') AS news
+                         FROM session_transitions t
+                         WHERE t.build_id = $3 AND t.step IS NOT NULL AND t.new_session_id IS NOT NULL) r
+           WHERE p.project_id = $1"#,
         job.project_id,
         job.previous_session_id,
         job.build_id,
