@@ -407,12 +407,13 @@ impl JobContext {
                             "the CLI cannot find the session; continuing fresh"
                         );
                         self.metrics.decision("fallback");
+                        // Published first, so a ledger error below does not lose the run's end.
+                        self.publish(&finished).await;
                         self.ledger
                             .record_resume_fallback(job, claim.fence, step, missing)
                             .await?;
                         target = None;
                         fell_back = true;
-                        self.publish(&finished).await;
                         continue;
                     }
                     _ => return Ok((report, finished, fell_back)),
