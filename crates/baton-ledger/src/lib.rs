@@ -152,6 +152,9 @@ pub struct RunRecord<'a> {
     pub fresh_reason: Option<FreshReason>,
     /// What the job survived in this run, e.g. a compaction that did not happen.
     pub note: Option<&'a str>,
+    /// This is the job's last run: a written record also marks the build completed, in the same
+    /// transaction (an already recorded run does not; end the build with [`Ledger::finish_build`]).
+    pub completes: bool,
 }
 
 /// Usage of one run, as the CLI reported it.
@@ -308,72 +311,15 @@ impl Ledger {
         job: &Job,
         stream_id: Option<&str>,
     ) -> Result<Claim, LedgerError> {
-        let mut tx = self.pool.begin().await?;
-        // Lock order everywhere: project row, then build row.
-        // Creates the project on first sight and locks its row either way (an upsert's update
-        // locks like FOR UPDATE), in one round trip.
-        let project = sqlx::query!(
-            r#"INSERT INTO projects (project_id, user_id) VALUES ($1, $2)
-               ON CONFLICT (project_id) DO UPDATE SET user_id = projects.user_id
-               RETURNING user_id"#,
-            job.project_id,
-            job.user_id
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        if project.user_id != job.user_id {
-            return Err(LedgerError::NotOwner {
-                project_id: job.project_id.clone(),
-                user_id: job.user_id.clone(),
-            });
-        }
-        // The version's project: the one just inserted, or the one it already had.
-        let owner = sqlx::query_scalar!(
-            r#"WITH inserted AS (
-                   INSERT INTO project_versions (version_id, project_id) VALUES ($1, $2)
-                   ON CONFLICT (version_id) DO NOTHING RETURNING project_id
-               )
-               SELECT project_id AS "project_id!" FROM inserted
-               UNION ALL
-               SELECT project_id FROM project_versions WHERE version_id = $1
-               LIMIT 1"#,
-            job.version_id,
-            job.project_id
-        )
-        .fetch_optional(&mut *tx)
-        .await?;
-        // None only when another project's claim inserted the version after this statement's
-        // snapshot was taken; a new statement sees it.
-        let owner = match owner {
-            Some(owner) => owner,
-            None => {
-                sqlx::query_scalar!(
-                    "SELECT project_id FROM project_versions WHERE version_id = $1",
-                    job.version_id
-                )
-                .fetch_one(&mut *tx)
-                .await?
-            }
-        };
-        if owner != job.project_id {
-            return Err(LedgerError::VersionOfOtherProject {
-                version_id: job.version_id.clone(),
-                project_id: job.project_id.clone(),
-                owner,
-            });
-        }
-        let build = sqlx::query!(
-            r#"INSERT INTO builds (build_id, project_id, version_id, user_id, kind, status, stream_id, payload,
-                                   enqueued_at, started_at, attempt, fencing_token)
-               VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $8, now(), 1, 1)
-               ON CONFLICT (build_id) DO UPDATE SET
-                   attempt = builds.attempt + CASE WHEN builds.status IN ('completed', 'failed') THEN 0 ELSE 1 END,
-                   fencing_token = builds.fencing_token + CASE WHEN builds.status IN ('completed', 'failed') THEN 0 ELSE 1 END,
-                   status = CASE WHEN builds.status IN ('completed', 'failed') THEN builds.status ELSE 'running' END,
-                   stream_id = COALESCE(EXCLUDED.stream_id, builds.stream_id),
-                   started_at = COALESCE(builds.started_at, now()),
-                   updated_at = now()
-               RETURNING fencing_token, attempt, status"#,
+        // One function call, one round trip: see migrations/*_claim_function.sql.
+        let row = sqlx::query!(
+            r#"SELECT fence AS "fence!", attempt AS "attempt!", status AS "status!",
+                      last_session, last_resumable AS "last_resumable!", fresh_start_at,
+                      ops AS "ops!", reset AS "reset!", previous_in_chain AS "previous_in_chain!",
+                      recorded_steps AS "recorded_steps!: Vec<String>",
+                      recorded_old AS "recorded_old!: Vec<Option<String>>",
+                      recorded_new AS "recorded_new!: Vec<String>"
+               FROM baton_claim_build($1, $2, $3, $4, $5, $6, $7, $8, $9)"#,
             job.build_id,
             job.project_id,
             job.version_id,
@@ -382,30 +328,64 @@ impl Ledger {
             stream_id,
             serde_json::to_value(job).expect("a job serialises"),
             job.enqueued_at,
+            job.previous_session_id,
         )
-        .fetch_one(&mut *tx)
-        .await?;
-        let (project, recorded) = project_sessions(&mut tx, job).await?;
-        tx.commit().await?;
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| match refusal(&e) {
+            Some(("BT403", _, _, _)) => LedgerError::NotOwner {
+                project_id: job.project_id.clone(),
+                user_id: job.user_id.clone(),
+            },
+            Some(("BT409", _, owner, _)) => LedgerError::VersionOfOtherProject {
+                version_id: job.version_id.clone(),
+                project_id: job.project_id.clone(),
+                owner: owner.to_string(),
+            },
+            _ => LedgerError::Db(e),
+        })?;
+        let recorded = row
+            .recorded_steps
+            .into_iter()
+            .zip(row.recorded_old)
+            .zip(row.recorded_new)
+            .map(|((step, old_session_id), new_session_id)| RecordedRun {
+                step,
+                old_session_id,
+                new_session_id,
+            })
+            .collect();
         Ok(Claim {
-            fence: build.fencing_token,
-            attempt: build.attempt,
-            finished: BuildStatus::from_name(&build.status)
+            fence: row.fence,
+            attempt: row.attempt,
+            finished: BuildStatus::from_name(&row.status)
                 .filter(|s| matches!(s, BuildStatus::Completed | BuildStatus::Failed)),
-            project,
+            project: ProjectSessions {
+                owner: Some(job.user_id.clone()),
+                last_session: row.last_session,
+                last_resumable: row.last_resumable,
+                fresh_start_at: row.fresh_start_at,
+                ops_since_fresh: u32::try_from(row.ops).unwrap_or(u32::MAX),
+                reset: row.reset,
+                previous_in_chain: job
+                    .previous_session_id
+                    .as_ref()
+                    .map(|_| row.previous_in_chain),
+            },
             recorded,
         })
     }
 
     /// Records one agent run in one transaction: the project's and version's session ids, the
-    /// transition and the usage row. Refused under a stale fence; a no-op when already recorded.
+    /// transition and the usage row, and for the job's last run the build's completion. Refused
+    /// under a stale fence; a no-op when already recorded.
     pub async fn record_run(&self, run: &RunRecord<'_>) -> Result<Recorded, LedgerError> {
         let job = run.job;
         let m = &run.metrics;
-        // One function call, one round trip: see migrations/*_record_function.sql.
-        let row = sqlx::query!(
-            r#"SELECT outcome AS "outcome!", fence, session FROM baton_record_run(
-                   $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"#,
+        // One function call, one round trip: see migrations/*_claim_function.sql.
+        let written = sqlx::query_scalar!(
+            r#"SELECT baton_record_run(
+                   $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"#,
             job.project_id,
             job.version_id,
             job.build_id,
@@ -423,26 +403,38 @@ impl Ledger {
             m.cost_usd,
             m.duration_ms,
             m.num_turns,
+            run.completes,
         )
         .fetch_one(&self.pool)
-        .await?;
-        match row.outcome.as_str() {
-            "written" => Ok(Recorded::Written),
+        .await;
+        let e = match written {
+            Ok(Some(true)) => return Ok(Recorded::Written),
+            Ok(other) => {
+                return Err(LedgerError::Unexpected(format!(
+                    "baton_record_run answered {other:?}"
+                )));
+            }
+            Err(e) => e,
+        };
+        let Some(("BT412", outcome, fence, session)) = refusal(&e) else {
+            return Err(LedgerError::Db(e));
+        };
+        match outcome {
             "already_recorded" => Ok(Recorded::AlreadyRecorded),
             "unknown_project" => Err(LedgerError::UnknownProject(job.project_id.clone())),
             "unknown_build" => Err(LedgerError::UnknownBuild(job.build_id.clone())),
             "fenced" => Err(LedgerError::Fenced {
                 build_id: job.build_id.clone(),
                 yours: run.fence,
-                current: row.fence.unwrap_or_default(),
+                current: fence.parse().unwrap_or_default(),
             }),
             "stale" => Err(LedgerError::StaleSession {
                 project_id: job.project_id.clone(),
                 expected: run.old_session_id.unwrap_or_default().to_string(),
-                actual: row.session,
+                actual: Some(session.to_string()).filter(|s| !s.is_empty()),
             }),
             other => Err(LedgerError::Unexpected(format!(
-                "baton_record_run answered {other:?}"
+                "baton_record_run refused with {other:?}"
             ))),
         }
     }
@@ -702,68 +694,20 @@ async fn mark_not_resumable(
 
 /// What the resume policy needs to know of the job's project, and the runs its build already
 /// recorded, in one round trip.
-async fn project_sessions(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    job: &Job,
-) -> Result<(ProjectSessions, Vec<RecordedRun>), LedgerError> {
-    let row = sqlx::query!(
-        r#"WITH last_fresh AS (
-               SELECT max(id) AS id FROM session_transitions
-               WHERE project_id = $1 AND old_session_id IS NULL AND new_session_id IS NOT NULL
-           )
-           SELECT p.user_id,
-                  p.last_ai_session_id,
-                  NOT EXISTS (SELECT 1 FROM project_ai_session_metrics m
-                              WHERE m.project_id = p.project_id AND m.session_id = p.last_ai_session_id
-                                AND NOT m.is_resumable) AS "last_resumable!",
-                  (SELECT t.created_at FROM session_transitions t, last_fresh f WHERE t.id = f.id) AS fresh_start_at,
-                  (SELECT count(*) FROM session_transitions t, last_fresh f
-                   WHERE t.project_id = $1 AND t.id >= f.id AND t.new_session_id IS NOT NULL) AS "ops!",
-                  COALESCE((SELECT t.source = 'reset' FROM session_transitions t
-                            WHERE t.project_id = $1 ORDER BY t.id DESC LIMIT 1), false) AS "reset!",
-                  EXISTS (SELECT 1 FROM session_transitions t
-                          WHERE t.project_id = $1 AND ($2::text IS NOT NULL)
-                            AND (t.new_session_id = $2 OR t.old_session_id = $2)) AS "previous_in_chain!",
-                  r.steps AS "recorded_steps!: Vec<String>",
-                  r.olds AS "recorded_old!: Vec<Option<String>>",
-                  r.news AS "recorded_new!: Vec<String>"
-           FROM projects p,
-                LATERAL (SELECT COALESCE(array_agg(t.step ORDER BY t.id), '{}') AS steps,
-                                COALESCE(array_agg(t.old_session_id ORDER BY t.id), '{}') AS olds,
-                                COALESCE(array_agg(t.new_session_id ORDER BY t.id), '{}') AS news
-                         FROM session_transitions t
-                         WHERE t.build_id = $3 AND t.step IS NOT NULL AND t.new_session_id IS NOT NULL) r
-           WHERE p.project_id = $1"#,
-        job.project_id,
-        job.previous_session_id,
-        job.build_id,
-    )
-    .fetch_one(&mut **tx)
-    .await?;
-    let recorded = row
-        .recorded_steps
-        .into_iter()
-        .zip(row.recorded_old)
-        .zip(row.recorded_new)
-        .map(|((step, old_session_id), new_session_id)| RecordedRun {
-            step,
-            old_session_id,
-            new_session_id,
-        })
-        .collect();
-    let sessions = ProjectSessions {
-        owner: Some(row.user_id),
-        last_session: row.last_ai_session_id,
-        last_resumable: row.last_resumable,
-        fresh_start_at: row.fresh_start_at,
-        ops_since_fresh: u32::try_from(row.ops).unwrap_or(u32::MAX),
-        reset: row.reset,
-        previous_in_chain: job
-            .previous_session_id
-            .as_ref()
-            .map(|_| row.previous_in_chain),
-    };
-    Ok((sessions, recorded))
+/// A refusal raised by one of the ledger's functions (SQLSTATE class `BT`): its code, message,
+/// detail and hint.
+fn refusal(e: &sqlx::Error) -> Option<(&str, &str, &str, &str)> {
+    let db = e.as_database_error()?;
+    let pg = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()?;
+    let code = pg.code();
+    code.starts_with("BT").then(|| {
+        (
+            code,
+            pg.message(),
+            pg.detail().unwrap_or(""),
+            pg.hint().unwrap_or(""),
+        )
+    })
 }
 
 async fn check_fence(

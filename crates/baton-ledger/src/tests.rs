@@ -43,6 +43,7 @@ fn run<'a>(
             None
         },
         note: None,
+        completes: false,
     }
 }
 
@@ -262,7 +263,7 @@ async fn a_kept_session_id_is_recorded_for_every_operation(pool: PgPool) {
 
 #[sqlx::test(migrator = "crate::MIGRATOR")]
 async fn another_users_job_cannot_claim_the_project(pool: PgPool) {
-    let ledger = Ledger::from_pool(pool);
+    let ledger = Ledger::from_pool(pool.clone());
     ledger
         .claim_build(&job("p1", "v1", "alice", JobKind::Create), None)
         .await
@@ -278,9 +279,12 @@ async fn another_users_job_cannot_claim_the_project(pool: PgPool) {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, LedgerError::VersionOfOtherProject { .. }),
+        matches!(&err, LedgerError::VersionOfOtherProject { owner, .. } if owner == "p1"),
         "{err}"
     );
+    // Refused claims leave nothing behind: not the project p2, not a build.
+    assert_eq!(count(&pool, "projects").await, 1);
+    assert_eq!(count(&pool, "builds").await, 1);
 }
 
 #[sqlx::test(migrator = "crate::MIGRATOR")]
@@ -578,5 +582,62 @@ fn database_names_are_swapped_in_urls() {
     assert_eq!(
         url_with_database("postgresql:///baton?host=/run/postgresql", "x"),
         "postgresql:///x?host=/run/postgresql"
+    );
+}
+
+#[sqlx::test(migrator = "crate::MIGRATOR")]
+async fn the_last_runs_record_completes_the_build_and_a_refused_one_writes_nothing(pool: PgPool) {
+    let ledger = Ledger::from_pool(pool.clone());
+    let (j, claim) = created(&ledger, "p1", "v1", "s1").await;
+
+    // Refused after the project's check passed (the fence is wrong): the project's session written
+    // before the refusal is undone, and the build keeps running.
+    let mut fenced = run(&j, claim.fence + 7, Step::Recommendations, Some("s1"), "s2");
+    fenced.completes = true;
+    let err = ledger.record_run(&fenced).await.unwrap_err();
+    assert!(
+        matches!(err, LedgerError::Fenced { current: 1, .. }),
+        "{err}"
+    );
+    // Refused by the project's check itself: it resumed a session the project moved on from.
+    let mut stale = run(&j, claim.fence, Step::Recommendations, Some("s0"), "s2");
+    stale.completes = true;
+    let err = ledger.record_run(&stale).await.unwrap_err();
+    assert!(
+        matches!(&err, LedgerError::StaleSession { actual: Some(a), .. } if a == "s1"),
+        "{err}"
+    );
+    let state = ledger.build_state(&j.build_id).await.unwrap();
+    assert_eq!(
+        (state.status.as_str(), state.finished_at),
+        ("running", None)
+    );
+    assert_eq!(
+        ledger.project_session("p1").await.unwrap().as_deref(),
+        Some("s1")
+    );
+    assert_eq!(count(&pool, "session_transitions").await, 1);
+    assert_eq!(count(&pool, "project_ai_session_metrics").await, 1);
+
+    let mut last = run(&j, claim.fence, Step::Recommendations, Some("s1"), "s2");
+    last.completes = true;
+    assert_eq!(ledger.record_run(&last).await.unwrap(), Recorded::Written);
+    let state = ledger.build_state(&j.build_id).await.unwrap();
+    assert_eq!(state.status, "completed");
+    assert!(state.finished_at.is_some());
+    assert_eq!(state.step.as_deref(), Some(Step::Recommendations.name()));
+    assert_eq!(
+        ledger.project_session("p1").await.unwrap().as_deref(),
+        Some("s2")
+    );
+    // Replayed (its commit's answer was lost): nothing is written twice, the build stays completed.
+    assert_eq!(
+        ledger.record_run(&last).await.unwrap(),
+        Recorded::AlreadyRecorded
+    );
+    assert_eq!(count(&pool, "session_transitions").await, 2);
+    assert_eq!(
+        ledger.build_state(&j.build_id).await.unwrap().status,
+        "completed"
     );
 }

@@ -200,7 +200,9 @@ impl JobContext {
             .run_steps(job, &cwd, &claim, interrupted, signals)
             .await;
         let (status, end) = match ended {
-            Ok(session) => (
+            // The last run's record already ended the build.
+            Ok((session, true)) => (None, JobEnd::Completed { session }),
+            Ok((session, false)) => (
                 Some((BuildStatus::Completed, None)),
                 JobEnd::Completed { session },
             ),
@@ -250,6 +252,8 @@ impl JobContext {
         end
     }
 
+    /// Runs the steps not yet recorded. Returns the session the chain ends in, and whether the
+    /// last run's record also completed the build.
     async fn run_steps(
         &self,
         job: &Job,
@@ -257,7 +261,7 @@ impl JobContext {
         claim: &Claim,
         interrupted: Result<Option<Checkpoint>, QueueError>,
         signals: &JobSignals,
-    ) -> Result<Option<String>, Stopped> {
+    ) -> Result<(Option<String>, bool), Stopped> {
         // `chain` is the session the ledger's chain ends in: what a recorded run resumed from.
         let (mut chain, mut fresh_reason) = match claim.recorded.last() {
             Some(last) => (Some(last.new_session_id.clone()), None),
@@ -291,7 +295,9 @@ impl JobContext {
                 None
             }
         };
-        for &step in Step::plan(job.kind) {
+        let plan = Step::plan(job.kind);
+        let mut completed = false;
+        for (i, &step) in plan.iter().enumerate() {
             if claim.recorded.iter().any(|r| r.step == step.name()) {
                 info!(step = step.name(), "step already recorded; skipping");
                 continue;
@@ -338,6 +344,7 @@ impl JobContext {
                 metrics: metrics(&report),
                 fresh_reason: fresh_reason.take(),
                 note: note.as_deref(),
+                completes: i + 1 == plan.len(),
             };
             // The checkpoint is the fast path and the ledger the truth: neither waits for the other,
             // and the run's last event rides with the checkpoint.
@@ -350,15 +357,16 @@ impl JobContext {
                 Some(&finished),
             );
             let ((), recorded) = tokio::join!(checkpoint, self.ledger.record_run(&record));
-            if recorded? == Recorded::AlreadyRecorded {
-                warn!(
+            match recorded? {
+                Recorded::Written => completed = record.completes,
+                Recorded::AlreadyRecorded => warn!(
                     step = step.name(),
                     "run was already recorded by an earlier claim"
-                );
+                ),
             }
             chain = Some(new_session);
         }
-        Ok(chain)
+        Ok((chain, completed))
     }
 
     /// Runs a step until it succeeds, fails for good, or its attempts run out. Returns the last
