@@ -13,7 +13,7 @@
 //! Needs `REDIS_URL` and `DATABASE_URL` (an account that may create databases) and the release
 //! binaries beside this one: run it with `just bench`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -46,11 +46,13 @@ struct Args {
     /// What to measure.
     #[arg(long, value_enum, default_value = "fast")]
     mode: Mode,
-    /// Jobs (fast mode).
-    #[arg(long, default_value_t = 200)]
+    /// Jobs (fast mode). Enough that the pipeline runs for seconds, not a blink the machine's
+    /// noise would swamp.
+    #[arg(long, default_value_t = 1000)]
     jobs: usize,
-    /// Projects the jobs are spread over (fast mode).
-    #[arg(long, default_value_t = 20)]
+    /// Projects the jobs are spread over (fast mode): ten jobs each by default, so every session
+    /// is resumed ten times.
+    #[arg(long, default_value_t = 100)]
     projects: usize,
     /// Worker replicas (fast and failover modes).
     #[arg(long, default_value_t = 2)]
@@ -69,7 +71,7 @@ struct Args {
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/baton"
+        default_value = "postgres://postgres@127.0.0.1:5432/baton?sslmode=disable"
     )]
     database_url: String,
 }
@@ -261,8 +263,11 @@ async fn wait_completed(
 }
 
 /// Polls the ledger until every build in `builds` completed; fails on a failed one. Returns when the
-/// last one finished, by the ledger's clock, and how many polls (transactions) that took. Cheaper for the machine than following the events,
-/// which would put the bench's own reading on the cores the pipeline is measured on.
+/// last one finished, by the ledger's clock, and how many polls (transactions) that took. Cheaper
+/// for the machine than following the events, which would put the bench's own reading on the cores
+/// the pipeline is measured on. The database is the bench's own and holds only these builds, so the
+/// poll reads the whole table (matching every id against every row put a sixth of Postgres's CPU
+/// in a 1000-job run on the bench's account).
 async fn wait_finished_in_ledger(
     ledger: &Ledger,
     builds: &[String],
@@ -277,9 +282,8 @@ async fn wait_finished_in_ledger(
                 "SELECT count(*) FILTER (WHERE status = 'completed'),
                         min(build_id || ': ' || coalesce(last_error, '')) FILTER (WHERE status = 'failed'),
                         max(finished_at)
-                 FROM builds WHERE build_id = ANY($1)",
+                 FROM builds",
             )
-            .bind(builds)
             .fetch_one(ledger.pool())
             .await?;
         if let Some(failed) = failed {
@@ -458,8 +462,8 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
     );
 
     // The limits, each alone at the same concurrency.
-    let agent_jobs = agent_limit(&bench, lanes, (args.jobs / 2).max(lanes)).await?;
-    let (ledger_jobs, record_tx) = ledger_limit(&ledger, lanes, (args.jobs).max(lanes)).await?;
+    let agent_jobs = agent_limit(&bench, lanes, args.jobs, args.projects).await?;
+    let (ledger_jobs, record_tx) = ledger_limit(&ledger, lanes, args.jobs, args.projects).await?;
     let redis_jobs = redis_limit(&bench, lanes, (args.jobs).max(lanes)).await?;
     let tightest = [
         ("CLI runs", agent_jobs),
@@ -475,7 +479,7 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
         "| spawning and reading the CLI (4 runs a job, through baton-supervise) | {agent_jobs:.1} |"
     );
     println!(
-        "| ledger: a job's transactions (claim, 4 records, finish); record_run alone {record_tx:.0} tx/s | {ledger_jobs:.1} |"
+        "| ledger: a job's transactions (claim, 4 records, the last completing the build); record_run alone {record_tx:.0} tx/s | {ledger_jobs:.1} |"
     );
     println!(
         "| Redis: a job's operations (enqueue, read, start, checkpoint read, 8 checkpoints with 8 events, 6 more events, finish) | {redis_jobs:.1} |"
@@ -497,9 +501,65 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Jobs/s of the CLI alone: `jobs` jobs of four runs at `lanes` at once, each lane one project whose
-/// session its jobs continue.
-async fn agent_limit(bench: &Bench, lanes: usize, jobs: usize) -> anyhow::Result<f64> {
+/// Hands out a limit's jobs in the pipeline's order and shape: `jobs` over `projects`, each
+/// project's jobs one at a time and in order. So the CLI's sessions grow as long, and the ledger's
+/// chains as deep, as in the pipeline, and no lane idles while another still has work.
+struct Schedule {
+    state: std::sync::Mutex<ScheduleState>,
+    freed: tokio::sync::Notify,
+}
+
+/// Jobs not yet handed out, as (project, round), and the projects in flight.
+type ScheduleState = (VecDeque<(usize, usize)>, HashSet<usize>);
+
+impl Schedule {
+    fn new(jobs: usize, projects: usize) -> Arc<Schedule> {
+        let projects = projects.max(1);
+        Arc::new(Schedule {
+            state: std::sync::Mutex::new((
+                (0..jobs).map(|i| (i % projects, i / projects)).collect(),
+                HashSet::new(),
+            )),
+            freed: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// The next job whose project is not in flight; `None` once every job was handed out.
+    async fn next(&self) -> Option<(usize, usize)> {
+        loop {
+            // Taken before looking, so a project freed in between still wakes this lane.
+            let freed = self.freed.notified();
+            {
+                let mut state = self.state.lock().expect("lock");
+                let (queue, busy) = &mut *state;
+                if queue.is_empty() {
+                    return None;
+                }
+                if let Some(i) = queue.iter().position(|(p, _)| !busy.contains(p)) {
+                    let (project, round) = queue.remove(i).expect("a position in the queue");
+                    busy.insert(project);
+                    return Some((project, round));
+                }
+            }
+            freed.await;
+        }
+    }
+
+    /// Marks `project`'s job done, so its next one can be handed out.
+    fn done(&self, project: usize) {
+        self.state.lock().expect("lock").1.remove(&project);
+        self.freed.notify_waiters();
+    }
+}
+
+/// Jobs/s of the CLI alone: `jobs` jobs of four runs over `projects` projects, at `lanes` at once;
+/// each project's jobs continue its session, as the pipeline's do.
+async fn agent_limit(
+    bench: &Bench,
+    lanes: usize,
+    jobs: usize,
+    projects: usize,
+) -> anyhow::Result<f64> {
     let agent = Agent::new(AgentConfig {
         program: bench.bins.join("claude-emulator"),
         // As the worker does when `baton-supervise` is installed beside it.
@@ -510,30 +570,25 @@ async fn agent_limit(bench: &Bench, lanes: usize, jobs: usize) -> anyhow::Result
         )],
         ..AgentConfig::default()
     });
-    let per_lane = jobs.div_ceil(lanes);
+    let schedule = Schedule::new(jobs, projects);
+    let sessions = Arc::new(std::sync::Mutex::new(HashMap::<usize, String>::new()));
     let started = Instant::now();
     let mut set = JoinSet::new();
-    for lane in 0..lanes {
+    for _ in 0..lanes {
         let agent = agent.clone();
-        let dir = bench
-            .dir
-            .join("limit-workspace")
-            .join(format!("lane-{lane}"));
+        let schedule = schedule.clone();
+        let sessions = sessions.clone();
+        let workspace = bench.dir.join("limit-workspace");
         set.spawn(async move {
-            std::fs::create_dir_all(&dir)?;
-            // Each lane is a project: its jobs continue one session, as the pipeline's do.
-            let mut session = None;
-            for j in 0..per_lane {
-                for step in [
-                    Step::Build,
-                    Step::Recommendations,
-                    Step::Documentation,
-                    Step::Compact,
-                ] {
-                    let prompt = if step == Step::Compact {
+            while let Some((project, round)) = schedule.next().await {
+                let dir = workspace.join(format!("project-{project}"));
+                std::fs::create_dir_all(&dir)?;
+                let mut session = sessions.lock().expect("lock").get(&project).cloned();
+                for step in Step::plan(JobKind::Create) {
+                    let prompt = if *step == Step::Compact {
                         "/compact".to_string()
                     } else {
-                        format!("Job {j} step {step}")
+                        format!("Change {round} of project {project}: {step}")
                     };
                     let req = RunRequest {
                         cwd: dir.clone(),
@@ -544,6 +599,10 @@ async fn agent_limit(bench: &Bench, lanes: usize, jobs: usize) -> anyhow::Result
                     let report = agent.run(&req, &CancellationToken::new()).await?;
                     session = report.session_id;
                 }
+                if let Some(session) = session {
+                    sessions.lock().expect("lock").insert(project, session);
+                }
+                schedule.done(project);
             }
             anyhow::Ok(())
         });
@@ -551,24 +610,35 @@ async fn agent_limit(bench: &Bench, lanes: usize, jobs: usize) -> anyhow::Result
     while let Some(r) = set.join_next().await {
         r??;
     }
-    Ok((per_lane * lanes) as f64 / started.elapsed().as_secs_f64())
+    Ok(jobs as f64 / started.elapsed().as_secs_f64())
 }
 
-/// Jobs/s of the ledger alone: each job's transactions at `lanes` at once; and record_run tx/s.
-async fn ledger_limit(ledger: &Ledger, lanes: usize, jobs: usize) -> anyhow::Result<(f64, f64)> {
-    let per_lane = jobs.div_ceil(lanes);
+/// Jobs/s of the ledger alone: `jobs` jobs' transactions over `projects` projects at `lanes` at
+/// once; and record_run tx/s.
+async fn ledger_limit(
+    ledger: &Ledger,
+    lanes: usize,
+    jobs: usize,
+    projects: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let schedule = Schedule::new(jobs, projects);
     let started = Instant::now();
     let record_time = Arc::new(std::sync::Mutex::new(Duration::ZERO));
     let mut set = JoinSet::new();
-    for lane in 0..lanes {
+    for _ in 0..lanes {
         let ledger = ledger.clone();
         let record_time = record_time.clone();
+        let schedule = schedule.clone();
         set.spawn(async move {
-            for j in 0..per_lane {
+            while let Some((project, round)) = schedule.next().await {
                 let job = NewJob {
-                    kind: Some(JobKind::Create),
-                    project_id: format!("ledger-{lane}"),
-                    version_id: format!("ledger-{lane}-{j}"),
+                    kind: Some(if round == 0 {
+                        JobKind::Create
+                    } else {
+                        JobKind::Update
+                    }),
+                    project_id: format!("ledger-{project}"),
+                    version_id: format!("ledger-{project}-v{round}"),
                     user_id: "bench".into(),
                     prompt: "x".into(),
                     ..NewJob::default()
@@ -576,8 +646,12 @@ async fn ledger_limit(ledger: &Ledger, lanes: usize, jobs: usize) -> anyhow::Res
                 .into_job(&Limits::default())?;
                 let claim = ledger.claim_build(&job, None).await?;
                 let mut old: Option<String> = claim.project.last_session.clone();
-                for step in Step::plan(JobKind::Create) {
-                    let new = old.clone().unwrap_or_else(|| format!("s-{lane}-{j}"));
+                // As a worker does: the last run's record also completes the build.
+                let plan = Step::plan(job.kind);
+                for (i, step) in plan.iter().enumerate() {
+                    let new = old
+                        .clone()
+                        .unwrap_or_else(|| format!("s-{project}-{round}"));
                     let t = Instant::now();
                     ledger
                         .record_run(&RunRecord {
@@ -589,19 +663,13 @@ async fn ledger_limit(ledger: &Ledger, lanes: usize, jobs: usize) -> anyhow::Res
                             metrics: RunMetrics::default(),
                             fresh_reason: None,
                             note: None,
+                            completes: i + 1 == plan.len(),
                         })
                         .await?;
                     *record_time.lock().expect("lock") += t.elapsed();
                     old = Some(new);
                 }
-                ledger
-                    .finish_build(
-                        &job.build_id,
-                        claim.fence,
-                        baton_core::BuildStatus::Completed,
-                        None,
-                    )
-                    .await?;
+                schedule.done(project);
             }
             anyhow::Ok(())
         });
@@ -609,10 +677,9 @@ async fn ledger_limit(ledger: &Ledger, lanes: usize, jobs: usize) -> anyhow::Res
     while let Some(r) = set.join_next().await {
         r??;
     }
-    let total = (per_lane * lanes) as f64;
-    let jobs_per_s = total / started.elapsed().as_secs_f64();
+    let jobs_per_s = jobs as f64 / started.elapsed().as_secs_f64();
     let record_busy = record_time.lock().expect("lock").as_secs_f64() / lanes as f64;
-    Ok((jobs_per_s, total * 4.0 / record_busy))
+    Ok((jobs_per_s, jobs as f64 * 4.0 / record_busy))
 }
 
 /// Jobs/s of Redis alone: each job's queue operations at `lanes` at once.

@@ -29,7 +29,7 @@ struct Cli {
         long,
         global = true,
         env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/baton"
+        default_value = "postgres://postgres@127.0.0.1:5432/baton?sslmode=disable"
     )]
     database_url: String,
     /// The job stream.

@@ -17,7 +17,7 @@ pub struct Config {
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/baton"
+        default_value = "postgres://postgres@127.0.0.1:5432/baton?sslmode=disable"
     )]
     pub database_url: String,
 
