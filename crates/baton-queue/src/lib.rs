@@ -8,18 +8,19 @@
 //! with a heartbeat; entries nobody refreshed for the claim timeout are taken over with
 //! `XAUTOCLAIM`. The scripts live in `src/lua/`.
 //!
-//! Commands go through a `deadpool-redis` pool. Waiting for new entries (`XREAD ... BLOCK`) uses a
-//! dedicated connection without the client's default reply timeout, which would otherwise cut every
-//! wait longer than it.
+//! Commands share one multiplexed connection, redis-rs's `ConnectionManager`, which reconnects by
+//! itself. (A `deadpool-redis` pool, used before, checks every connection it hands out with an
+//! `UNWATCH` and a `PING`: a second round trip for every command.) Waiting for new entries
+//! (`XREAD ... BLOCK`) uses a dedicated connection without the client's default reply timeout,
+//! which would otherwise cut every wait longer than it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use baton_core::{Checkpoint, JOB_FIELD, Job, checkpoint_key, dead_letter_stream};
-use deadpool_redis::{Config as PoolConfig, Pool, Runtime};
 use redis::AsyncConnectionConfig;
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use serde::Serialize;
 
 /// What can go wrong talking to Redis.
@@ -28,12 +29,6 @@ pub enum QueueError {
     /// Redis refused or failed a command.
     #[error("redis error: {0}")]
     Redis(#[from] redis::RedisError),
-    /// No connection could be had from the pool.
-    #[error("redis pool error: {0}")]
-    Pool(#[from] deadpool_redis::PoolError),
-    /// The pool could not be built from the URL.
-    #[error("invalid redis configuration: {0}")]
-    Config(#[from] deadpool_redis::CreatePoolError),
     /// A stored checkpoint is not valid JSON.
     #[error("checkpoint for build {build_id} is unreadable: {source}")]
     BadCheckpoint {
@@ -147,7 +142,7 @@ impl Scripts {
 /// checkpoints. Cheap to clone.
 #[derive(Clone)]
 pub struct Queue {
-    pool: Pool,
+    conn: ConnectionManager,
     client: redis::Client,
     stream: String,
     group: String,
@@ -167,9 +162,14 @@ impl Queue {
     /// Connects to `redis_url` for the job stream `stream` and consumer group `group`.
     pub async fn connect(redis_url: &str, stream: &str, group: &str) -> Result<Queue, QueueError> {
         let client = redis::Client::open(redis_url)?;
-        let pool = PoolConfig::from_url(redis_url).create_pool(Some(Runtime::Tokio1))?;
+        // Connects on first use (the ping below), retrying briefly: a Redis that is down is
+        // reported within a second, and callers retry with their own backoff.
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         let queue = Queue {
-            pool,
+            conn,
             client,
             stream: stream.to_string(),
             group: group.to_string(),
@@ -196,7 +196,7 @@ impl Queue {
 
     /// Checks that Redis answers.
     pub async fn ping(&self) -> Result<(), QueueError> {
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn.clone();
         redis::cmd("PING").query_async::<String>(&mut conn).await?;
         Ok(())
     }
@@ -204,7 +204,7 @@ impl Queue {
     /// Creates the consumer group (and the stream) unless it exists. New groups start at the
     /// stream's beginning, so jobs enqueued before the first worker started are not skipped.
     pub async fn ensure_group(&self) -> Result<(), QueueError> {
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn.clone();
         let created: Result<String, _> = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(&self.stream)
@@ -228,7 +228,7 @@ impl Queue {
     /// Adds any text as a job entry. For producers that validated elsewhere, and for tests that
     /// need to put garbage on the stream.
     pub async fn enqueue_raw(&self, payload: &str) -> Result<String, QueueError> {
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn.clone();
         Ok(redis::cmd("XADD")
             .arg(&self.stream)
             .arg("*")
@@ -272,7 +272,7 @@ impl Queue {
 
     /// Delivers up to `count` new entries to `consumer`, each queued under its project.
     async fn read(&self, consumer: &str, count: usize) -> Result<ReadResult, QueueError> {
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn.clone();
         let reply: redis::Value = self
             .scripts
             .read
@@ -302,7 +302,7 @@ impl Queue {
         min_idle: Duration,
         count: usize,
     ) -> Result<Vec<Delivery>, QueueError> {
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn.clone();
         let reply: redis::Value = self
             .scripts
             .autoclaim
@@ -330,7 +330,7 @@ impl Queue {
         let Some(project) = &delivery.project else {
             return Ok(Start::Started);
         };
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn.clone();
         let started: i64 = self
             .scripts
             .start
@@ -361,7 +361,7 @@ impl Queue {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn.clone();
         let mut invocation = self.scripts.heartbeat.key(&self.stream);
         invocation
             .arg(&self.group)
@@ -385,7 +385,7 @@ impl Queue {
         ending: Ending<'_>,
     ) -> Result<bool, QueueError> {
         let project = delivery.project.as_deref().unwrap_or("");
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn.clone();
         let mut invocation = self.scripts.finish.key(&self.stream);
         invocation
             .key(self.project_queue_key(project))
@@ -437,7 +437,7 @@ impl Queue {
         if entries.is_empty() {
             return Ok(0);
         }
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn.clone();
         let mut invocation = self.scripts.handback.key(&self.stream);
         // Idle "since a day ago": past any claim timeout.
         invocation
@@ -455,7 +455,7 @@ impl Queue {
 
     /// How many entries the group has delivered and not yet acknowledged.
     pub async fn pending_count(&self) -> Result<u64, QueueError> {
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn.clone();
         // XPENDING's summary form begins with the count; the rest is not needed here.
         let summary: Vec<redis::Value> = redis::cmd("XPENDING")
             .arg(&self.stream)
@@ -496,7 +496,7 @@ impl Queue {
         &self,
         event: &baton_core::events::Event,
     ) -> Result<String, QueueError> {
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn.clone();
         Ok(self.event_cmd(event).query_async(&mut conn).await?)
     }
 
@@ -515,7 +515,7 @@ impl Queue {
 
     /// The id of the newest event, or `0-0`: where a follower starts so it misses nothing after.
     pub async fn last_event_id(&self) -> Result<String, QueueError> {
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn.clone();
         let newest: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
             .arg(self.events_stream())
             .arg("+")
@@ -557,13 +557,13 @@ impl Queue {
     }
 
     async fn xlen(&self, key: &str) -> Result<u64, QueueError> {
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn.clone();
         Ok(redis::cmd("XLEN").arg(key).query_async(&mut conn).await?)
     }
 
     /// Up to `count` dead letters, oldest first.
     pub async fn dead_letters(&self, count: usize) -> Result<Vec<DeadEntry>, QueueError> {
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn.clone();
         let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
             .arg(self.dead_stream())
             .arg("-")
@@ -577,7 +577,7 @@ impl Queue {
 
     /// One dead letter by its id.
     pub async fn dead_letter_entry(&self, id: &str) -> Result<Option<DeadEntry>, QueueError> {
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn.clone();
         let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
             .arg(self.dead_stream())
             .arg(id)
@@ -594,7 +594,7 @@ impl Queue {
             return Ok(None);
         };
         let payload = letter.fields.get("payload").cloned().unwrap_or_default();
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn.clone();
         let (new_id, _): (String, i64) = redis::pipe()
             .atomic()
             .cmd("XADD")
@@ -612,7 +612,7 @@ impl Queue {
 
     /// Deletes one dead letter, or all of them; returns how many went.
     pub async fn purge_dead_letters(&self, id: Option<&str>) -> Result<u64, QueueError> {
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn.clone();
         Ok(match id {
             Some(id) => {
                 redis::cmd("XDEL")
@@ -634,7 +634,7 @@ impl Queue {
 
     /// Saves a build's checkpoint with the one-hour TTL.
     pub async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), QueueError> {
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn.clone();
         checkpoint_cmd(checkpoint)
             .query_async::<()>(&mut conn)
             .await?;
@@ -647,7 +647,7 @@ impl Queue {
         checkpoint: &Checkpoint,
         event: &baton_core::events::Event,
     ) -> Result<(), QueueError> {
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn.clone();
         redis::pipe()
             .add_command(checkpoint_cmd(checkpoint))
             .ignore()
@@ -660,7 +660,7 @@ impl Queue {
 
     /// A build's checkpoint, if Redis still has it.
     pub async fn load_checkpoint(&self, build_id: &str) -> Result<Option<Checkpoint>, QueueError> {
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn.clone();
         let raw: Option<String> = redis::cmd("GET")
             .arg(checkpoint_key(build_id))
             .query_async(&mut conn)

@@ -66,7 +66,7 @@ async fn an_enqueued_job_is_delivered_once_and_acked() {
     );
     assert!(q.finish("a", &got[0], Ending::Ack).await.unwrap());
     assert_eq!(q.pending_count().await.unwrap(), 0);
-    let mut conn = q.pool.get().await.unwrap();
+    let mut conn = q.conn.clone();
     let queued: i64 = redis::cmd("LLEN")
         .arg(q.project_queue_key("p1"))
         .query_async(&mut conn)
@@ -195,7 +195,7 @@ async fn a_heartbeat_keeps_entries_and_tells_when_one_was_taken() {
             .is_empty()
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut conn = q.pool.get().await.unwrap();
+    let mut conn = q.conn.clone();
     let lease: Option<String> = redis::cmd("GET")
         .arg(q.lease_key("p1"))
         .query_async(&mut conn)
@@ -303,7 +303,7 @@ async fn a_queue_head_that_nobody_holds_does_not_block_the_project() {
     let first = a.next(1, SHORT).await.unwrap().remove(0);
     let second = a.next(1, SHORT).await.unwrap().remove(0);
     // The first entry is acknowledged behind Baton's back (an operator's XACK).
-    let mut conn = q.pool.get().await.unwrap();
+    let mut conn = q.conn.clone();
     redis::cmd("XACK")
         .arg(q.stream())
         .arg(q.group())
@@ -332,7 +332,7 @@ async fn a_checkpoint_round_trips_with_an_hour_to_live() {
     };
     q.save_checkpoint(&cp).await.unwrap();
     assert_eq!(q.load_checkpoint(&build_id).await.unwrap(), Some(cp));
-    let mut conn = q.pool.get().await.unwrap();
+    let mut conn = q.conn.clone();
     let ttl: i64 = redis::cmd("TTL")
         .arg(checkpoint_key(&build_id))
         .query_async(&mut conn)
@@ -377,4 +377,43 @@ async fn a_checkpoint_and_its_event_are_written_together() {
         ),
         "{seen:?}"
     );
+}
+
+#[tokio::test]
+async fn commands_go_on_after_the_connection_is_cut() {
+    let q = queue().await;
+    let id: i64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(&mut q.conn.clone())
+        .await
+        .unwrap();
+    let mut other = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(id)
+        .query_async(&mut other)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
+    // The command in flight when the cut is noticed may fail; the queue reconnects by itself.
+    let mut answered = false;
+    for _ in 0..40 {
+        if q.enqueue(&job("p1")).await.is_ok() {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(SHORT).await;
+    }
+    assert!(answered, "the queue never reconnected");
+    let now: i64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(&mut q.conn.clone())
+        .await
+        .unwrap();
+    assert_ne!(now, id, "a new connection");
 }
