@@ -27,6 +27,32 @@ fn processes_with(needle: &str) -> Vec<i32> {
     pids
 }
 
+/// The process group of a live process.
+fn group_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    // After the command: state, parent, group.
+    rest.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// Live (not zombie) processes in group `pgid`.
+fn group_members(pgid: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|&pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            stat.rsplit_once(')').is_some_and(|(_, rest)| {
+                let mut f = rest.split_whitespace();
+                let state = f.next().unwrap_or("Z");
+                !state.starts_with(['Z', 'X'])
+                    && f.nth(1).and_then(|g| g.parse().ok()) == Some(pgid)
+            })
+        })
+        .collect()
+}
+
 fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
@@ -57,6 +83,9 @@ async fn a_killed_worker_takes_its_cli_child_with_it() {
     wait_until(Duration::from_secs(30), "the CLI run starting", || {
         !processes_with(&marker).is_empty()
     });
+    let cli = processes_with(&marker)[0];
+    let group = group_of(cli).expect("the CLI's process group");
+    assert_eq!(group, cli, "the CLI leads a process group of its own");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(worker as i32),
         nix::sys::signal::Signal::SIGKILL,
@@ -64,7 +93,12 @@ async fn a_killed_worker_takes_its_cli_child_with_it() {
     .unwrap();
     wait_until(
         Duration::from_secs(10),
-        "the CLI and its supervisor ending with the worker",
+        "the CLI ending with the worker",
         || processes_with(&marker).is_empty(),
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "every process of the run's group ending with the worker",
+        || group_members(group).is_empty(),
     );
 }

@@ -61,8 +61,9 @@ pub struct AgentConfig {
     pub post_result_grace: Duration,
     /// How long each signal (SIGINT, then SIGTERM) is given before the next, ending with SIGKILL.
     pub kill_step: Duration,
-    /// An executable that calls [`supervise::run_if_supervisor`] first thing (the worker's own);
-    /// the CLI then runs under it and dies with the worker. `None` runs the CLI directly.
+    /// An executable that calls [`supervise::run_if_supervisor`] first thing (the worker's own):
+    /// started once as the agent's supervisor, it ends the agent's runs when the agent's process
+    /// ends. `None` leaves runs unguarded.
     pub supervisor: Option<PathBuf>,
     /// Names (or `PREFIX*` patterns) of environment variables passed to the child.
     pub env_allow: Vec<String>,
@@ -206,12 +207,28 @@ pub enum AgentError {
         /// Why it failed.
         source: std::io::Error,
     },
+    /// The supervisor could not be started.
+    #[error("cannot start the supervisor {exe}: {source}")]
+    Supervisor {
+        /// The executable that was run.
+        exe: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
 }
 
 /// Runs the CLI. Cheap to clone and share.
 #[derive(Debug, Clone)]
 pub struct Agent {
     config: AgentConfig,
+    guard: std::sync::Arc<Guard>,
+}
+
+/// What marks this agent's runs, and the helper that ends them with the agent's process.
+#[derive(Debug)]
+struct Guard {
+    token: String,
+    supervisor: std::sync::Mutex<Option<supervise::Supervisor>>,
 }
 
 enum StdoutItem {
@@ -222,7 +239,49 @@ enum StdoutItem {
 impl Agent {
     /// An agent with this configuration.
     pub fn new(config: AgentConfig) -> Self {
-        Agent { config }
+        let nonce = {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+            );
+            h.finish()
+        };
+        Agent {
+            config,
+            guard: std::sync::Arc::new(Guard {
+                token: format!("{}-{nonce:016x}", std::process::id()),
+                supervisor: std::sync::Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Starts the supervisor, or starts it again if it died, before a run that needs it.
+    fn ensure_supervisor(&self) -> Result<(), AgentError> {
+        let Some(exe) = &self.config.supervisor else {
+            return Ok(());
+        };
+        let mut slot = self
+            .guard
+            .supervisor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(running) = slot.as_mut() {
+            if running.alive() {
+                return Ok(());
+            }
+            tracing::warn!(supervisor = %exe.display(), "the supervisor died; starting it again");
+        }
+        let started = supervise::Supervisor::start(exe, &self.guard.token).map_err(|source| {
+            AgentError::Supervisor {
+                exe: exe.display().to_string(),
+                source,
+            }
+        })?;
+        *slot = Some(started);
+        Ok(())
     }
 
     /// The configuration in use.
@@ -261,21 +320,9 @@ impl Agent {
         let cancel = hooks.cancel.clone();
         let kill = hooks.kill.clone();
         let started = Instant::now();
-        let mut cmd = match &self.config.supervisor {
-            Some(supervisor) => {
-                let mut c = Command::new(supervisor);
-                c.args(supervise::supervisor_args(
-                    &self.config.program,
-                    &req.args(),
-                ));
-                c
-            }
-            None => {
-                let mut c = Command::new(&self.config.program);
-                c.args(req.args());
-                c
-            }
-        };
+        self.ensure_supervisor()?;
+        let mut cmd = Command::new(&self.config.program);
+        cmd.args(req.args());
         cmd.current_dir(&req.cwd)
             .env_clear()
             .envs(self.child_env(std::env::vars()))
@@ -291,6 +338,10 @@ impl Agent {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        if self.config.supervisor.is_some() {
+            // Set after the deny-list applied, which keeps `BATON_*` variables from the child.
+            cmd.env(supervise::GUARD_VAR, &self.guard.token);
+        }
         let mut child = spawn_retrying(&mut cmd)
             .await
             .map_err(|source| AgentError::Spawn {

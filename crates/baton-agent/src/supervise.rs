@@ -1,133 +1,159 @@
-//! The supervisor that stands between a worker and the CLI, so the CLI cannot outlive the worker.
+//! The supervisor that makes sure no CLI run outlives its worker.
 //!
 //! A process group ends with a signal only when someone sends one; a worker killed with SIGKILL sends
-//! nothing. So the agent starts the CLI through a supervisor — the worker's own executable run with
-//! [`SUPERVISE_FLAG`] — which asks the kernel for a signal when its parent dies
-//! (`PR_SET_PDEATHSIG`) and then kills the whole group, the CLI's own children included.
+//! nothing. So an agent with a supervisor starts, once, a helper process: its own executable run
+//! with [`SUPERVISE_FLAG`]. The helper holds the reading end of a pipe whose only writer is the
+//! agent, and waits. When the agent's process ends, however it ends, the kernel closes the pipe; the
+//! helper then kills every process carrying the agent's token in its environment ([`GUARD_VAR`],
+//! which every CLI run gets and passes on to what it starts), together with its process group.
 //!
-//! The supervisor leads the group and waits for the CLI. SIGINT and SIGTERM sent to the group reach
-//! the CLI directly, so the supervisor only waits; it exits as the CLI did (code or signal). It
-//! blocks signals only after starting the CLI, which would otherwise inherit the blocked mask.
+//! The CLI is the agent's direct child. An earlier design put a supervisor process between the two
+//! for every run; on the virtual machines profiled a process start costs about 1 ms of CPU, mostly in
+//! libc's start-up, which made that supervisor a third of Baton's overhead per run.
 
 use std::ffi::OsString;
+use std::io::{self, Read};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::Duration;
 
-use nix::sys::signal::{SigSet, Signal, killpg, raise};
-use nix::sys::wait::WaitStatus;
-use nix::unistd::{getpgrp, getppid};
+use nix::sys::signal::{SigSet, Signal, kill, killpg};
+use nix::unistd::{Pid, getpgid, getpgrp};
 
-/// The first argument that turns an executable into the supervisor:
-/// `<exe> --baton-agent-supervise <parent pid> -- <program> [args...]`.
+/// The first argument that turns an executable into the supervisor: `<exe> --baton-agent-supervise
+/// <token>`, with the pipe from the agent on stdin.
 pub const SUPERVISE_FLAG: &str = "--baton-agent-supervise";
 
-/// The signal the kernel sends the supervisor when its parent dies.
-const PARENT_DIED: Signal = Signal::SIGUSR2;
+/// The environment variable that marks a CLI run (and whatever it starts) as the agent's:
+/// `BATON_AGENT_GUARD=<token>`.
+pub const GUARD_VAR: &str = "BATON_AGENT_GUARD";
 
 /// Runs the supervisor and exits if this process was started as one; returns otherwise.
-/// Call it first thing in `main` of any binary used as [`crate::AgentConfig::supervisor`], before
-/// any other thread exists (in particular before an async runtime starts): the supervisor takes
-/// signals with `sigwait` on this thread, and another thread that does not block them would
-/// receive and drop them.
+/// Call it first thing in `main` of any binary used as [`crate::AgentConfig::supervisor`].
 pub fn run_if_supervisor() {
     let args: Vec<OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == SUPERVISE_FLAG) {
-        std::process::exit(supervise(&args[2..]));
+        let Some(token) = args.get(2).and_then(|t| t.to_str()) else {
+            eprintln!("baton supervisor: usage: {SUPERVISE_FLAG} <token>");
+            std::process::exit(2);
+        };
+        std::process::exit(supervise(token));
     }
 }
 
-/// The arguments that make `supervisor` run `program args...` under supervision.
-pub fn supervisor_args(program: &std::path::Path, args: &[String]) -> Vec<OsString> {
-    let mut all: Vec<OsString> = vec![
-        SUPERVISE_FLAG.into(),
-        std::process::id().to_string().into(),
-        "--".into(),
-        program.as_os_str().to_owned(),
-    ];
-    all.extend(args.iter().map(OsString::from));
-    all
-}
-
-fn supervise(args: &[OsString]) -> i32 {
-    let parent: Option<i32> = args
-        .first()
-        .and_then(|p| p.to_str())
-        .and_then(|p| p.parse().ok());
-    let (Some(parent), Some(sep)) = (parent, args.get(1)) else {
-        eprintln!("baton supervisor: usage: {SUPERVISE_FLAG} <parent pid> -- <program> [args...]");
-        return 2;
-    };
-    if sep != "--" || args.len() < 3 {
-        eprintln!("baton supervisor: usage: {SUPERVISE_FLAG} <parent pid> -- <program> [args...]");
-        return 2;
-    }
-    // The CLI starts before any signal is blocked here: a child inherits the blocked mask, and
-    // the CLI must see SIGINT and SIGTERM to end its turn.
-    let mut child = match std::process::Command::new(&args[2])
-        .args(&args[3..])
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!(
-                "baton supervisor: cannot start {}: {e}",
-                args[2].to_string_lossy()
-            );
-            return 127;
-        }
-    };
-    // From here on signals are taken with sigwait.
+/// The helper's life: wait for the agent's end, then end its runs.
+fn supervise(token: &str) -> i32 {
+    // Signals meant for the worker (a Ctrl-C in its terminal reaches its whole group) must not end
+    // the helper before the worker: it has work to do after.
     let mut mask = SigSet::empty();
     for s in [
-        Signal::SIGCHLD,
         Signal::SIGINT,
         Signal::SIGTERM,
-        PARENT_DIED,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
     ] {
         mask.add(s);
     }
-    if let Err(e) = mask.thread_block() {
-        eprintln!("baton supervisor: cannot block signals: {e}");
-        let _ = killpg(getpgrp(), Signal::SIGKILL);
-        return 2;
-    }
-    if let Err(e) = nix::sys::prctl::set_pdeathsig(PARENT_DIED) {
-        eprintln!("baton supervisor: cannot watch the parent: {e}");
-        let _ = killpg(getpgrp(), Signal::SIGKILL);
-        return 2;
-    }
-    // The parent may have died before the request above took effect.
-    if getppid().as_raw() != parent {
-        let _ = killpg(getpgrp(), Signal::SIGKILL);
-        return 137;
-    }
-    let child_pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    // A SIGCHLD that came before the mask was discarded; look once before waiting for signals.
-    let mut check_child = true;
+    let _ = mask.thread_block();
+    // Nothing is ever written; the read ends when the agent's process closes the pipe by ending.
+    let mut stdin = io::stdin().lock();
+    let mut buf = [0u8; 64];
     loop {
-        if check_child {
-            match nix::sys::wait::waitpid(child_pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(_, code)) => return code,
-                Ok(WaitStatus::Signaled(_, signal, _)) => return exit_like(signal, &mask),
-                _ => {}
-            }
+        match stdin.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
         }
-        check_child = false;
-        match mask.wait() {
-            Ok(Signal::SIGCHLD) => check_child = true,
-            Ok(s) if s == PARENT_DIED => {
-                // The worker is gone: end everything it started, this supervisor included.
-                let _ = killpg(getpgrp(), Signal::SIGKILL);
-                let _ = child.kill();
-                return 137;
-            }
-            // SIGINT and SIGTERM went to the whole group; the CLI has them. Keep waiting for it.
-            _ => {}
+    }
+    let entry = format!("{GUARD_VAR}={token}");
+    // A run may be forking while it is killed: sweep until a pass finds nothing.
+    for _ in 0..50 {
+        if sweep(entry.as_bytes()) == 0 {
+            return 0;
         }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("baton supervisor: processes of token {token} keep appearing; giving up");
+    1
+}
+
+/// Kills every live process whose environment holds `entry`, with its process group. Returns how
+/// many it found.
+fn sweep(entry: &[u8]) -> usize {
+    let me = std::process::id();
+    let own_group = getpgrp();
+    let mut found = 0;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    for e in dir.filter_map(Result::ok) {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        // A zombie's environment reads empty, so the dead are not counted again.
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        if !env.split(|b| *b == 0).any(|v| v == entry) {
+            continue;
+        }
+        found += 1;
+        let pid = Pid::from_raw(pid as i32);
+        if let Ok(group) = getpgid(Some(pid))
+            && group != own_group
+        {
+            let _ = killpg(group, Signal::SIGKILL);
+        }
+        let _ = kill(pid, Signal::SIGKILL);
+    }
+    found
+}
+
+/// The agent's side: the running helper and the pipe it watches.
+#[derive(Debug)]
+pub(crate) struct Supervisor {
+    child: Option<Child>,
+    /// Held, never written: its closing is the message.
+    lifeline: Option<ChildStdin>,
+}
+
+impl Supervisor {
+    /// Starts the helper `exe` for `token`.
+    pub(crate) fn start(exe: &Path, token: &str) -> io::Result<Supervisor> {
+        let mut child = Command::new(exe)
+            .arg(SUPERVISE_FLAG)
+            .arg(token)
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let lifeline = child.stdin.take();
+        Ok(Supervisor {
+            child: Some(child),
+            lifeline,
+        })
+    }
+
+    /// Whether the helper still runs.
+    pub(crate) fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 }
 
-/// Ends this process the way the CLI ended: by the same signal where it can be raised.
-fn exit_like(signal: Signal, mask: &SigSet) -> i32 {
-    let _ = mask.thread_unblock();
-    let _ = raise(signal);
-    128 + signal as i32
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        // The agent is gone, and its runs with it: the helper sweeps and exits. It is reaped off
+        // this thread, which may be an async runtime's.
+        drop(self.lifeline.take());
+        if let Some(mut child) = self.child.take() {
+            std::thread::spawn(move || child.wait());
+        }
+    }
 }

@@ -426,7 +426,7 @@ async fn a_supervised_run_behaves_like_a_direct_one() {
     assert_eq!(
         missing.exit,
         Some(baton_agent::Exit::Code(1)),
-        "the supervisor exits as the CLI did"
+        "a supervised run reports the CLI's own exit"
     );
 }
 

@@ -451,7 +451,7 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
         (after - before - polls) as f64 / args.jobs as f64
     );
     println!(
-        "| CPU per job: Postgres / Redis / workers / CLI children (supervisor + emulator) / bench | {:.2} / {:.2} / {:.2} / {:.2} / {:.2} ms |",
+        "| CPU per job: Postgres / Redis / workers / CLI children (emulator) / bench | {:.2} / {:.2} / {:.2} / {:.2} / {:.2} ms |",
         cpu.postgres * 1000.0 / args.jobs as f64,
         cpu.redis * 1000.0 / args.jobs as f64,
         cpu.workers * 1000.0 / args.jobs as f64,
@@ -480,7 +480,7 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
     println!("\n## Limits, each alone at concurrency {lanes} (jobs/s)\n");
     println!("| limit | jobs/s |\n|---|---|");
     println!(
-        "| spawning and reading the CLI (4 runs a job, through baton-supervise); mean of {agent_before:.1} before the pipeline and {agent_after:.1} after | {agent_jobs:.1} |"
+        "| spawning and reading the CLI (4 runs a job, supervised as in the worker); mean of {agent_before:.1} before the pipeline and {agent_after:.1} after | {agent_jobs:.1} |"
     );
     println!(
         "| ledger: a job's transactions (claim, 4 records, the last completing the build); record_run alone {record_tx:.0} tx/s | {ledger_jobs:.1} |"
@@ -568,8 +568,8 @@ async fn agent_limit(
 ) -> anyhow::Result<f64> {
     let agent = Agent::new(AgentConfig {
         program: bench.bins.join("claude-emulator"),
-        // As the worker does when `baton-supervise` is installed beside it.
-        supervisor: Some(bench.bins.join("baton-supervise")),
+        // As the worker does, with the worker's executable.
+        supervisor: Some(bench.bins.join("baton-worker")),
         env: vec![(
             "CLAUDE_CONFIG_DIR".into(),
             bench
@@ -840,16 +840,22 @@ async fn slow(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Live `claude-emulator` processes that a worker started (through its supervisors).
+/// Live CLI processes that a worker started: its children.
 fn count_children(worker: u32) -> usize {
-    let needle = format!("--baton-agent-supervise\0{worker}\0");
+    let parent = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (_, rest) = stat.rsplit_once(')')?;
+        // After the command: state, then the parent's pid.
+        rest.split_whitespace().nth(1)?.parse().ok()
+    };
     std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .filter_map(Result::ok)
-        .filter(|e| {
-            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            String::from_utf8_lossy(&cmdline).contains(&needle)
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|&pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            comm.trim() == "claude-emulator" && parent(pid) == Some(worker)
         })
         .count()
 }

@@ -152,7 +152,7 @@ impl Config {
             supervisor: if self.no_supervisor {
                 None
             } else {
-                supervisor()
+                std::env::current_exe().ok()
             },
             ..baton_agent::AgentConfig::default()
         };
@@ -223,14 +223,6 @@ impl Config {
             max_prompt_bytes: self.max_prompt_bytes,
         }
     }
-}
-
-/// The supervisor executable: `baton-supervise` beside this one when installed (small, so cheap to
-/// start for every run), otherwise this executable itself.
-fn supervisor() -> Option<std::path::PathBuf> {
-    let me = std::env::current_exe().ok()?;
-    let small = me.with_file_name("baton-supervise");
-    Some(if small.is_file() { small } else { me })
 }
 
 /// The worker's scheduling settings, checked.

@@ -8,9 +8,8 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
-    // This executable can also supervise a CLI child (see baton_agent::supervise). That must happen
-    // before the runtime starts threads: the supervisor waits for signals on this one thread, and a
-    // signal the other threads do not block would be lost to them.
+    // This executable is also the supervisor that ends the CLI runs when the worker ends (see
+    // baton_agent::supervise); started as one, it does nothing else.
     baton_agent::supervise::run_if_supervisor();
     let config = Config::parse();
     init_tracing(&config.log_format);
