@@ -194,16 +194,25 @@ impl TestEnv {
         self.workers[n].wait().ok().and_then(|s| s.code())
     }
 
-    /// Whether worker `n` has a CLI child running (its supervisor names the worker's pid).
+    /// Whether worker `n` has a CLI child running.
     pub fn worker_has_child(&self, n: usize) -> bool {
-        let needle = format!("--baton-agent-supervise\0{}\0", self.workers[n].id());
+        let worker = self.workers[n].id().to_string();
         std::fs::read_dir("/proc")
             .into_iter()
             .flatten()
             .filter_map(Result::ok)
             .any(|e| {
+                let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+                // After the command: state, then the parent's pid.
+                let child = stat.rsplit_once(')').is_some_and(|(_, rest)| {
+                    let mut f = rest.split_whitespace();
+                    !f.next().unwrap_or("Z").starts_with(['Z', 'X']) && f.next() == Some(&worker)
+                });
+                // The worker's other child is its supervisor.
                 let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-                String::from_utf8_lossy(&cmdline).contains(&needle)
+                child
+                    && !String::from_utf8_lossy(&cmdline)
+                        .contains(baton_agent::supervise::SUPERVISE_FLAG)
             })
     }
 
