@@ -196,24 +196,12 @@ impl TestEnv {
 
     /// Whether worker `n` has a CLI child running.
     pub fn worker_has_child(&self, n: usize) -> bool {
-        let worker = self.workers[n].id().to_string();
-        std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-            .any(|e| {
-                let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-                // After the command: state, then the parent's pid.
-                let child = stat.rsplit_once(')').is_some_and(|(_, rest)| {
-                    let mut f = rest.split_whitespace();
-                    !f.next().unwrap_or("Z").starts_with(['Z', 'X']) && f.next() == Some(&worker)
-                });
-                // The worker's other child is its supervisor.
-                let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-                child
-                    && !String::from_utf8_lossy(&cmdline)
-                        .contains(baton_agent::supervise::SUPERVISE_FLAG)
-            })
+        let worker = self.workers[n].id() as i32;
+        process_ids().any(|pid| {
+            // The worker's other child is its supervisor.
+            live_process(pid).is_some_and(|p| p.parent == worker)
+                && !command_line(pid).contains(baton_agent::supervise::SUPERVISE_FLAG)
+        })
     }
 
     /// The address worker `n` serves `/metrics`, `/healthz` and `/readyz` on, from its log.
@@ -368,4 +356,43 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
+}
+
+/// Where a live process stands in the process tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// Its parent's pid.
+    pub parent: i32,
+    /// Its process group.
+    pub group: i32,
+}
+
+/// The pids in `/proc`.
+pub fn process_ids() -> impl Iterator<Item = i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+}
+
+/// Parent and group of `pid`, or `None` when it is gone or a zombie.
+pub fn live_process(pid: i32) -> Option<ProcessInfo> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command: state, parent, group.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace();
+    if fields.next()?.starts_with(['Z', 'X']) {
+        return None;
+    }
+    Some(ProcessInfo {
+        parent: fields.next()?.parse().ok()?,
+        group: fields.next()?.parse().ok()?,
+    })
+}
+
+/// The command line of `pid`, arguments separated by NUL; empty when it is gone.
+pub fn command_line(pid: i32) -> String {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&raw).into_owned()
 }

@@ -925,7 +925,7 @@ struct Cpu {
 
 impl Cpu {
     /// Cumulative CPU of the Postgres and Redis servers, the workers, the workers' reaped children
-    /// (the supervisors and the CLIs they ran), and this process.
+    /// (the CLI runs), and this process.
     fn sample(workers: &[u32]) -> Cpu {
         // /proc reports CPU times in USER_HZ, which Linux fixes at 100 per second.
         let tick = 100.0;
