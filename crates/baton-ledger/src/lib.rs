@@ -241,6 +241,9 @@ pub struct BuildState {
     pub runs: Vec<RecordedRun>,
 }
 
+/// How long a pooled connection may sit idle before it is pinged on its way out of the pool.
+const IDLE_BEFORE_PING: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The ledger, over a connection pool. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Ledger {
@@ -253,6 +256,18 @@ impl Ledger {
         let pool = PgPoolOptions::new()
             .max_connections(10)
             .acquire_timeout(std::time::Duration::from_secs(10))
+            // A round trip per acquire doubled a busy worker's Postgres round trips; a connection
+            // in steady use shows its failure on the next query anyway, so only one that sat idle
+            // (where restarts and idle timeouts bite) is checked before it is handed out.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= IDLE_BEFORE_PING {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect(database_url)
             .await?;
         Ok(Ledger { pool })
