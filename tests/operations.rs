@@ -74,6 +74,64 @@ async fn every_state_change_is_published_as_an_event() {
     env.start_worker();
     let build = env.enqueue("evented", "evented-v1", "create", "Build it");
     let done = env.wait_finished(&build, LIMIT);
+    let events = build_events(&env, &build).await;
+    let types: Vec<&str> = events
+        .iter()
+        .map(|(_, e)| e["event"].as_str().unwrap())
+        .collect();
+    let mut expected = vec!["job_started"];
+    for _ in 0..4 {
+        expected.extend(["run_started", "session_seen", "run_finished"]);
+    }
+    expected.push("job_completed");
+    assert_eq!(types, expected, "in the order they happened");
+    let last = &events.last().unwrap().1;
+    assert_eq!(last["session_id"], done["runs"][3]["new_session_id"]);
+    assert!(
+        events
+            .iter()
+            .all(|(_, e)| e["project_id"] == "evented" && e["at"].is_string())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_starting_cli_gets_its_run_started_before_it_names_a_session() {
+    let mut env = TestEnv::new().await;
+    // A CLI that takes its time before its first line, as the real one does while Node starts.
+    let cli = env.dir.path().join("slow-start-claude");
+    std::fs::write(
+        &cli,
+        format!(
+            "#!/bin/sh\nsleep 0.3\nexec {} \"$@\"\n",
+            claude_emulator::binary().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&cli, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    env.start_worker_with(&[("BATON_CLAUDE_BIN", cli.to_str().unwrap())]);
+    let build = env.enqueue("slowstart", "slowstart-v1", "create", "Build it");
+    env.wait_finished(&build, LIMIT);
+    let events = build_events(&env, &build).await;
+    let published_ms = |kind: &str, nth: usize| -> u64 {
+        let (id, _) = events
+            .iter()
+            .filter(|(_, e)| e["event"] == kind)
+            .nth(nth)
+            .unwrap_or_else(|| panic!("no {kind} #{nth}: {events:?}"));
+        id.split('-').next().unwrap().parse().unwrap()
+    };
+    for run in 0..4 {
+        let started = published_ms("run_started", run);
+        let seen = published_ms("session_seen", run);
+        assert!(
+            seen >= started + 200,
+            "run {run}: run_started went out at {started}, session_seen at {seen}; the start must not wait for the session"
+        );
+    }
+}
+
+/// A build's progress events with their stream ids, oldest first.
+async fn build_events(env: &TestEnv, build: &str) -> Vec<(String, Value)> {
     let mut redis = env.redis().await;
     let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
         .arg(baton_core::events::events_stream(&env.stream))
@@ -82,41 +140,15 @@ async fn every_state_change_is_published_as_an_event() {
         .query_async(&mut redis)
         .await
         .unwrap();
-    let events: Vec<Value> = entries
+    entries
         .ids
         .iter()
         .map(|e| match &e.map["event"] {
-            redis::Value::BulkString(b) => serde_json::from_slice(b).unwrap(),
+            redis::Value::BulkString(b) => (e.id.clone(), serde_json::from_slice(b).unwrap()),
             other => panic!("not an event: {other:?}"),
         })
-        .filter(|e: &Value| e["build_id"] == build.as_str())
-        .collect();
-    let types: Vec<&str> = events
-        .iter()
-        .map(|e| e["event"].as_str().unwrap())
-        .collect();
-    let mut expected = vec!["job_started"];
-    for _ in 0..4 {
-        expected.extend(["run_started", "session_seen", "run_finished"]);
-    }
-    expected.push("job_completed");
-    // The session-seen event is published beside the run, so it may trail its run's end.
-    let mut sorted_types = types.clone();
-    sorted_types.sort();
-    let mut sorted_expected = expected.clone();
-    sorted_expected.sort();
-    assert_eq!(sorted_types, sorted_expected, "{types:?}");
-    assert_eq!(
-        (types[0], *types.last().unwrap()),
-        ("job_started", "job_completed")
-    );
-    let last = events.last().unwrap();
-    assert_eq!(last["session_id"], done["runs"][3]["new_session_id"]);
-    assert!(
-        events
-            .iter()
-            .all(|e| e["project_id"] == "evented" && e["at"].is_string())
-    );
+        .filter(|(_, e): &(String, Value)| e["build_id"] == build)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -486,7 +486,7 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
         "| ledger: a job's transactions (claim, 4 records, the last completing the build); record_run alone {record_tx:.0} tx/s | {ledger_jobs:.1} |"
     );
     println!(
-        "| Redis: a job's operations (enqueue, read, start, checkpoint read, 8 checkpoints with 8 events, 6 more events, finish) | {redis_jobs:.1} |"
+        "| Redis: a job's operations (enqueue, read, start, checkpoint read with an event, 8 checkpoints with 12 events, finish with an event) | {redis_jobs:.1} |"
     );
     // Each limit was measured with the whole machine to itself; the pipeline pays for all three on
     // the same cores, so the bound it can reach is their combination.
@@ -731,17 +731,21 @@ async fn redis_limit(bench: &Bench, lanes: usize, jobs: usize) -> anyhow::Result
                 queue
                     .try_start(&consumer_name, &delivery, Duration::from_secs(30))
                     .await?;
-                // As a worker does: the checkpoint and `job_started`; per run `run_started`, then
-                // two checkpoints each carrying its event; `job_completed`; the ack.
+                // As a worker does: `job_started` with the checkpoint read; per run the session's
+                // checkpoint carrying `run_started` and `session_seen`, then the run's last
+                // checkpoint carrying `run_finished`; the ack carrying `job_completed`.
                 let event =
                     |kind| baton_core::events::Event::new(kind, &job.build_id, &job.project_id);
-                queue.load_checkpoint(&job.build_id).await?;
-                queue.publish_event(&event(EventType::JobStarted)).await?;
+                queue
+                    .publish_and_load_checkpoint(&event(EventType::JobStarted), &job.build_id)
+                    .await?;
                 for _ in 0..4 {
-                    queue.publish_event(&event(EventType::RunStarted)).await?;
-                    for (phase, kind) in [
-                        (Phase::Started, EventType::SessionSeen),
-                        (Phase::Finished, EventType::RunFinished),
+                    for (phase, kinds) in [
+                        (
+                            Phase::Started,
+                            &[EventType::RunStarted, EventType::SessionSeen][..],
+                        ),
+                        (Phase::Finished, &[EventType::RunFinished][..]),
                     ] {
                         let checkpoint = baton_core::Checkpoint {
                             session_id: "s".into(),
@@ -752,13 +756,21 @@ async fn redis_limit(bench: &Bench, lanes: usize, jobs: usize) -> anyhow::Result
                             phase,
                             updated_at: Utc::now(),
                         };
+                        let events: Vec<_> = kinds.iter().map(|k| event(*k)).collect();
+                        let events: Vec<_> = events.iter().collect();
                         queue
-                            .save_checkpoint_with_event(&checkpoint, &event(kind))
+                            .save_checkpoint_with_events(&checkpoint, &events)
                             .await?;
                     }
                 }
-                queue.publish_event(&event(EventType::JobCompleted)).await?;
-                queue.finish(&consumer_name, &delivery, Ending::Ack).await?;
+                queue
+                    .finish_with_event(
+                        &consumer_name,
+                        &delivery,
+                        Ending::Ack,
+                        Some(&event(EventType::JobCompleted)),
+                    )
+                    .await?;
             }
             anyhow::Ok(())
         });

@@ -384,6 +384,19 @@ impl Queue {
         delivery: &Delivery,
         ending: Ending<'_>,
     ) -> Result<bool, QueueError> {
+        self.finish_with_event(consumer, delivery, ending, None)
+            .await
+    }
+
+    /// Like [`Queue::finish`], and publishes `event` (the job's last progress event) in the same
+    /// round trip, whether or not the entry is still `consumer`'s.
+    pub async fn finish_with_event(
+        &self,
+        consumer: &str,
+        delivery: &Delivery,
+        ending: Ending<'_>,
+        event: Option<&baton_core::events::Event>,
+    ) -> Result<bool, QueueError> {
         let project = delivery.project.as_deref().unwrap_or("");
         let mut conn = self.conn.clone();
         let mut invocation = self.scripts.finish.key(&self.stream);
@@ -391,23 +404,34 @@ impl Queue {
             .key(self.project_queue_key(project))
             .key(self.lease_key(project))
             .key(self.dead_stream())
+            .key(self.events_stream())
             .arg(&self.group)
             .arg(&delivery.id)
             .arg(consumer)
             .arg(if delivery.project.is_some() { "1" } else { "0" });
         let wake = self.wake_channel();
+        let event = event
+            .map(|e| serde_json::to_string(e).expect("an event serialises"))
+            .unwrap_or_default();
+        let event_args = |invocation: &mut redis::ScriptInvocation<'_>| {
+            invocation
+                .arg(&event)
+                .arg(baton_core::events::EVENTS_MAXLEN)
+                .arg(baton_core::events::EVENT_FIELD);
+        };
         match &ending {
             Ending::Ack => {
                 invocation.arg("ack").arg(&wake);
+                event_args(&mut invocation);
             }
             Ending::DeadLetter(letter) => {
                 let failed_at = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_millis())
                     .unwrap_or(0);
+                invocation.arg("dead").arg(&wake);
+                event_args(&mut invocation);
                 invocation
-                    .arg("dead")
-                    .arg(&wake)
                     .arg("reason")
                     .arg(letter.reason)
                     .arg("payload")
@@ -641,20 +665,20 @@ impl Queue {
         Ok(())
     }
 
-    /// Saves a checkpoint and publishes the progress event that goes with it in one round trip.
-    pub async fn save_checkpoint_with_event(
+    /// Saves a checkpoint and publishes the progress events that go with it, in order, in one
+    /// round trip.
+    pub async fn save_checkpoint_with_events(
         &self,
         checkpoint: &Checkpoint,
-        event: &baton_core::events::Event,
+        events: &[&baton_core::events::Event],
     ) -> Result<(), QueueError> {
         let mut conn = self.conn.clone();
-        redis::pipe()
-            .add_command(checkpoint_cmd(checkpoint))
-            .ignore()
-            .add_command(self.event_cmd(event))
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await?;
+        let mut pipe = redis::pipe();
+        pipe.add_command(checkpoint_cmd(checkpoint)).ignore();
+        for event in events {
+            pipe.add_command(self.event_cmd(event)).ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await?;
         Ok(())
     }
 
@@ -665,14 +689,36 @@ impl Queue {
             .arg(checkpoint_key(build_id))
             .query_async(&mut conn)
             .await?;
-        raw.map(|r| {
-            serde_json::from_str(&r).map_err(|source| QueueError::BadCheckpoint {
-                build_id: build_id.to_string(),
-                source,
-            })
-        })
-        .transpose()
+        parse_checkpoint(build_id, raw)
     }
+
+    /// Publishes `event` and reads `build_id`'s checkpoint in one round trip: what a job does as
+    /// it starts.
+    pub async fn publish_and_load_checkpoint(
+        &self,
+        event: &baton_core::events::Event,
+        build_id: &str,
+    ) -> Result<Option<Checkpoint>, QueueError> {
+        let mut conn = self.conn.clone();
+        let (raw,): (Option<String>,) = redis::pipe()
+            .add_command(self.event_cmd(event))
+            .ignore()
+            .get(checkpoint_key(build_id))
+            .query_async(&mut conn)
+            .await?;
+        parse_checkpoint(build_id, raw)
+    }
+}
+
+/// A checkpoint as read from Redis, if there was one.
+fn parse_checkpoint(build_id: &str, raw: Option<String>) -> Result<Option<Checkpoint>, QueueError> {
+    raw.map(|r| {
+        serde_json::from_str(&r).map_err(|source| QueueError::BadCheckpoint {
+            build_id: build_id.to_string(),
+            source,
+        })
+    })
+    .transpose()
 }
 
 /// The `SET` that stores `checkpoint` under its build with the checkpoint TTL.

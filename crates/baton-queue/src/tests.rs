@@ -268,10 +268,24 @@ async fn a_dead_letter_keeps_the_payload_and_reason_and_acks_the_entry() {
         last_error: None,
         consumer: "a",
     };
+    let from = q.last_event_id().await.unwrap();
+    let failed = baton_core::events::Event::new(
+        baton_core::events::EventType::JobFailed,
+        "b-dead",
+        "p-dead",
+    );
     assert!(
-        q.finish("a", &got[0], Ending::DeadLetter(letter))
+        q.finish_with_event("a", &got[0], Ending::DeadLetter(letter), Some(&failed))
             .await
             .unwrap()
+    );
+    let mut reader = q.event_reader(&from).await.unwrap();
+    let events = reader.next(SHORT).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.build_id == "b-dead" && e.event == baton_core::events::EventType::JobFailed),
+        "the job's last event rides with the ending: {events:?}"
     );
     let dead = q.dead_letters(10).await.unwrap();
     assert_eq!(dead.len(), 1);
@@ -352,7 +366,7 @@ async fn a_checkpoint_round_trips_with_an_hour_to_live() {
 }
 
 #[tokio::test]
-async fn a_checkpoint_and_its_event_are_written_together() {
+async fn a_checkpoint_and_its_events_are_written_together_in_order() {
     let q = queue().await;
     let from = q.last_event_id().await.unwrap();
     let build_id = uuid::Uuid::new_v4().to_string();
@@ -365,18 +379,63 @@ async fn a_checkpoint_and_its_event_are_written_together() {
         phase: baton_core::checkpoint::Phase::Started,
         updated_at: chrono::Utc::now(),
     };
-    let event =
-        baton_core::events::Event::new(baton_core::events::EventType::SessionSeen, &build_id, "p1");
-    q.save_checkpoint_with_event(&cp, &event).await.unwrap();
+    use baton_core::events::{Event, EventType};
+    let started = Event::new(EventType::RunStarted, &build_id, "p1");
+    let seen = Event::new(EventType::SessionSeen, &build_id, "p1");
+    q.save_checkpoint_with_events(&cp, &[&started, &seen])
+        .await
+        .unwrap();
     assert_eq!(q.load_checkpoint(&build_id).await.unwrap(), Some(cp));
     let mut reader = q.event_reader(&from).await.unwrap();
-    let seen = reader.next(Duration::from_millis(200)).await.unwrap();
-    assert!(
-        seen.iter().any(
-            |e| e.build_id == build_id && e.event == baton_core::events::EventType::SessionSeen
-        ),
-        "{seen:?}"
+    let kinds: Vec<EventType> = reader
+        .next(Duration::from_millis(200))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.build_id == build_id)
+        .map(|e| e.event)
+        .collect();
+    assert_eq!(kinds, [EventType::RunStarted, EventType::SessionSeen]);
+}
+
+#[tokio::test]
+async fn a_job_start_publishes_its_event_and_reads_the_checkpoint_in_one_call() {
+    use baton_core::events::{Event, EventType};
+    let q = queue().await;
+    let from = q.last_event_id().await.unwrap();
+    let build_id = uuid::Uuid::new_v4().to_string();
+    let started = Event::new(EventType::JobStarted, &build_id, "p1");
+    assert_eq!(
+        q.publish_and_load_checkpoint(&started, &build_id)
+            .await
+            .unwrap(),
+        None
     );
+    let cp = Checkpoint {
+        session_id: "s1".into(),
+        build_id: build_id.clone(),
+        project_path: "p1".into(),
+        files_created: vec![],
+        step: "build".into(),
+        phase: baton_core::checkpoint::Phase::Finished,
+        updated_at: chrono::Utc::now(),
+    };
+    q.save_checkpoint(&cp).await.unwrap();
+    assert_eq!(
+        q.publish_and_load_checkpoint(&started, &build_id)
+            .await
+            .unwrap(),
+        Some(cp)
+    );
+    let mut reader = q.event_reader(&from).await.unwrap();
+    let starts = reader
+        .next(Duration::from_millis(200))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.build_id == build_id && e.event == EventType::JobStarted)
+        .count();
+    assert_eq!(starts, 2);
 }
 
 #[tokio::test]

@@ -18,6 +18,10 @@ use tracing::{Instrument, error, info, info_span, warn};
 use crate::config::Scheduling;
 use crate::metrics::Metrics;
 
+/// How long a run's `run_started` event waits to ride with the checkpoint of the session the CLI
+/// names; past it, the event goes out on its own.
+const START_EVENT_WINDOW: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// How a job's processing ended; the scheduler ends its entry accordingly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobEnd {
@@ -92,8 +96,13 @@ pub struct JobSignals {
 }
 
 impl JobContext {
-    /// Runs one delivered entry to its end.
-    pub async fn process(&self, delivery: &Delivery, signals: &JobSignals) -> JobEnd {
+    /// Runs one delivered entry to its end. Returns the end and, when there is one, the progress
+    /// event announcing it, left for the caller to publish with the entry's ending.
+    pub async fn process(
+        &self,
+        delivery: &Delivery,
+        signals: &JobSignals,
+    ) -> (JobEnd, Option<Event>) {
         let job = match delivery
             .payload
             .as_deref()
@@ -103,10 +112,11 @@ impl JobContext {
             Ok(job) => job,
             Err(reason) => {
                 warn!(entry = %delivery.id, %reason, "refusing a malformed job");
-                return JobEnd::DeadLettered {
+                let end = JobEnd::DeadLettered {
                     reason,
                     attempts: 0,
                 };
+                return (end, None);
             }
         };
         let span = info_span!("job", build_id = %job.build_id, project_id = %job.project_id, kind = %job.kind);
@@ -124,13 +134,13 @@ impl JobContext {
             }
             JobEnd::Fenced => None,
         };
-        if let Some((kind, session, error)) = final_event {
+        let event = final_event.map(|(kind, session, error)| {
             let mut event = Event::new(kind, &job.build_id, &job.project_id);
             event.session_id = session;
             event.error = error;
-            self.publish(&event).await;
-        }
-        end
+            event
+        });
+        (end, event)
     }
 
     /// Publishes a progress event; a lost event costs a backend a live update, never the job.
@@ -184,10 +194,10 @@ impl JobContext {
         }
         let mut started = Event::new(EventType::JobStarted, &job.build_id, &job.project_id);
         started.attempt = Some(claim.attempt);
-        let (_, interrupted) = tokio::join!(
-            self.publish(&started),
-            self.queue.load_checkpoint(&job.build_id)
-        );
+        let interrupted = self
+            .queue
+            .publish_and_load_checkpoint(&started, &job.build_id)
+            .await;
         info!(
             attempt = claim.attempt,
             fence = claim.fence,
@@ -348,13 +358,14 @@ impl JobContext {
             };
             // The checkpoint is the fast path and the ledger the truth: neither waits for the other,
             // and the run's last event rides with the checkpoint.
+            let last_events = [&finished];
             let checkpoint = self.checkpoint(
                 job,
                 step,
                 &new_session,
                 &report.files_created,
                 Phase::Finished,
-                Some(&finished),
+                &last_events,
             );
             let ((), recorded) = tokio::join!(checkpoint, self.ledger.record_run(&record));
             match recorded? {
@@ -481,19 +492,40 @@ impl JobContext {
             session_seen: Some(seen_tx),
         };
         // Progress is published while the CLI starts, in order: the run started, then its session
-        // (checkpointed as soon as the CLI names it).
+        // (checkpointed as soon as the CLI names it). A CLI names its session moments after it
+        // starts, so both events usually ride with that checkpoint in one round trip; one that
+        // takes longer gets its `run_started` on its own first.
         let progress = {
             let this = self.clone();
             let job = job.clone();
             async move {
-                this.publish(&started).await;
-                if let Ok(session) = seen_rx.await {
-                    let mut seen =
-                        Event::new(EventType::SessionSeen, &job.build_id, &job.project_id);
-                    seen.step = Some(step.name().to_string());
-                    seen.session_id = Some(session.clone());
-                    this.checkpoint(&job, step, &session, &[], Phase::Started, Some(&seen))
-                        .await;
+                let mut seen_rx = seen_rx;
+                let mut pending = Some(started);
+                let named = match tokio::time::timeout(START_EVENT_WINDOW, &mut seen_rx).await {
+                    Ok(named) => named,
+                    Err(_) => {
+                        if let Some(started) = pending.take() {
+                            this.publish(&started).await;
+                        }
+                        seen_rx.await
+                    }
+                };
+                match named {
+                    Ok(session) => {
+                        let mut seen =
+                            Event::new(EventType::SessionSeen, &job.build_id, &job.project_id);
+                        seen.step = Some(step.name().to_string());
+                        seen.session_id = Some(session.clone());
+                        let events: Vec<&Event> = pending.iter().chain([&seen]).collect();
+                        this.checkpoint(&job, step, &session, &[], Phase::Started, &events)
+                            .await;
+                    }
+                    // The run ended without naming a session.
+                    Err(_) => {
+                        if let Some(started) = pending.take() {
+                            this.publish(&started).await;
+                        }
+                    }
                 }
             }
         };
@@ -531,7 +563,7 @@ impl JobContext {
         session: &str,
         files: &[String],
         phase: Phase,
-        event: Option<&Event>,
+        events: &[&Event],
     ) {
         let checkpoint = Checkpoint {
             session_id: session.to_string(),
@@ -543,14 +575,10 @@ impl JobContext {
             updated_at: chrono::Utc::now(),
         };
         // The ledger is the source of truth; a lost checkpoint only costs the fast path.
-        let saved = match event {
-            Some(event) => {
-                self.queue
-                    .save_checkpoint_with_event(&checkpoint, event)
-                    .await
-            }
-            None => self.queue.save_checkpoint(&checkpoint).await,
-        };
+        let saved = self
+            .queue
+            .save_checkpoint_with_events(&checkpoint, events)
+            .await;
         if let Err(e) = saved {
             warn!(error = %e, "could not save the checkpoint or its event");
         }

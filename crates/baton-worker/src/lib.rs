@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use baton_agent::Agent;
+use baton_core::events::Event;
 use baton_ledger::Ledger;
 use baton_queue::{DeadLetter, Delivery, Ending, Queue, Start};
 use tokio::sync::Notify;
@@ -495,17 +496,18 @@ impl Worker {
     async fn run_job(&self, delivery: Delivery, signals: JobSignals) {
         let started = std::time::Instant::now();
         self.ctx.metrics.jobs_in_flight.inc();
-        let end = self.ctx.process(&delivery, &signals).await;
+        let (end, event) = self.ctx.process(&delivery, &signals).await;
         self.ctx.metrics.jobs_in_flight.dec();
         let end = if signals.lost.is_cancelled() {
             JobEnd::Fenced
         } else {
             end
         };
+        let event = event.as_ref();
         info!(entry = %delivery.id, end = ?end, "job ended");
         let entry = [(delivery.id.clone(), delivery.project.clone())];
         match &end {
-            JobEnd::Completed { .. } => self.finish(&delivery, Ending::Ack).await,
+            JobEnd::Completed { .. } => self.finish(&delivery, Ending::Ack, event).await,
             JobEnd::DeadLettered { reason, attempts } => {
                 let payload = delivery.original();
                 let letter = DeadLetter {
@@ -516,11 +518,16 @@ impl Worker {
                     last_error: Some(reason),
                     consumer: &self.consumer,
                 };
-                self.finish(&delivery, Ending::DeadLetter(letter)).await
+                self.finish(&delivery, Ending::DeadLetter(letter), event)
+                    .await
             }
             JobEnd::Fenced => {}
-            JobEnd::HandBack(_) => self.hand_back(&entry).await,
+            JobEnd::HandBack(_) => {
+                self.publish(event).await;
+                self.hand_back(&entry).await
+            }
             JobEnd::AuthFailed(why) => {
+                self.publish(event).await;
                 // Not the job's fault: give back everything and take nothing until the CLI works.
                 let reason = format!("the claude CLI cannot authenticate: {why}");
                 warn!(%reason, "paused: taking no jobs until a probe of the CLI succeeds");
@@ -556,11 +563,21 @@ impl Worker {
         self.room.notify_one();
     }
 
-    async fn finish(&self, delivery: &Delivery, ending: Ending<'_>) {
+    /// Publishes a job's last progress event on its own; a lost event costs a backend a live
+    /// update, never the job.
+    async fn publish(&self, event: Option<&Event>) {
+        if let Some(event) = event
+            && let Err(e) = self.ctx.queue.publish_event(event).await
+        {
+            warn!(error = %e, "could not publish a progress event");
+        }
+    }
+
+    async fn finish(&self, delivery: &Delivery, ending: Ending<'_>, event: Option<&Event>) {
         match self
             .ctx
             .queue
-            .finish(&self.consumer, delivery, ending)
+            .finish_with_event(&self.consumer, delivery, ending, event)
             .await
         {
             Ok(true) => {}

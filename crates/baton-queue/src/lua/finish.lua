@@ -1,16 +1,23 @@
 -- Ends an entry: optionally into the dead-letter stream, then acknowledged, out of its project's
 -- queue, and its lease released. Only its holder may end it: a stale worker cannot ack the entry its
--- successor runs.
--- KEYS[1] stream, KEYS[2] project queue, KEYS[3] project lease, KEYS[4] dead-letter stream
+-- successor runs. The job's final progress event rides along, so a job's end is one round trip.
+-- KEYS[1] stream, KEYS[2] project queue, KEYS[3] project lease, KEYS[4] dead-letter stream,
+-- KEYS[5] events stream
 -- ARGV[1] group, ARGV[2] entry id, ARGV[3] consumer, ARGV[4] '1' when it has a project,
--- ARGV[5] 'ack' or 'dead', ARGV[6] the wake channel, then the dead letter's field/value pairs.
+-- ARGV[5] 'ack' or 'dead', ARGV[6] the wake channel, ARGV[7] the event's JSON or '',
+-- ARGV[8] the events stream's approximate length cap, ARGV[9] the event's field name, then the dead
+-- letter's field/value pairs.
 -- Returns 1 when ended, 0 when the entry is not this consumer's.
+if ARGV[7] ~= '' then
+  -- Published whoever holds the entry: the event reports the job, which the ledger already ended.
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[8], '*', ARGV[9], ARGV[7])
+end
 if not owns(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then
   return 0
 end
 if ARGV[5] == 'dead' then
   local fields = {}
-  for i = 7, #ARGV do
+  for i = 10, #ARGV do
     table.insert(fields, ARGV[i])
   end
   redis.call('XADD', KEYS[4], '*', unpack(fields))
