@@ -658,11 +658,7 @@ impl Queue {
 
     /// Saves a build's checkpoint with the one-hour TTL.
     pub async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), QueueError> {
-        let mut conn = self.conn.clone();
-        checkpoint_cmd(checkpoint)
-            .query_async::<()>(&mut conn)
-            .await?;
-        Ok(())
+        self.save_checkpoint_with_events(checkpoint, &[]).await
     }
 
     /// Saves a checkpoint and publishes the progress events that go with it, in order, in one

@@ -32,6 +32,19 @@ fn job(project: &str) -> Job {
 const LEASE: Duration = Duration::from_secs(30);
 const SHORT: Duration = Duration::from_millis(50);
 
+/// A checkpoint of `build_id`'s build step in `phase`, with no files.
+fn checkpoint(build_id: &str, phase: baton_core::checkpoint::Phase) -> Checkpoint {
+    Checkpoint {
+        session_id: "s1".into(),
+        build_id: build_id.to_string(),
+        project_path: "p1".into(),
+        files_created: vec![],
+        step: "build".into(),
+        phase,
+        updated_at: chrono::Utc::now(),
+    }
+}
+
 #[tokio::test]
 async fn an_enqueued_job_is_delivered_once_and_acked() {
     let q = queue().await;
@@ -336,13 +349,8 @@ async fn a_checkpoint_round_trips_with_an_hour_to_live() {
     let q = queue().await;
     let build_id = uuid::Uuid::new_v4().to_string();
     let cp = Checkpoint {
-        session_id: "s1".into(),
-        build_id: build_id.clone(),
-        project_path: "p1".into(),
         files_created: vec!["/w/p1/a.md".into()],
-        step: "build".into(),
-        phase: baton_core::checkpoint::Phase::Finished,
-        updated_at: chrono::Utc::now(),
+        ..checkpoint(&build_id, baton_core::checkpoint::Phase::Finished)
     };
     q.save_checkpoint(&cp).await.unwrap();
     assert_eq!(q.load_checkpoint(&build_id).await.unwrap(), Some(cp));
@@ -370,15 +378,7 @@ async fn a_checkpoint_and_its_events_are_written_together_in_order() {
     let q = queue().await;
     let from = q.last_event_id().await.unwrap();
     let build_id = uuid::Uuid::new_v4().to_string();
-    let cp = Checkpoint {
-        session_id: "s1".into(),
-        build_id: build_id.clone(),
-        project_path: "p1".into(),
-        files_created: vec![],
-        step: "build".into(),
-        phase: baton_core::checkpoint::Phase::Started,
-        updated_at: chrono::Utc::now(),
-    };
+    let cp = checkpoint(&build_id, baton_core::checkpoint::Phase::Started);
     use baton_core::events::{Event, EventType};
     let started = Event::new(EventType::RunStarted, &build_id, "p1");
     let seen = Event::new(EventType::SessionSeen, &build_id, "p1");
@@ -411,15 +411,7 @@ async fn a_job_start_publishes_its_event_and_reads_the_checkpoint_in_one_call() 
             .unwrap(),
         None
     );
-    let cp = Checkpoint {
-        session_id: "s1".into(),
-        build_id: build_id.clone(),
-        project_path: "p1".into(),
-        files_created: vec![],
-        step: "build".into(),
-        phase: baton_core::checkpoint::Phase::Finished,
-        updated_at: chrono::Utc::now(),
-    };
+    let cp = checkpoint(&build_id, baton_core::checkpoint::Phase::Finished);
     q.save_checkpoint(&cp).await.unwrap();
     assert_eq!(
         q.publish_and_load_checkpoint(&started, &build_id)

@@ -144,7 +144,7 @@ impl JobContext {
     }
 
     /// Publishes a progress event; a lost event costs a backend a live update, never the job.
-    async fn publish(&self, event: &Event) {
+    pub(crate) async fn publish(&self, event: &Event) {
         if let Err(e) = self.queue.publish_event(event).await {
             warn!(error = %e, "could not publish a progress event");
         }

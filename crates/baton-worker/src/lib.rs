@@ -563,13 +563,10 @@ impl Worker {
         self.room.notify_one();
     }
 
-    /// Publishes a job's last progress event on its own; a lost event costs a backend a live
-    /// update, never the job.
+    /// Publishes a job's last progress event on its own, when it has one.
     async fn publish(&self, event: Option<&Event>) {
-        if let Some(event) = event
-            && let Err(e) = self.ctx.queue.publish_event(event).await
-        {
-            warn!(error = %e, "could not publish a progress event");
+        if let Some(event) = event {
+            self.ctx.publish(event).await;
         }
     }
 
