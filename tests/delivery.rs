@@ -138,7 +138,9 @@ async fn a_dead_workers_jobs_finish_elsewhere_and_no_recorded_run_repeats() {
     env.wait_until(LIMIT, "the first worker running jobs", || {
         env.worker_has_child(0)
     });
-    env.start_worker_with(&[("BATON_CONCURRENCY", "3")]);
+    // The successor runs on a multi-thread runtime, the first on the default single thread: both
+    // flavours share one fleet.
+    env.start_worker_with(&[("BATON_CONCURRENCY", "3"), ("BATON_THREADS", "2")]);
     // Kill the first worker in the middle of a run.
     std::thread::sleep(Duration::from_millis(300));
     env.wait_until(LIMIT, "a run in flight on the first worker", || {

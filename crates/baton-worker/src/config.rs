@@ -89,6 +89,11 @@ pub struct Config {
     #[arg(long, env = "BATON_CONCURRENCY", default_value_t = 4)]
     pub concurrency: usize,
 
+    /// Threads running the worker's own tasks. With 1 (the default) everything runs on one thread,
+    /// which costs the least CPU: the worker mostly waits on the CLI, Redis and Postgres.
+    #[arg(long, env = "BATON_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: u16,
+
     /// Seconds between refreshes of this worker's entries and project leases.
     #[arg(long, env = "BATON_HEARTBEAT", default_value_t = 5.0)]
     pub heartbeat_secs: f64,
@@ -246,4 +251,20 @@ pub struct Scheduling {
     pub shutdown_grace: Duration,
     /// Most entries held at once.
     pub max_held: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_thread_by_default_and_zero_threads_refused() {
+        let config = Config::try_parse_from(["baton-worker"]).expect("defaults parse");
+        assert_eq!(config.threads, 1);
+        let config = Config::try_parse_from(["baton-worker", "--threads", "3"]).expect("parses");
+        assert_eq!(config.threads, 3);
+        let err = Config::try_parse_from(["baton-worker", "--threads", "0"])
+            .expect_err("zero threads cannot run anything");
+        assert!(err.to_string().contains("--threads"), "{err}");
+    }
 }
