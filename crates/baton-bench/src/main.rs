@@ -19,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use baton_agent::{Agent, AgentConfig, RunRequest};
 use baton_core::checkpoint::Phase;
 use baton_core::events::EventType;
@@ -368,7 +368,15 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
     let lanes = args.replicas * args.concurrency;
     // The CLI limit is measured before the pipeline and again after it: the machine's speed drifts
     // by several percent within a minute, and the mean of the two brackets the pipeline's run.
-    let agent_before = agent_limit(&bench, lanes, args.jobs, args.projects, "before").await?;
+    let agent_before = agent_limit(
+        &bench,
+        args.replicas,
+        args.concurrency,
+        args.jobs,
+        args.projects,
+        "before",
+    )
+    .await?;
     let before = xact_commits(&bench.admin_url, &bench.db_name).await?;
     let mut pids = Vec::new();
     for _ in 0..args.replicas {
@@ -465,7 +473,15 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
     );
 
     // The limits, each alone at the same concurrency.
-    let agent_after = agent_limit(&bench, lanes, args.jobs, args.projects, "after").await?;
+    let agent_after = agent_limit(
+        &bench,
+        args.replicas,
+        args.concurrency,
+        args.jobs,
+        args.projects,
+        "after",
+    )
+    .await?;
     let agent_jobs = (agent_before + agent_after) / 2.0;
     let (ledger_jobs, record_tx) = ledger_limit(&ledger, lanes, args.jobs, args.projects).await?;
     let redis_jobs = redis_limit(&bench, lanes, (args.jobs).max(lanes)).await?;
@@ -556,71 +572,111 @@ impl Schedule {
     }
 }
 
-/// Jobs/s of the CLI alone: `jobs` jobs of four runs over `projects` projects, at `lanes` at once;
-/// each project's jobs continue its session, as the pipeline's do. `label` keeps each measurement's
-/// sessions apart.
+/// Jobs/s of the CLI alone: `jobs` jobs of four runs over `projects` projects, driven as the
+/// workers drive them: `replicas` threads, each with its own single-threaded runtime, agent and
+/// supervisor, running `concurrency` jobs at once.
 async fn agent_limit(
     bench: &Bench,
-    lanes: usize,
+    replicas: usize,
+    concurrency: usize,
     jobs: usize,
     projects: usize,
     label: &str,
 ) -> anyhow::Result<f64> {
-    let agent = Agent::new(AgentConfig {
-        program: bench.bins.join("claude-emulator"),
-        // As the worker does, with the worker's executable.
-        supervisor: Some(bench.bins.join("baton-worker")),
-        env: vec![(
-            "CLAUDE_CONFIG_DIR".into(),
-            bench
-                .dir
-                .join(format!("claude-limit-{label}"))
-                .display()
-                .to_string(),
-        )],
-        ..AgentConfig::default()
-    });
     let schedule = Schedule::new(jobs, projects);
     let sessions = Arc::new(std::sync::Mutex::new(HashMap::<usize, String>::new()));
     let started = Instant::now();
-    let mut set = JoinSet::new();
-    for _ in 0..lanes {
-        let agent = agent.clone();
+    let mut threads = Vec::with_capacity(replicas);
+    for replica in 0..replicas {
+        let agent = Agent::new(AgentConfig {
+            program: bench.bins.join("claude-emulator"),
+            // As the worker does, with the worker's executable.
+            supervisor: Some(bench.bins.join("baton-worker")),
+            env: vec![(
+                "CLAUDE_CONFIG_DIR".into(),
+                bench
+                    .dir
+                    .join(format!("claude-limit-{label}"))
+                    .display()
+                    .to_string(),
+            )],
+            ..AgentConfig::default()
+        });
         let schedule = schedule.clone();
         let sessions = sessions.clone();
         let workspace = bench.dir.join(format!("limit-workspace-{label}"));
-        set.spawn(async move {
-            while let Some((project, round)) = schedule.next().await {
-                let dir = workspace.join(format!("project-{project}"));
-                std::fs::create_dir_all(&dir)?;
-                let mut session = sessions.lock().expect("lock").get(&project).cloned();
-                for step in Step::plan(JobKind::Create) {
-                    let prompt = if *step == Step::Compact {
-                        "/compact".to_string()
-                    } else {
-                        format!("Change {round} of project {project}: {step}")
-                    };
-                    let req = RunRequest {
-                        cwd: dir.clone(),
-                        prompt,
-                        resume: session.clone(),
-                        ..RunRequest::default()
-                    };
-                    let report = agent.run(&req, &CancellationToken::new()).await?;
-                    session = report.session_id;
-                }
-                if let Some(session) = session {
-                    sessions.lock().expect("lock").insert(project, session);
-                }
-                schedule.done(project);
-            }
-            anyhow::Ok(())
-        });
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("cli-limit-{replica}"))
+                .spawn(move || -> anyhow::Result<()> {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    runtime.block_on(async move {
+                        let mut set = JoinSet::new();
+                        for _ in 0..concurrency {
+                            set.spawn(cli_lane(
+                                agent.clone(),
+                                schedule.clone(),
+                                sessions.clone(),
+                                workspace.clone(),
+                            ));
+                        }
+                        while let Some(r) = set.join_next().await {
+                            r??;
+                        }
+                        anyhow::Ok(())
+                    })
+                })?,
+        );
     }
-    while let Some(r) = set.join_next().await {
-        r??;
-    }
+    let joined = tokio::task::spawn_blocking(move || {
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .map_err(|_| anyhow!("a CLI limit thread panicked"))?
+            })
+            .collect::<anyhow::Result<Vec<()>>>()
+    })
+    .await?;
+    joined?;
     Ok(jobs as f64 / started.elapsed().as_secs_f64())
+}
+
+/// One lane of the CLI limit: takes jobs from the schedule and runs each job's four runs, resuming
+/// the project's session as the worker would.
+async fn cli_lane(
+    agent: Agent,
+    schedule: Arc<Schedule>,
+    sessions: Arc<std::sync::Mutex<HashMap<usize, String>>>,
+    workspace: PathBuf,
+) -> anyhow::Result<()> {
+    while let Some((project, round)) = schedule.next().await {
+        let dir = workspace.join(format!("project-{project}"));
+        std::fs::create_dir_all(&dir)?;
+        let mut session = sessions.lock().expect("lock").get(&project).cloned();
+        for step in Step::plan(JobKind::Create) {
+            let prompt = if *step == Step::Compact {
+                "/compact".to_string()
+            } else {
+                format!("Change {round} of project {project}: {step}")
+            };
+            let req = RunRequest {
+                cwd: dir.clone(),
+                prompt,
+                resume: session.clone(),
+                ..RunRequest::default()
+            };
+            let report = agent.run(&req, &CancellationToken::new()).await?;
+            session = report.session_id;
+        }
+        if let Some(session) = session {
+            sessions.lock().expect("lock").insert(project, session);
+        }
+        schedule.done(project);
+    }
+    Ok(())
 }
 
 /// Jobs/s of the ledger alone: `jobs` jobs' transactions over `projects` projects at `lanes` at
