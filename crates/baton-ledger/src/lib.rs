@@ -10,7 +10,8 @@ use baton_core::policy::{FreshReason, ProjectSessions};
 use baton_core::{BuildStatus, Job, Step};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgPool, PgPoolOptions, Postgres};
 
 /// `url` with its database name replaced by `name`, keeping host, credentials and query
 /// (`postgres://u@h:5432/baton?sslmode=require` with `x` gives `postgres://u@h:5432/x?sslmode=require`).
@@ -241,13 +242,52 @@ pub struct BuildState {
     pub runs: Vec<RecordedRun>,
 }
 
-/// How long a pooled connection may sit idle before it is pinged on its way out of the pool.
+/// How long a connection may sit unused (in the pool or kept by the hot path) before it is checked
+/// with a round trip before its next use.
 const IDLE_BEFORE_PING: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Most connections the hot path keeps out of the pool between calls (see [`Kept`]); never more
+/// than half the pool, so the pool always has connections for everything else.
+const KEEP_MAX: usize = 5;
+
+/// How long a kept connection may go unused before it goes back to the pool.
+const KEEP_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The ledger, over a connection pool. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Ledger {
     pool: PgPool,
+    kept: std::sync::Arc<Kept>,
+}
+
+/// Connections the hot path (claims and records) keeps between calls instead of handing them back
+/// to the pool: sqlx checks every connection it takes back with a round trip to Postgres, which
+/// made each claim and record cost two round trips instead of one.
+#[derive(Debug, Default)]
+struct Kept {
+    idle: std::sync::Mutex<Vec<(PoolConnection<Postgres>, std::time::Instant)>>,
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        // Handing a connection back to the pool spawns a task, which panics once the runtime is
+        // gone (a ledger dropped after it); closing them here needs no runtime, and the pool opens
+        // replacements when it needs them.
+        for (conn, _) in self.lock().drain(..) {
+            drop(conn.detach());
+        }
+    }
+}
+
+impl Kept {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Vec<(PoolConnection<Postgres>, std::time::Instant)>> {
+        // The list stays consistent whatever a panicking holder did: it only pushes and pops.
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 impl Ledger {
@@ -270,12 +310,57 @@ impl Ledger {
             })
             .connect(database_url)
             .await?;
-        Ok(Ledger { pool })
+        Ok(Ledger::from_pool(pool))
     }
 
     /// A ledger over an existing pool.
     pub fn from_pool(pool: PgPool) -> Ledger {
-        Ledger { pool }
+        Ledger {
+            pool,
+            kept: Default::default(),
+        }
+    }
+
+    /// A connection for the hot path: the most recently kept one, checked with a round trip only
+    /// if it sat unused long enough for a restart or an idle timeout to have broken it; otherwise
+    /// one from the pool.
+    async fn hot_connection(&self) -> Result<PoolConnection<Postgres>, LedgerError> {
+        loop {
+            let Some((mut conn, since)) = self.kept.lock().pop() else {
+                return Ok(self.pool.acquire().await?);
+            };
+            if since.elapsed() < IDLE_BEFORE_PING
+                || sqlx::Connection::ping(&mut *conn).await.is_ok()
+            {
+                return Ok(conn);
+            }
+            // Broken: dropping it lets the pool open a replacement.
+        }
+    }
+
+    /// Keeps a hot-path connection that just answered a call, for the next call. Connections past
+    /// [`KEEP_MAX`], or unused for [`KEEP_IDLE`], go back to the pool.
+    fn keep(&self, conn: PoolConnection<Postgres>) {
+        let now = std::time::Instant::now();
+        let mut kept = self.kept.lock();
+        // Oldest first: those that sat too long return to the pool (dropped after the lock).
+        let stale: Vec<_> = {
+            let fresh_from = kept
+                .iter()
+                .position(|(_, since)| now.duration_since(*since) < KEEP_IDLE)
+                .unwrap_or(kept.len());
+            kept.drain(..fresh_from).collect()
+        };
+        let room = KEEP_MAX.min(self.pool.options().get_max_connections() as usize / 2);
+        let overflow = if kept.len() < room {
+            kept.push((conn, now));
+            None
+        } else {
+            Some(conn)
+        };
+        drop(kept);
+        drop(stale);
+        drop(overflow);
     }
 
     /// The pool, for health checks.
@@ -327,6 +412,7 @@ impl Ledger {
         stream_id: Option<&str>,
     ) -> Result<Claim, LedgerError> {
         // One function call, one round trip: see migrations/*_claim_function.sql.
+        let mut conn = self.hot_connection().await?;
         let row = sqlx::query!(
             r#"SELECT fence AS "fence!", attempt AS "attempt!", status AS "status!",
                       last_session, last_resumable AS "last_resumable!", fresh_start_at,
@@ -345,7 +431,7 @@ impl Ledger {
             job.enqueued_at,
             job.previous_session_id,
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *conn)
         .await
         .map_err(|e| match refusal(&e) {
             Some(("BT403", _, _, _)) => LedgerError::NotOwner {
@@ -359,6 +445,7 @@ impl Ledger {
             },
             _ => LedgerError::Db(e),
         })?;
+        self.keep(conn);
         let recorded = row
             .recorded_steps
             .into_iter()
@@ -398,6 +485,7 @@ impl Ledger {
         let job = run.job;
         let m = &run.metrics;
         // One function call, one round trip: see migrations/*_claim_function.sql.
+        let mut conn = self.hot_connection().await?;
         let written = sqlx::query_scalar!(
             r#"SELECT baton_record_run(
                    $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"#,
@@ -420,10 +508,15 @@ impl Ledger {
             m.num_turns,
             run.completes,
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *conn)
         .await;
+        // Only a connection that answered goes back for the next call; after an error the pool
+        // takes it, and checks it.
         let e = match written {
-            Ok(Some(true)) => return Ok(Recorded::Written),
+            Ok(Some(true)) => {
+                self.keep(conn);
+                return Ok(Recorded::Written);
+            }
             Ok(other) => {
                 return Err(LedgerError::Unexpected(format!(
                     "baton_record_run answered {other:?}"

@@ -641,3 +641,87 @@ async fn the_last_runs_record_completes_the_build_and_a_refused_one_writes_nothi
         "completed"
     );
 }
+
+/// The backend process behind the connection the hot path kept most recently.
+async fn kept_backend(ledger: &Ledger) -> i32 {
+    let (mut conn, since) = ledger.kept.lock().pop().expect("a kept connection");
+    let pid = sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    ledger.kept.lock().push((conn, since));
+    pid
+}
+
+#[sqlx::test(migrator = "crate::MIGRATOR")]
+async fn the_hot_path_keeps_its_connection_and_replaces_one_that_broke(pool: PgPool) {
+    let ledger = Ledger::from_pool(pool.clone());
+    let (j, claim) = created(&ledger, "p1", "v1", "s1").await;
+    let first = kept_backend(&ledger).await;
+    ledger
+        .record_run(&run(
+            &j,
+            claim.fence,
+            Step::Recommendations,
+            Some("s1"),
+            "s1",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        kept_backend(&ledger).await,
+        first,
+        "the next record reuses the kept connection"
+    );
+
+    // Postgres ends that backend (a restart, an idle timeout) while the connection sits unused
+    // long enough to be checked before its next use.
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(first)
+        .execute(&pool)
+        .await
+        .unwrap();
+    {
+        let mut kept = ledger.kept.lock();
+        let (conn, _) = kept.pop().unwrap();
+        let long_ago = std::time::Instant::now() - IDLE_BEFORE_PING * 2;
+        kept.push((conn, long_ago));
+    }
+    let written = ledger
+        .record_run(&run(&j, claim.fence, Step::Documentation, Some("s1"), "s1"))
+        .await
+        .unwrap();
+    assert_eq!(written, Recorded::Written);
+    assert_ne!(
+        kept_backend(&ledger).await,
+        first,
+        "a new connection took its place"
+    );
+}
+
+#[sqlx::test(migrator = "crate::MIGRATOR")]
+async fn the_hot_path_keeps_at_most_a_few_connections(pool: PgPool) {
+    let ledger = Ledger::from_pool(pool.clone());
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let ledger = ledger.clone();
+        set.spawn(async move {
+            let j = job(&format!("p{i}"), &format!("v{i}"), "u1", JobKind::Create);
+            let claim = ledger.claim_build(&j, None).await.unwrap();
+            ledger
+                .record_run(&run(&j, claim.fence, Step::Build, None, "s"))
+                .await
+                .unwrap()
+        });
+    }
+    while let Some(written) = set.join_next().await {
+        assert_eq!(written.unwrap(), Recorded::Written);
+    }
+    let kept = ledger.kept.lock().len();
+    let half_the_pool = pool.options().get_max_connections() as usize / 2;
+    assert!(
+        (1..=KEEP_MAX.min(half_the_pool)).contains(&kept),
+        "{kept} connections kept of a pool of {}; the rest went back to the pool",
+        pool.options().get_max_connections()
+    );
+}
