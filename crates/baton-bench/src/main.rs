@@ -496,7 +496,7 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
     println!("\n## Limits, each alone at concurrency {lanes} (jobs/s)\n");
     println!("| limit | jobs/s |\n|---|---|");
     println!(
-        "| spawning and reading the CLI (4 runs a job, supervised as in the worker); mean of {agent_before:.1} before the pipeline and {agent_after:.1} after | {agent_jobs:.1} |"
+        "| spawning and reading the CLI (4 runs a job, supervised and driven as in the workers); mean of {agent_before:.1} before the pipeline and {agent_after:.1} after | {agent_jobs:.1} |"
     );
     println!(
         "| ledger: a job's transactions (claim, 4 records, the last completing the build); record_run alone {record_tx:.0} tx/s | {ledger_jobs:.1} |"
