@@ -253,6 +253,10 @@ const KEEP_MAX: usize = 5;
 /// How long a kept connection may go unused before it goes back to the pool.
 const KEEP_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// How long the hot path keeps using one connection before it goes back to the pool, whose own
+/// rules (its maximum lifetime) then decide whether it is replaced.
+const KEEP_LIFETIME: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
 /// The ledger, over a connection pool. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Ledger {
@@ -265,7 +269,15 @@ pub struct Ledger {
 /// made each claim and record cost two round trips instead of one.
 #[derive(Debug, Default)]
 struct Kept {
-    idle: std::sync::Mutex<Vec<(PoolConnection<Postgres>, std::time::Instant)>>,
+    idle: std::sync::Mutex<Vec<HotConnection>>,
+}
+
+/// A connection of the hot path, with when it was first kept and when it was last used.
+#[derive(Debug)]
+struct HotConnection {
+    conn: PoolConnection<Postgres>,
+    first_kept: std::time::Instant,
+    last_used: std::time::Instant,
 }
 
 impl Drop for Kept {
@@ -273,16 +285,14 @@ impl Drop for Kept {
         // Handing a connection back to the pool spawns a task, which panics once the runtime is
         // gone (a ledger dropped after it); closing them here needs no runtime, and the pool opens
         // replacements when it needs them.
-        for (conn, _) in self.lock().drain(..) {
-            drop(conn.detach());
+        for hot in self.lock().drain(..) {
+            drop(hot.conn.detach());
         }
     }
 }
 
 impl Kept {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, Vec<(PoolConnection<Postgres>, std::time::Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<HotConnection>> {
         // The list stays consistent whatever a panicking holder did: it only pushes and pops.
         self.idle
             .lock()
@@ -324,39 +334,46 @@ impl Ledger {
     /// A connection for the hot path: the most recently kept one, checked with a round trip only
     /// if it sat unused long enough for a restart or an idle timeout to have broken it; otherwise
     /// one from the pool.
-    async fn hot_connection(&self) -> Result<PoolConnection<Postgres>, LedgerError> {
+    async fn hot_connection(&self) -> Result<HotConnection, LedgerError> {
         loop {
-            let Some((mut conn, since)) = self.kept.lock().pop() else {
-                return Ok(self.pool.acquire().await?);
+            let Some(mut hot) = self.kept.lock().pop() else {
+                let now = std::time::Instant::now();
+                return Ok(HotConnection {
+                    conn: self.pool.acquire().await?,
+                    first_kept: now,
+                    last_used: now,
+                });
             };
-            if since.elapsed() < IDLE_BEFORE_PING
-                || sqlx::Connection::ping(&mut *conn).await.is_ok()
+            if hot.last_used.elapsed() < IDLE_BEFORE_PING
+                || sqlx::Connection::ping(&mut *hot.conn).await.is_ok()
             {
-                return Ok(conn);
+                return Ok(hot);
             }
             // Broken: dropping it lets the pool open a replacement.
         }
     }
 
     /// Keeps a hot-path connection that just answered a call, for the next call. Connections past
-    /// [`KEEP_MAX`], or unused for [`KEEP_IDLE`], go back to the pool.
-    fn keep(&self, conn: PoolConnection<Postgres>) {
+    /// [`KEEP_MAX`], unused for [`KEEP_IDLE`] or kept for [`KEEP_LIFETIME`] go back to the pool.
+    fn keep(&self, mut hot: HotConnection) {
         let now = std::time::Instant::now();
+        hot.last_used = now;
         let mut kept = self.kept.lock();
-        // Oldest first: those that sat too long return to the pool (dropped after the lock).
+        // Least recently used first: those that sat too long return to the pool (dropped after
+        // the lock).
         let stale: Vec<_> = {
             let fresh_from = kept
                 .iter()
-                .position(|(_, since)| now.duration_since(*since) < KEEP_IDLE)
+                .position(|k| now.duration_since(k.last_used) < KEEP_IDLE)
                 .unwrap_or(kept.len());
             kept.drain(..fresh_from).collect()
         };
         let room = KEEP_MAX.min(self.pool.options().get_max_connections() as usize / 2);
-        let overflow = if kept.len() < room {
-            kept.push((conn, now));
+        let overflow = if kept.len() < room && now.duration_since(hot.first_kept) < KEEP_LIFETIME {
+            kept.push(hot);
             None
         } else {
-            Some(conn)
+            Some(hot)
         };
         drop(kept);
         drop(stale);
@@ -431,7 +448,7 @@ impl Ledger {
             job.enqueued_at,
             job.previous_session_id,
         )
-        .fetch_one(&mut *conn)
+        .fetch_one(&mut *conn.conn)
         .await
         .map_err(|e| match refusal(&e) {
             Some(("BT403", _, _, _)) => LedgerError::NotOwner {
@@ -508,7 +525,7 @@ impl Ledger {
             m.num_turns,
             run.completes,
         )
-        .fetch_one(&mut *conn)
+        .fetch_one(&mut *conn.conn)
         .await;
         // Only a connection that answered goes back for the next call; after an error the pool
         // takes it, and checks it.

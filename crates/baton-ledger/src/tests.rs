@@ -644,12 +644,12 @@ async fn the_last_runs_record_completes_the_build_and_a_refused_one_writes_nothi
 
 /// The backend process behind the connection the hot path kept most recently.
 async fn kept_backend(ledger: &Ledger) -> i32 {
-    let (mut conn, since) = ledger.kept.lock().pop().expect("a kept connection");
+    let mut hot = ledger.kept.lock().pop().expect("a kept connection");
     let pid = sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
-        .fetch_one(&mut *conn)
+        .fetch_one(&mut *hot.conn)
         .await
         .unwrap();
-    ledger.kept.lock().push((conn, since));
+    ledger.kept.lock().push(hot);
     pid
 }
 
@@ -681,11 +681,8 @@ async fn the_hot_path_keeps_its_connection_and_replaces_one_that_broke(pool: PgP
         .execute(&pool)
         .await
         .unwrap();
-    {
-        let mut kept = ledger.kept.lock();
-        let (conn, _) = kept.pop().unwrap();
-        let long_ago = std::time::Instant::now() - IDLE_BEFORE_PING * 2;
-        kept.push((conn, long_ago));
+    if let Some(hot) = ledger.kept.lock().last_mut() {
+        hot.last_used = std::time::Instant::now() - IDLE_BEFORE_PING * 2;
     }
     let written = ledger
         .record_run(&run(&j, claim.fence, Step::Documentation, Some("s1"), "s1"))
@@ -723,5 +720,43 @@ async fn the_hot_path_keeps_at_most_a_few_connections(pool: PgPool) {
         (1..=KEEP_MAX.min(half_the_pool)).contains(&kept),
         "{kept} connections kept of a pool of {}; the rest went back to the pool",
         pool.options().get_max_connections()
+    );
+}
+
+#[sqlx::test(migrator = "crate::MIGRATOR")]
+async fn kept_connections_go_back_to_the_pool_when_unused_or_old(pool: PgPool) {
+    let ledger = Ledger::from_pool(pool.clone());
+    let now = std::time::Instant::now();
+    for last_used in [now - KEEP_IDLE * 2, now] {
+        let conn = pool.acquire().await.unwrap();
+        ledger.kept.lock().push(HotConnection {
+            conn,
+            first_kept: now,
+            last_used,
+        });
+    }
+    let (j, claim) = created(&ledger, "p1", "v1", "s1").await;
+    assert_eq!(
+        ledger.kept.lock().len(),
+        1,
+        "the one unused for a minute went back; the one in use stays"
+    );
+
+    if let Some(hot) = ledger.kept.lock().last_mut() {
+        hot.first_kept = now - KEEP_LIFETIME * 2;
+    }
+    ledger
+        .record_run(&run(
+            &j,
+            claim.fence,
+            Step::Recommendations,
+            Some("s1"),
+            "s1",
+        ))
+        .await
+        .unwrap();
+    assert!(
+        ledger.kept.lock().is_empty(),
+        "a connection kept past its lifetime goes back after its call"
     );
 }
