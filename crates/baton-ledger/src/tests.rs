@@ -58,6 +58,14 @@ async fn created(ledger: &Ledger, project: &str, version: &str, session: &str) -
     (j, claim)
 }
 
+/// Records `step` of the job `created` claimed as a run that resumed its session `s1` and kept it.
+async fn resume_s1(ledger: &Ledger, j: &Job, claim: &Claim, step: Step) -> Recorded {
+    ledger
+        .record_run(&run(j, claim.fence, step, Some("s1"), "s1"))
+        .await
+        .unwrap()
+}
+
 async fn count(pool: &PgPool, table: &str) -> i64 {
     // Table names come from the tests themselves, never from input.
     sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
@@ -245,16 +253,7 @@ async fn writes_for_a_build_the_ledger_never_claimed_say_so(pool: PgPool) {
 async fn a_kept_session_id_is_recorded_for_every_operation(pool: PgPool) {
     let ledger = Ledger::from_pool(pool.clone());
     let (j, claim) = created(&ledger, "p1", "v1", "s1").await;
-    ledger
-        .record_run(&run(
-            &j,
-            claim.fence,
-            Step::Recommendations,
-            Some("s1"),
-            "s1",
-        ))
-        .await
-        .unwrap();
+    resume_s1(&ledger, &j, &claim, Step::Recommendations).await;
     let chain = ledger.chain("p1").await.unwrap();
     assert_eq!(chain.len(), 2);
     assert_eq!(chain[1].old_session_id.as_deref(), Some("s1"));
@@ -521,16 +520,7 @@ async fn prune_keeps_each_projects_newest_link(pool: PgPool) {
 async fn stats_count_sessions_resumes_and_usage(pool: PgPool) {
     let ledger = Ledger::from_pool(pool.clone());
     let (j, claim) = created(&ledger, "p1", "v1", "s1").await;
-    ledger
-        .record_run(&run(
-            &j,
-            claim.fence,
-            Step::Recommendations,
-            Some("s1"),
-            "s1",
-        ))
-        .await
-        .unwrap();
+    resume_s1(&ledger, &j, &claim, Step::Recommendations).await;
     ledger
         .claim_build(&job("p2", "v2", "u1", JobKind::Create), None)
         .await
@@ -658,16 +648,7 @@ async fn the_hot_path_keeps_its_connection_and_replaces_one_that_broke(pool: PgP
     let ledger = Ledger::from_pool(pool.clone());
     let (j, claim) = created(&ledger, "p1", "v1", "s1").await;
     let first = kept_backend(&ledger).await;
-    ledger
-        .record_run(&run(
-            &j,
-            claim.fence,
-            Step::Recommendations,
-            Some("s1"),
-            "s1",
-        ))
-        .await
-        .unwrap();
+    resume_s1(&ledger, &j, &claim, Step::Recommendations).await;
     assert_eq!(
         kept_backend(&ledger).await,
         first,
@@ -684,11 +665,10 @@ async fn the_hot_path_keeps_its_connection_and_replaces_one_that_broke(pool: PgP
     if let Some(hot) = ledger.kept.lock().last_mut() {
         hot.last_used = std::time::Instant::now() - IDLE_BEFORE_PING * 2;
     }
-    let written = ledger
-        .record_run(&run(&j, claim.fence, Step::Documentation, Some("s1"), "s1"))
-        .await
-        .unwrap();
-    assert_eq!(written, Recorded::Written);
+    assert_eq!(
+        resume_s1(&ledger, &j, &claim, Step::Documentation).await,
+        Recorded::Written
+    );
     assert_ne!(
         kept_backend(&ledger).await,
         first,
@@ -745,16 +725,7 @@ async fn kept_connections_go_back_to_the_pool_when_unused_or_old(pool: PgPool) {
     if let Some(hot) = ledger.kept.lock().last_mut() {
         hot.first_kept = now - KEEP_LIFETIME * 2;
     }
-    ledger
-        .record_run(&run(
-            &j,
-            claim.fence,
-            Step::Recommendations,
-            Some("s1"),
-            "s1",
-        ))
-        .await
-        .unwrap();
+    resume_s1(&ledger, &j, &claim, Step::Recommendations).await;
     assert!(
         ledger.kept.lock().is_empty(),
         "a connection kept past its lifetime goes back after its call"
