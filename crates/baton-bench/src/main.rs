@@ -574,7 +574,8 @@ impl Schedule {
 
 /// Jobs/s of the CLI alone: `jobs` jobs of four runs over `projects` projects, driven as the
 /// workers drive them: `replicas` threads, each with its own single-threaded runtime, agent and
-/// supervisor, running `concurrency` jobs at once.
+/// supervisor, running `concurrency` jobs at once. Each project's jobs continue its session, as the
+/// pipeline's do; `label` keeps each measurement's sessions apart.
 async fn agent_limit(
     bench: &Bench,
     replicas: usize,
