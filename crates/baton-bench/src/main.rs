@@ -323,14 +323,20 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// A span of time: a CLI run, or a job from claim to end.
-type Interval = (DateTime<Utc>, DateTime<Utc>);
-
 /// A completed build as the ledger has it: project, enqueued, started, finished.
 type BuildRow = (String, DateTime<Utc>, DateTime<Utc>, DateTime<Utc>);
 
-/// Child run intervals per project folder, from the emulator's run log.
-fn child_runs(log: &Path) -> HashMap<String, Vec<Interval>> {
+/// One CLI run from the emulator's run log: when its process was created (before its `exec`; the
+/// start of `main` where the kernel gave no estimate), when `main` started, and its last line.
+#[derive(Clone, Copy)]
+struct ChildRun {
+    created: DateTime<Utc>,
+    started: DateTime<Utc>,
+    ended: DateTime<Utc>,
+}
+
+/// Child runs per project folder, from the emulator's run log.
+fn child_runs(log: &Path) -> HashMap<String, Vec<ChildRun>> {
     let mut out: HashMap<String, Vec<_>> = HashMap::new();
     for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
@@ -341,17 +347,83 @@ fn child_runs(log: &Path) -> HashMap<String, Vec<Interval>> {
                 .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
                 .map(|t| t.with_timezone(&Utc))
         };
-        if let (Some(start), Some(end), Some(cwd)) =
+        if let (Some(started), Some(ended), Some(cwd)) =
             (parse("started_at"), parse("ended_at"), v["cwd"].as_str())
         {
             let project = Path::new(cwd)
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            out.entry(project).or_default().push((start, end));
+            let created = parse("created_at").unwrap_or(started);
+            out.entry(project).or_default().push(ChildRun {
+                created,
+                started,
+                ended,
+            });
         }
     }
     out
+}
+
+/// Baton's overhead, from the jobs' times in the ledger and their CLI runs in the emulator's log.
+/// Every list is sorted, in milliseconds.
+#[derive(Default)]
+struct Overhead {
+    /// Per job: its time from claim to end that no CLI process of it spent, divided by its runs. A
+    /// run's time starts when its process was created, so the CLI's own start (exec, loader,
+    /// runtime) is inside it.
+    per_run: Vec<f64>,
+    /// The same with a run's time starting at the CLI's `main`, as the benchmark measured before
+    /// the emulator could tell its creation.
+    per_run_from_main: Vec<f64>,
+    /// From the claim to the first run's process.
+    claim_to_first: Vec<f64>,
+    /// From one run's last line to the next run's process: the run's record and the next spawn.
+    between: Vec<f64>,
+    /// From the last run's last line to the build's end.
+    last_to_end: Vec<f64>,
+}
+
+impl Overhead {
+    fn measure(rows: &[BuildRow], children: &HashMap<String, Vec<ChildRun>>) -> Self {
+        let ms = |d: chrono::TimeDelta| d.num_microseconds().unwrap_or(0) as f64 / 1000.0;
+        let mut o = Overhead::default();
+        for (project, _, start, end) in rows {
+            let mut inside: Vec<&ChildRun> = children
+                .get(project)
+                .into_iter()
+                .flatten()
+                .filter(|r| r.created >= *start && r.ended <= *end)
+                .collect();
+            let (Some(first), Some(last)) = (
+                inside.iter().map(|r| r.created).min(),
+                inside.iter().map(|r| r.ended).max(),
+            ) else {
+                continue;
+            };
+            inside.sort_by_key(|r| r.created);
+            let runs = inside.len() as f64;
+            let job_ms = ms(*end - *start);
+            let created_ms: f64 = inside.iter().map(|r| ms(r.ended - r.created)).sum();
+            let main_ms: f64 = inside.iter().map(|r| ms(r.ended - r.started)).sum();
+            o.per_run.push((job_ms - created_ms) / runs);
+            o.per_run_from_main.push((job_ms - main_ms) / runs);
+            o.claim_to_first.push(ms(first - *start));
+            o.between
+                .extend(inside.windows(2).map(|w| ms(w[1].created - w[0].ended)));
+            o.last_to_end.push(ms(*end - last));
+        }
+        for v in [
+            &mut o.per_run,
+            &mut o.per_run_from_main,
+            &mut o.claim_to_first,
+            &mut o.between,
+            &mut o.last_to_end,
+        ] {
+            v.sort_by(f64::total_cmp);
+        }
+        o
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -407,26 +479,8 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
         .iter()
         .map(|r| (r.3 - r.1).num_microseconds().unwrap_or(0) as f64 / 1000.0)
         .collect();
-    let mut overhead: Vec<f64> = Vec::new();
-    for (project, _, start, end) in &rows {
-        let inside: Vec<_> = children
-            .get(project)
-            .into_iter()
-            .flatten()
-            .filter(|(s, e)| s >= start && e <= end)
-            .collect();
-        if inside.is_empty() {
-            continue;
-        }
-        let child_ms: f64 = inside
-            .iter()
-            .map(|(s, e)| (*e - *s).num_microseconds().unwrap_or(0) as f64 / 1000.0)
-            .sum();
-        let job_ms = (*end - *start).num_microseconds().unwrap_or(0) as f64 / 1000.0;
-        overhead.push((job_ms - child_ms) / inside.len() as f64);
-    }
+    let overhead = Overhead::measure(&rows, &children);
     latency.sort_by(f64::total_cmp);
-    overhead.sort_by(f64::total_cmp);
     let jobs_per_s = args.jobs as f64 / wall;
 
     println!(
@@ -441,10 +495,26 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
         percentile(&latency, 50.0),
         percentile(&latency, 99.0)
     );
+    let p50_p99 = |v: &[f64]| {
+        format!(
+            "{:.2} ms / {:.2} ms",
+            percentile(v, 50.0),
+            percentile(v, 99.0)
+        )
+    };
     println!(
-        "| Baton's overhead per run (job time not inside the CLI) p50 / p99 | {:.2} ms / {:.2} ms |",
-        percentile(&overhead, 50.0),
-        percentile(&overhead, 99.0)
+        "| Baton's overhead per run (job time not inside a CLI process, from its creation to its last line) p50 / p99 | {} |",
+        p50_p99(&overhead.per_run)
+    );
+    println!(
+        "| the same, counting the CLI's own start (exec, loader) as Baton's, as rounds before the seventh did | {} |",
+        p50_p99(&overhead.per_run_from_main)
+    );
+    println!(
+        "| where it is spent: claim to first run / between runs / last run to the build's end, p50 / p99 | {} / {} / {} |",
+        p50_p99(&overhead.claim_to_first),
+        p50_p99(&overhead.between),
+        p50_p99(&overhead.last_to_end)
     );
     println!(
         "| peak RSS per worker | {} |",

@@ -64,3 +64,42 @@ fn token_counts_grow_with_the_history() {
         "the id is kept on resume"
     );
 }
+
+#[test]
+fn the_run_log_dates_the_process_from_its_creation_before_main() {
+    if !std::path::Path::new("/proc/self/schedstat").exists() {
+        eprintln!("this kernel keeps no scheduler statistics; the log leaves created_at out");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("runs.jsonl");
+    let before_spawn = chrono::Utc::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_claude-emulator"))
+        .args(["-p", "hi", "--output-format", "json"])
+        .current_dir(dir.path())
+        .env("CLAUDE_CONFIG_DIR", dir.path().join(".claude"))
+        .env("CLAUDE_EMULATOR_LOG", &log)
+        .env_remove("CLAUDE_EMULATOR_FAULT")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let line: Value = serde_json::from_str(&std::fs::read_to_string(&log).unwrap()).unwrap();
+    let at = |k: &str| {
+        chrono::DateTime::parse_from_rfc3339(line[k].as_str().unwrap_or_else(|| panic!("{k}")))
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+    let (created, started, ended) = (at("created_at"), at("started_at"), at("ended_at"));
+    // The log keeps microseconds, so the spawn instant is compared at that precision.
+    let spawn_floor = before_spawn - chrono::Duration::microseconds(1);
+    assert!(
+        spawn_floor <= created && created <= started && started <= ended,
+        "spawned after {before_spawn}, created {created}, main {started}, ended {ended}"
+    );
+    // An exec and a dynamic loader take far longer than this anywhere; a `created_at` that merely
+    // repeated `started_at` would fail here.
+    assert!(
+        started - created >= chrono::Duration::microseconds(50),
+        "created {created}, main {started}"
+    );
+}
