@@ -507,7 +507,7 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
         p50_p99(&overhead.per_run)
     );
     println!(
-        "| the same, counting the CLI's own start (exec, loader) as Baton's, as rounds before the seventh did | {} |",
+        "| the same, counting the CLI's start before its main (exec, loader) as Baton's | {} |",
         p50_p99(&overhead.per_run_from_main)
     );
     println!(
