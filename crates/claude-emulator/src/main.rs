@@ -724,21 +724,16 @@ impl Output {
     }
 }
 
-/// When this process was created (the `clone` that became it, before its `exec`). Until `main` a
-/// new process has only run or waited for a core, never slept, so its CPU time plus the time it
-/// waited for a core (`/proc/self/schedstat`), both counted since its creation, add up to its age.
-/// Lets the benchmark count the process's own start (exec, loader, runtime) as time inside the CLI;
-/// a sleep (a page read from disk) would only make the estimate late. `None` where the kernel does
-/// not keep the statistics.
+/// When this process was created (the `clone` that became it, before its `exec`), at the latest:
+/// now minus the CPU time it has used, which until `main` is all it has done but wait for a core.
+/// Lets the benchmark count the process's own start (exec, loader, runtime) as time inside the CLI.
+/// The estimate is late by whatever the new process waited, so that wait is charged to Baton. The
+/// scheduler's count of it (`/proc/self/schedstat`) was tried and overshot by milliseconds on a
+/// loaded machine, dating processes before the worker had spawned them. `None` if the clock fails.
 fn created_at(now: chrono::DateTime<chrono::Utc>) -> Option<chrono::DateTime<chrono::Utc>> {
     use nix::time::{ClockId, clock_gettime};
-    // The CPU clock, not schedstat's first field: the kernel brings a running task's CPU time up
-    // to date only for the clock, so schedstat's figure can be a scheduler tick old.
     let cpu = std::time::Duration::from(clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).ok()?);
-    let stat = std::fs::read_to_string("/proc/self/schedstat").ok()?;
-    let wait_ns: i64 = stat.split_whitespace().nth(1)?.parse().ok()?;
-    let age = chrono::Duration::from_std(cpu).ok()? + chrono::Duration::nanoseconds(wait_ns);
-    Some(now - age)
+    Some(now - chrono::Duration::from_std(cpu).ok()?)
 }
 
 /// Appends one line about this run to `CLAUDE_EMULATOR_LOG`; `ended_at` is null for a run that
