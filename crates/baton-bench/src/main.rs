@@ -327,7 +327,7 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
 type BuildRow = (String, DateTime<Utc>, DateTime<Utc>, DateTime<Utc>);
 
 /// One CLI run from the emulator's run log: when its process was created (before its `exec`; the
-/// start of `main` where the kernel gave no estimate), when `main` started, and its last line.
+/// start of `main` where the log has no creation), when `main` started, and its last line.
 #[derive(Clone, Copy)]
 struct ChildRun {
     created: DateTime<Utc>,
@@ -378,7 +378,8 @@ struct Overhead {
     per_run_from_main: Vec<f64>,
     /// From the claim to the first run's process.
     claim_to_first: Vec<f64>,
-    /// From one run's last line to the next run's process: the run's record and the next spawn.
+    /// From one run's last line to the next run's process: the CLI's exit, the run's record and the
+    /// next spawn.
     between: Vec<f64>,
     /// From the last run's last line to the build's end.
     last_to_end: Vec<f64>,
@@ -395,23 +396,21 @@ impl Overhead {
                 .flatten()
                 .filter(|r| r.created >= *start && r.ended <= *end)
                 .collect();
-            let (Some(first), Some(last)) = (
-                inside.iter().map(|r| r.created).min(),
-                inside.iter().map(|r| r.ended).max(),
-            ) else {
+            // A job's runs follow one another, so in order of creation the last one ends last.
+            inside.sort_by_key(|r| r.created);
+            let (Some(first), Some(last)) = (inside.first(), inside.last()) else {
                 continue;
             };
-            inside.sort_by_key(|r| r.created);
             let runs = inside.len() as f64;
             let job_ms = ms(*end - *start);
             let created_ms: f64 = inside.iter().map(|r| ms(r.ended - r.created)).sum();
             let main_ms: f64 = inside.iter().map(|r| ms(r.ended - r.started)).sum();
             o.per_run.push((job_ms - created_ms) / runs);
             o.per_run_from_main.push((job_ms - main_ms) / runs);
-            o.claim_to_first.push(ms(first - *start));
+            o.claim_to_first.push(ms(first.created - *start));
             o.between
                 .extend(inside.windows(2).map(|w| ms(w[1].created - w[0].ended)));
-            o.last_to_end.push(ms(*end - last));
+            o.last_to_end.push(ms(*end - last.ended));
         }
         for v in [
             &mut o.per_run,
