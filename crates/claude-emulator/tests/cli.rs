@@ -4,14 +4,18 @@ use std::process::Command;
 
 use serde_json::Value;
 
-fn emulator(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_claude-emulator"))
-        .args(args)
+/// The emulator in `dir` with its sessions there and no faults, ready to run.
+fn emulator_command(dir: &std::path::Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_claude-emulator"));
+    cmd.args(args)
         .current_dir(dir)
         .env("CLAUDE_CONFIG_DIR", dir.join(".claude"))
-        .env_remove("CLAUDE_EMULATOR_FAULT")
-        .output()
-        .unwrap()
+        .env_remove("CLAUDE_EMULATOR_FAULT");
+    cmd
+}
+
+fn emulator(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    emulator_command(dir, args).output().unwrap()
 }
 
 #[test]
@@ -70,12 +74,8 @@ fn the_run_log_dates_the_process_from_its_creation_before_main() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("runs.jsonl");
     let before_spawn = chrono::Utc::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_claude-emulator"))
-        .args(["-p", "hi", "--output-format", "json"])
-        .current_dir(dir.path())
-        .env("CLAUDE_CONFIG_DIR", dir.path().join(".claude"))
+    let out = emulator_command(dir.path(), &["-p", "hi", "--output-format", "json"])
         .env("CLAUDE_EMULATOR_LOG", &log)
-        .env_remove("CLAUDE_EMULATOR_FAULT")
         .output()
         .unwrap();
     assert!(out.status.success());
