@@ -387,7 +387,6 @@ struct Overhead {
 
 impl Overhead {
     fn measure(rows: &[BuildRow], children: &HashMap<String, Vec<ChildRun>>) -> Self {
-        let ms = |d: chrono::TimeDelta| d.num_microseconds().unwrap_or(0) as f64 / 1000.0;
         let mut o = Overhead::default();
         for (project, _, start, end) in rows {
             let mut inside: Vec<&ChildRun> = children
@@ -423,6 +422,11 @@ impl Overhead {
         }
         o
     }
+}
+
+/// A span of time in milliseconds, to the microsecond.
+fn ms(d: chrono::TimeDelta) -> f64 {
+    d.num_microseconds().unwrap_or(0) as f64 / 1000.0
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -474,10 +478,7 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
     .await?;
     let children = child_runs(&bench.emulator_log());
     let runs_total: usize = children.values().map(Vec::len).sum();
-    let mut latency: Vec<f64> = rows
-        .iter()
-        .map(|r| (r.3 - r.1).num_microseconds().unwrap_or(0) as f64 / 1000.0)
-        .collect();
+    let mut latency: Vec<f64> = rows.iter().map(|r| ms(r.3 - r.1)).collect();
     let overhead = Overhead::measure(&rows, &children);
     latency.sort_by(f64::total_cmp);
     let jobs_per_s = args.jobs as f64 / wall;
