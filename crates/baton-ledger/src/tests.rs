@@ -483,6 +483,66 @@ async fn the_claim_tells_the_policy_what_it_needs(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "crate::MIGRATOR")]
+async fn the_claim_counts_from_the_last_fresh_start_and_knows_a_session_kept_only_as_an_old_link(
+    pool: PgPool,
+) {
+    let ledger = Ledger::from_pool(pool.clone());
+    let (first, claim) = created(&ledger, "p1", "v1", "s1").await;
+    resume_s1(&ledger, &first, &claim, Step::Recommendations).await;
+    let first_fresh = ledger.claim_build(&first, None).await.unwrap().project;
+    assert_eq!(first_fresh.ops_since_fresh, 2);
+
+    // A second fresh start, then a resume that got a new id (an older CLI).
+    let second = job("p1", "v2", "u1", JobKind::Update);
+    let claim = ledger.claim_build(&second, None).await.unwrap();
+    ledger
+        .record_run(&run(&second, claim.fence, Step::Build, None, "s2"))
+        .await
+        .unwrap();
+    ledger
+        .record_run(&run(
+            &second,
+            claim.fence,
+            Step::Recommendations,
+            Some("s2"),
+            "s3",
+        ))
+        .await
+        .unwrap();
+    let mut third = job("p1", "v3", "u1", JobKind::Update);
+    third.previous_session_id = Some("s1".into());
+    let seen = ledger.claim_build(&third, None).await.unwrap().project;
+    assert_eq!(
+        seen.ops_since_fresh, 2,
+        "counted from the second fresh start"
+    );
+    assert!(seen.fresh_start_at > first_fresh.fresh_start_at);
+    assert_eq!(seen.last_session.as_deref(), Some("s3"));
+    assert_eq!(seen.previous_in_chain, Some(true));
+
+    // Pruning keeps only the newest link, s2 -> s3: s2 survives only as an old id.
+    ledger
+        .prune(chrono::Utc::now() + chrono::Duration::seconds(1))
+        .await
+        .unwrap();
+    let in_chain = |previous: &str, version: &str| {
+        let mut j = job("p1", version, "u1", JobKind::Update);
+        j.previous_session_id = Some(previous.into());
+        let ledger = ledger.clone();
+        async move {
+            ledger
+                .claim_build(&j, None)
+                .await
+                .unwrap()
+                .project
+                .previous_in_chain
+        }
+    };
+    assert_eq!(in_chain("s2", "v4").await, Some(true));
+    assert_eq!(in_chain("s1", "v5").await, Some(false));
+}
+
+#[sqlx::test(migrator = "crate::MIGRATOR")]
 async fn prune_keeps_each_projects_newest_link(pool: PgPool) {
     let ledger = Ledger::from_pool(pool.clone());
     let (j, claim) = created(&ledger, "p1", "v1", "s1").await;
