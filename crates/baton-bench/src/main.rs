@@ -663,14 +663,26 @@ async fn agent_limit(
             program: bench.bins.join("claude-emulator"),
             // As the worker does, with the worker's executable.
             supervisor: Some(bench.bins.join("baton-worker")),
-            env: vec![(
-                "CLAUDE_CONFIG_DIR".into(),
-                bench
-                    .dir
-                    .join(format!("claude-limit-{label}"))
-                    .display()
-                    .to_string(),
-            )],
+            env: vec![
+                (
+                    "CLAUDE_CONFIG_DIR".into(),
+                    bench
+                        .dir
+                        .join(format!("claude-limit-{label}"))
+                        .display()
+                        .to_string(),
+                ),
+                // The pipeline's runs log themselves for the overhead measure; the limit's do the
+                // same work, so the two compare like for like.
+                (
+                    "CLAUDE_EMULATOR_LOG".into(),
+                    bench
+                        .dir
+                        .join(format!("limit-runs-{label}.jsonl"))
+                        .display()
+                        .to_string(),
+                ),
+            ],
             ..AgentConfig::default()
         });
         let schedule = schedule.clone();
