@@ -459,27 +459,29 @@ async fn the_claim_tells_the_policy_what_it_needs(pool: PgPool) {
     assert_eq!(seen.ops_since_fresh, 2);
     assert!(seen.fresh_start_at.is_some() && seen.last_resumable && !seen.reset);
 
-    let mut foreign = job("pa", "va3", "u1", JobKind::Update);
-    foreign.previous_session_id = Some("sb1".into());
     assert_eq!(
-        ledger
-            .claim_build(&foreign, None)
-            .await
-            .unwrap()
-            .project
-            .previous_in_chain,
+        in_chain(&ledger, "pa", "va3", Some("sb1")).await,
         Some(false)
     );
-    let none = job("pa", "va4", "u1", JobKind::Update);
-    assert_eq!(
-        ledger
-            .claim_build(&none, None)
-            .await
-            .unwrap()
-            .project
-            .previous_in_chain,
-        None
-    );
+    assert_eq!(in_chain(&ledger, "pa", "va4", None).await, None);
+}
+
+/// What a claim of a new update job for `version` of `project`, carrying `previous`, says of
+/// whether that session is in the project's chain.
+async fn in_chain(
+    ledger: &Ledger,
+    project: &str,
+    version: &str,
+    previous: Option<&str>,
+) -> Option<bool> {
+    let mut j = job(project, version, "u1", JobKind::Update);
+    j.previous_session_id = previous.map(str::to_string);
+    ledger
+        .claim_build(&j, None)
+        .await
+        .unwrap()
+        .project
+        .previous_in_chain
 }
 
 #[sqlx::test(migrator = "crate::MIGRATOR")]
@@ -525,21 +527,8 @@ async fn the_claim_counts_from_the_last_fresh_start_and_knows_a_session_kept_onl
         .prune(chrono::Utc::now() + chrono::Duration::seconds(1))
         .await
         .unwrap();
-    let in_chain = |previous: &str, version: &str| {
-        let mut j = job("p1", version, "u1", JobKind::Update);
-        j.previous_session_id = Some(previous.into());
-        let ledger = ledger.clone();
-        async move {
-            ledger
-                .claim_build(&j, None)
-                .await
-                .unwrap()
-                .project
-                .previous_in_chain
-        }
-    };
-    assert_eq!(in_chain("s2", "v4").await, Some(true));
-    assert_eq!(in_chain("s1", "v5").await, Some(false));
+    assert_eq!(in_chain(&ledger, "p1", "v4", Some("s2")).await, Some(true));
+    assert_eq!(in_chain(&ledger, "p1", "v5", Some("s1")).await, Some(false));
 }
 
 #[sqlx::test(migrator = "crate::MIGRATOR")]
