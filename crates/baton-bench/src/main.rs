@@ -668,6 +668,7 @@ async fn agent_limit(
     let sessions = Arc::new(std::sync::Mutex::new(HashMap::<usize, String>::new()));
     let started = Instant::now();
     let mut threads = Vec::with_capacity(replicas);
+    let in_bench_dir = |name: String| bench.dir.join(name).display().to_string();
     for replica in 0..replicas {
         let agent = Agent::new(AgentConfig {
             program: bench.bins.join("claude-emulator"),
@@ -676,21 +677,13 @@ async fn agent_limit(
             env: vec![
                 (
                     "CLAUDE_CONFIG_DIR".into(),
-                    bench
-                        .dir
-                        .join(format!("claude-limit-{label}"))
-                        .display()
-                        .to_string(),
+                    in_bench_dir(format!("claude-limit-{label}")),
                 ),
                 // The pipeline's runs log themselves for the overhead measure; the limit's do the
                 // same work, so the two compare like for like.
                 (
                     "CLAUDE_EMULATOR_LOG".into(),
-                    bench
-                        .dir
-                        .join(format!("limit-runs-{label}.jsonl"))
-                        .display()
-                        .to_string(),
+                    in_bench_dir(format!("limit-runs-{label}.jsonl")),
                 ),
             ],
             ..AgentConfig::default()
