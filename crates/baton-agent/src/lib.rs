@@ -600,7 +600,7 @@ async fn read_stdout(
             let item = if overflow > 0 {
                 StdoutItem::TooLong(overflow)
             } else {
-                StdoutItem::Line(String::from_utf8_lossy(&line).into_owned())
+                StdoutItem::Line(line_text(std::mem::take(&mut line)))
             };
             line.clear();
             overflow = 0;
@@ -610,12 +610,15 @@ async fn read_stdout(
         }
     }
     if !line.is_empty() {
-        let _ = tx
-            .send(StdoutItem::Line(
-                String::from_utf8_lossy(&line).into_owned(),
-            ))
-            .await;
+        let _ = tx.send(StdoutItem::Line(line_text(line))).await;
     }
+}
+
+/// A line's bytes as text, handed over without a copy when they are valid UTF-8 (as the CLI's always
+/// are) and with U+FFFD for the bad bytes otherwise, so the parser still sees the rest of the line.
+fn line_text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes)
+        .unwrap_or_else(|bad| String::from_utf8_lossy(bad.as_bytes()).into_owned())
 }
 
 async fn read_tail(mut stderr: impl AsyncRead + Unpin, keep: usize) -> String {
@@ -680,5 +683,29 @@ mod tests {
             ]
         );
         assert!(args.contains(&"--resume=-abc".to_string()));
+    }
+
+    #[tokio::test]
+    async fn stdout_lines_keep_their_text_mend_bad_bytes_and_bound_their_length() {
+        let input: &[u8] = b"{\"type\":\"system\"}\nbad \xff byte\n0123456789abcdefgh\nlast";
+        let (tx, mut rx) = mpsc::channel(8);
+        // Bounded at 17 bytes, the first line's length: it is kept, the 18-byte one is not.
+        read_stdout(input, tx, 17).await;
+        let mut items = Vec::new();
+        while let Some(item) = rx.recv().await {
+            items.push(match item {
+                StdoutItem::Line(l) => l,
+                StdoutItem::TooLong(n) => format!("too long: {n}"),
+            });
+        }
+        assert_eq!(
+            items,
+            [
+                "{\"type\":\"system\"}".to_string(),
+                "bad \u{fffd} byte".to_string(),
+                "too long: 18".to_string(),
+                "last".to_string(),
+            ]
+        );
     }
 }
