@@ -1,0 +1,64 @@
+//! `just bench` is never a timed test, but it must keep working: a small fast-mode run of the real
+//! `baton-bench` binary prints its tables and cleans up after itself. Nothing here looks at a figure's
+//! size, only at what the bench reports and leaves behind.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use baton_tests::{admin_database_url, redis_url};
+use sqlx::Connection;
+
+async fn bench_databases() -> BTreeSet<String> {
+    let mut admin = sqlx::PgConnection::connect(&admin_database_url())
+        .await
+        .expect("DATABASE_URL answers");
+    sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'baton_bench_%'")
+        .fetch_all(&mut admin)
+        .await
+        .expect("list databases")
+        .into_iter()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_small_bench_prints_the_pipeline_the_limits_and_the_fractions_and_cleans_up() {
+    let before = bench_databases().await;
+    let out = Command::new(claude_emulator::sibling_binary("baton-bench"))
+        .args(["--jobs", "12", "--projects", "3", "--replicas", "2"])
+        .args(["--concurrency", "2"])
+        .env("DATABASE_URL", admin_database_url())
+        .env("REDIS_URL", redis_url())
+        .output()
+        .expect("run baton-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for line in [
+        "## Pipeline: 12 jobs over 3 projects, 2 replicas x concurrency 2",
+        "| jobs/s |",
+        "| Baton's overhead per run",
+        "| CPU per job: Postgres / Redis / workers / CLI children (emulator) / bench |",
+        "## Limits, each alone at concurrency 4 (jobs/s)",
+        "| spawning and reading the CLI",
+        "| ledger: a job's transactions",
+        "| Redis: a job's operations",
+        "% of the tightest limit (",
+        "% of the combined bound of the three sharing the machine",
+        "% of the tightest limit: the most a pipeline that only did the three limits' work could reach",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
+    }
+    // At least a claim and four records per job; a small run also shows the workers' start-up.
+    let per_job: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("| Postgres transactions per job | "))
+        .and_then(|v| v.trim_end_matches(" |").parse().ok())
+        .unwrap_or_else(|| panic!("no transactions per job in\n{stdout}"));
+    assert!(per_job >= 5.0, "{per_job} transactions per job:\n{stdout}");
+    let left: Vec<_> = bench_databases()
+        .await
+        .difference(&before)
+        .cloned()
+        .collect();
+    assert!(left.is_empty(), "the bench left its databases: {left:?}");
+}
