@@ -130,6 +130,74 @@ async fn a_slow_starting_cli_gets_its_run_started_before_it_names_a_session() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jobs_log_lines_carry_its_build_project_step_and_sessions() {
+    let mut env = TestEnv::new().await;
+    env.start_worker_with(&[("BATON_LOG_FORMAT", "json")]);
+    let create = env.enqueue("logged", "logged-v1", "create", "Build it");
+    let created = env.wait_finished(&create, LIMIT);
+    let update = env.enqueue("logged", "logged-v2", "update", "Change it");
+    env.wait_finished(&update, LIMIT);
+    env.wait_until(LIMIT, "both jobs' ends in the log", || {
+        env.worker_log(0).matches("\"job ended\"").count() == 2
+    });
+    let session = created["runs"][3]["new_session_id"].as_str().unwrap();
+    let log = env.worker_log(0);
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let of_job = |build: &str| -> Vec<&Value> {
+        lines
+            .iter()
+            .filter(|l| l["span"]["build_id"] == build)
+            .collect()
+    };
+    for build in [&create, &update] {
+        let job = of_job(build);
+        assert!(
+            job.iter().all(|l| l["span"]["project_id"] == "logged"),
+            "{log}"
+        );
+        let runs: Vec<_> = job
+            .iter()
+            .filter(|l| l["message"] == "agent run finished")
+            .collect();
+        assert_eq!(runs.len(), 4, "{log}");
+        for run in &runs {
+            for field in ["step", "session_in", "session_out"] {
+                assert!(run[field].is_string(), "{field} missing in {run}");
+            }
+        }
+        let ended: Vec<_> = job.iter().filter(|l| l["message"] == "job ended").collect();
+        assert_eq!(ended.len(), 1, "{log}");
+        assert_eq!(ended[0]["outcome"], "completed");
+    }
+    let first_run = |build: &str| {
+        of_job(build)
+            .into_iter()
+            .find(|l| l["message"] == "agent run finished")
+            .unwrap()
+            .clone()
+    };
+    // The create starts fresh and says why; the update resumes the session the create left.
+    assert_eq!(first_run(&create)["session_in"], "-");
+    assert!(
+        of_job(&create)
+            .iter()
+            .any(|l| l["message"] == "starting a fresh session" && l["reason"] == "create")
+    );
+    assert_eq!(first_run(&update)["session_in"], session);
+    assert!(of_job(&update).iter().any(|l| l["message"]
+        == "resuming the project's newest session"
+        && l["session"] == session));
+    let update_end = of_job(&update)
+        .into_iter()
+        .find(|l| l["message"] == "job ended")
+        .unwrap();
+    assert_eq!(update_end["session"], session);
+}
+
 /// A build's progress events with their stream ids, oldest first.
 async fn build_events(env: &TestEnv, build: &str) -> Vec<(String, Value)> {
     let mut redis = env.redis().await;

@@ -46,6 +46,28 @@ pub enum JobEnd {
     AuthFailed(String),
 }
 
+impl JobEnd {
+    /// The end as the `outcome` label of `baton_jobs_total` and of the `job ended` log line.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            JobEnd::Completed { .. } => "completed",
+            JobEnd::DeadLettered { .. } => "dead_lettered",
+            JobEnd::Fenced => "fenced",
+            JobEnd::HandBack(_) => "handed_back",
+            JobEnd::AuthFailed(_) => "auth_paused",
+        }
+    }
+
+    /// Why the job did not complete, when it says.
+    pub(crate) fn reason(&self) -> Option<&str> {
+        match self {
+            JobEnd::DeadLettered { reason, .. } => Some(reason),
+            JobEnd::HandBack(why) | JobEnd::AuthFailed(why) => Some(why),
+            JobEnd::Completed { .. } | JobEnd::Fenced => None,
+        }
+    }
+}
+
 /// Why the steps stopped before the end.
 enum Stopped {
     Fenced,
@@ -96,13 +118,14 @@ pub struct JobSignals {
 }
 
 impl JobContext {
-    /// Runs one delivered entry to its end. Returns the end and, when there is one, the progress
-    /// event announcing it, left for the caller to publish with the entry's ending.
+    /// Runs one delivered entry to its end. Returns the end; when there is one, the progress event
+    /// announcing it, left for the caller to publish with the entry's ending; and the job's span, so
+    /// that what the caller logs while ending the entry carries the job's ids too.
     pub async fn process(
         &self,
         delivery: &Delivery,
         signals: &JobSignals,
-    ) -> (JobEnd, Option<Event>) {
+    ) -> (JobEnd, Option<Event>, tracing::Span) {
         let job = match delivery
             .payload
             .as_deref()
@@ -116,13 +139,13 @@ impl JobContext {
                     reason,
                     attempts: 0,
                 };
-                return (end, None);
+                return (end, None, info_span!("job", entry = %delivery.id));
             }
         };
         let span = info_span!("job", build_id = %job.build_id, project_id = %job.project_id, kind = %job.kind);
         let end = self
             .process_job(delivery, &job, signals)
-            .instrument(span)
+            .instrument(span.clone())
             .await;
         let final_event = match &end {
             JobEnd::Completed { session } => Some((EventType::JobCompleted, session.clone(), None)),
@@ -140,7 +163,7 @@ impl JobContext {
             event.error = error;
             event
         });
-        (end, event)
+        (end, event, span)
     }
 
     /// Publishes a progress event; a lost event costs a backend a live update, never the job.
@@ -280,6 +303,8 @@ impl JobContext {
                     self.metrics.decision("resumed");
                     if let Some(stale) = stale {
                         warn!(job_session = %stale, ledger_session = %session_id, "the job's previous_session_id is stale; resuming the project's newest");
+                    } else {
+                        info!(session = %session_id, "resuming the project's newest session");
                     }
                     (Some(session_id), None)
                 }
@@ -542,7 +567,13 @@ impl JobContext {
         if signals.lost.is_cancelled() {
             return Err(Stopped::Fenced);
         }
-        info!(step = step.name(), outcome = %report.outcome, session_out = report.session_id.as_deref().unwrap_or("-"), ms = report.wall_ms,             "agent run finished"
+        info!(
+            step = step.name(),
+            outcome = %report.outcome,
+            session_in = session.unwrap_or("-"),
+            session_out = report.session_id.as_deref().unwrap_or("-"),
+            ms = report.wall_ms,
+            "agent run finished"
         );
         self.metrics.run_ended(
             step.source().as_str(),

@@ -20,7 +20,7 @@ use baton_queue::{DeadLetter, Delivery, Ending, Queue, Start};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{Instrument, error, info, warn};
 
 pub use config::{Config, Scheduling};
 pub use job::{JobContext, JobEnd, JobSignals};
@@ -496,18 +496,51 @@ impl Worker {
     async fn run_job(&self, delivery: Delivery, signals: JobSignals) {
         let started = std::time::Instant::now();
         self.ctx.metrics.jobs_in_flight.inc();
-        let (end, event) = self.ctx.process(&delivery, &signals).await;
+        let (end, event, span) = self.ctx.process(&delivery, &signals).await;
         self.ctx.metrics.jobs_in_flight.dec();
         let end = if signals.lost.is_cancelled() {
             JobEnd::Fenced
         } else {
             end
         };
-        let event = event.as_ref();
-        info!(entry = %delivery.id, end = ?end, "job ended");
+        self.end_entry(&delivery, &end, event.as_ref())
+            .instrument(span)
+            .await;
+        let kind = delivery
+            .payload
+            .as_deref()
+            .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+            .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_string))
+            .filter(|_| !matches!(end, JobEnd::DeadLettered { attempts: 0, .. }))
+            .unwrap_or_else(|| "invalid".into());
+        self.ctx
+            .metrics
+            .job_ended(&kind, end.outcome(), started.elapsed().as_secs_f64());
+        self.state
+            .lock()
+            .expect("state lock")
+            .held
+            .remove(&StreamId::parse(&delivery.id));
+        self.wake.notify_one();
+        self.room.notify_one();
+    }
+
+    /// Ends the job's stream entry as its end says: acknowledged, dead-lettered, handed back, or
+    /// left alone when a newer claim owns it.
+    async fn end_entry(&self, delivery: &Delivery, end: &JobEnd, event: Option<&Event>) {
+        info!(
+            entry = %delivery.id,
+            outcome = end.outcome(),
+            session = match end {
+                JobEnd::Completed { session } => session.as_deref(),
+                _ => None,
+            },
+            reason = end.reason(),
+            "job ended"
+        );
         let entry = [(delivery.id.clone(), delivery.project.clone())];
-        match &end {
-            JobEnd::Completed { .. } => self.finish(&delivery, Ending::Ack, event).await,
+        match end {
+            JobEnd::Completed { .. } => self.finish(delivery, Ending::Ack, event).await,
             JobEnd::DeadLettered { reason, attempts } => {
                 let payload = delivery.original();
                 let letter = DeadLetter {
@@ -518,7 +551,7 @@ impl Worker {
                     last_error: Some(reason),
                     consumer: &self.consumer,
                 };
-                self.finish(&delivery, Ending::DeadLetter(letter), event)
+                self.finish(delivery, Ending::DeadLetter(letter), event)
                     .await
             }
             JobEnd::Fenced => {}
@@ -537,30 +570,6 @@ impl Worker {
                 self.hand_back(&waiting).await;
             }
         }
-        let kind = delivery
-            .payload
-            .as_deref()
-            .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
-            .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_string))
-            .filter(|_| !matches!(end, JobEnd::DeadLettered { attempts: 0, .. }))
-            .unwrap_or_else(|| "invalid".into());
-        let outcome = match &end {
-            JobEnd::Completed { .. } => "completed",
-            JobEnd::DeadLettered { .. } => "dead_lettered",
-            JobEnd::Fenced => "fenced",
-            JobEnd::HandBack(_) => "handed_back",
-            JobEnd::AuthFailed(_) => "auth_paused",
-        };
-        self.ctx
-            .metrics
-            .job_ended(&kind, outcome, started.elapsed().as_secs_f64());
-        self.state
-            .lock()
-            .expect("state lock")
-            .held
-            .remove(&StreamId::parse(&delivery.id));
-        self.wake.notify_one();
-        self.room.notify_one();
     }
 
     /// Publishes a job's last progress event on its own, when it has one.
