@@ -175,3 +175,33 @@ fn the_systemd_unit_stops_gracefully_and_restarts() {
     assert_eq!(value("Restart"), "always");
     assert_ne!(value("User"), "root");
 }
+
+#[test]
+fn systemd_knows_every_directive_of_the_unit() {
+    // `systemd-analyze verify` names unknown keys and bad values, but exits 0 for them: any line
+    // it prints is a finding. It also wants ExecStart's program to exist, so a copy of the unit
+    // points at one that does.
+    let Ok(probe) = std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+    else {
+        eprintln!("systemd-analyze is missing; the unit is only checked by its keys");
+        return;
+    };
+    assert!(probe.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let unit =
+        deploy("systemd/baton-worker@.service").replace("/usr/local/bin/baton-worker", "/bin/true");
+    std::fs::write(dir.path().join("baton-worker@.service"), unit).unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(dir.path().join("baton-worker@1.service"))
+        .output()
+        .expect("run systemd-analyze");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && said.trim().is_empty(), "{said}");
+}
