@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use baton_tests::{TestEnv, http_get};
 use serde_json::Value;
+use sqlx::Connection;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -66,6 +67,52 @@ async fn readiness_says_why_the_worker_takes_no_jobs() {
     env.wait_until(LIMIT, "the worker taking jobs again", || {
         http_get(&addr, "/readyz").0 == 200
     });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_fails_while_the_worker_shuts_down() {
+    let mut env = TestEnv::new().await;
+    // A run long enough that the shutdown's grace is still running when readiness is asked.
+    env.start_worker_with(&[
+        ("CLAUDE_EMULATOR_LATENCY_MS", "3000"),
+        ("BATON_SHUTDOWN_GRACE", "20"),
+    ]);
+    let addr = env.http_addr(0);
+    env.enqueue("draining", "draining-v1", "create", "Build it");
+    env.wait_until(LIMIT, "the first run to start", || env.worker_has_child(0));
+    env.signal_worker(0, nix::sys::signal::Signal::SIGTERM);
+    env.wait_until(LIMIT, "readiness to fail", || {
+        http_get(&addr, "/readyz").0 == 503
+    });
+    let (_, body) = http_get(&addr, "/readyz");
+    assert!(body.contains("shutting down"), "{body}");
+    // Still alive while it drains: liveness must not get it killed before its jobs are handed on.
+    assert_eq!(http_get(&addr, "/healthz").0, 200);
+    assert_eq!(env.wait_worker(0), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_names_postgres_when_the_ledger_is_gone() {
+    let mut env = TestEnv::new().await;
+    env.start_worker();
+    let addr = env.http_addr(0);
+    assert_eq!(http_get(&addr, "/readyz").0, 200);
+    let mut admin = sqlx::PgConnection::connect(&baton_tests::admin_database_url())
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {} WITH (FORCE)",
+        env.db_name
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    env.wait_until(LIMIT, "readiness to fail", || {
+        http_get(&addr, "/readyz").0 == 503
+    });
+    let (_, body) = http_get(&addr, "/readyz");
+    assert!(body.contains("postgres: "), "{body}");
+    assert!(!body.contains("redis: "), "Redis still answers: {body}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
