@@ -355,7 +355,11 @@ impl Worker {
                     }
                     let key = StreamId::parse(id);
                     if let Some(held) = state.held.get(&key) {
-                        warn!(entry = %id, "another worker took this entry; dropping it");
+                        warn!(
+                            entry = %id,
+                            project_id = held.delivery.project.as_deref().unwrap_or("-"),
+                            "another worker took this entry; dropping it"
+                        );
                         match &held.running {
                             // The job task ends the entry's bookkeeping when its run is gone.
                             Some(signals) => signals.lost.cancel(),
