@@ -44,7 +44,9 @@ async fn a_small_bench_prints_the_pipeline_the_limits_and_the_fractions_and_clea
         "| Redis: a job's operations",
         "% of the tightest limit (",
         "% of the combined bound of the three sharing the machine",
-        "% of the tightest limit: the most a pipeline that only did the three limits' work could reach",
+        "| limit | jobs/s | machine CPU per job |",
+        "limits' machine CPU per job ",
+        "% of the tightest limit; the pipeline used ",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
     }
