@@ -58,6 +58,14 @@ impl JobEnd {
         }
     }
 
+    /// The session a completed job left, when it ran any step.
+    pub(crate) fn session(&self) -> Option<&str> {
+        match self {
+            JobEnd::Completed { session } => session.as_deref(),
+            _ => None,
+        }
+    }
+
     /// Why the job did not complete, when it says.
     pub(crate) fn reason(&self) -> Option<&str> {
         match self {
@@ -148,19 +156,15 @@ impl JobContext {
             .instrument(span.clone())
             .await;
         let final_event = match &end {
-            JobEnd::Completed { session } => Some((EventType::JobCompleted, session.clone(), None)),
-            JobEnd::DeadLettered { reason, .. } => {
-                Some((EventType::JobFailed, None, Some(reason.clone())))
-            }
-            JobEnd::HandBack(why) | JobEnd::AuthFailed(why) => {
-                Some((EventType::JobRequeued, None, Some(why.clone())))
-            }
+            JobEnd::Completed { .. } => Some(EventType::JobCompleted),
+            JobEnd::DeadLettered { .. } => Some(EventType::JobFailed),
+            JobEnd::HandBack(_) | JobEnd::AuthFailed(_) => Some(EventType::JobRequeued),
             JobEnd::Fenced => None,
         };
-        let event = final_event.map(|(kind, session, error)| {
+        let event = final_event.map(|kind| {
             let mut event = Event::new(kind, &job.build_id, &job.project_id);
-            event.session_id = session;
-            event.error = error;
+            event.session_id = end.session().map(str::to_string);
+            event.error = end.reason().map(str::to_string);
             event
         });
         (end, event, span)

@@ -535,10 +535,7 @@ impl Worker {
         info!(
             entry = %delivery.id,
             outcome = end.outcome(),
-            session = match end {
-                JobEnd::Completed { session } => session.as_deref(),
-                _ => None,
-            },
+            session = end.session(),
             reason = end.reason(),
             "job ended"
         );
