@@ -455,7 +455,7 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
         "before",
     )
     .await?;
-    let agent_before_cpu = (machine_busy() - busy) / args.jobs as f64;
+    let agent_before_cpu = busy_per_job(busy, args.jobs);
     let before = xact_commits(&bench.admin_url, &bench.db_name).await?;
     let mut pids = Vec::new();
     for _ in 0..args.replicas {
@@ -477,7 +477,7 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
     let (last, polls) =
         wait_finished_in_ledger(&mut watcher, &builds, Duration::from_secs(600)).await?;
     let cpu = Cpu::sample(&pids, &not_pipeline).since(&cpu_before);
-    let pipeline_cpu = (machine_busy() - busy) / args.jobs as f64;
+    let pipeline_cpu = busy_per_job(busy, args.jobs);
     let wall = (last - started).num_microseconds().unwrap_or(0) as f64 / 1e6;
     let peak_rss: Vec<u64> = pids.iter().map(|p| rss_kib(*p, "VmHWM:")).collect();
     bench.stop_workers();
@@ -567,16 +567,16 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
         "after",
     )
     .await?;
-    let agent_after_cpu = (machine_busy() - busy) / args.jobs as f64;
+    let agent_after_cpu = busy_per_job(busy, args.jobs);
     let agent_jobs = (agent_before + agent_after) / 2.0;
     let agent_cpu = (agent_before_cpu + agent_after_cpu) / 2.0;
     let busy = machine_busy();
     let (ledger_jobs, record_tx) = ledger_limit(&ledger, lanes, args.jobs, args.projects).await?;
-    let ledger_cpu = (machine_busy() - busy) / args.jobs as f64;
+    let ledger_cpu = busy_per_job(busy, args.jobs);
     let redis_job_count = args.jobs.max(lanes);
     let busy = machine_busy();
     let redis_jobs = redis_limit(&bench, lanes, redis_job_count).await?;
-    let redis_cpu = (machine_busy() - busy) / redis_job_count as f64;
+    let redis_cpu = busy_per_job(busy, redis_job_count);
     let tightest = [
         ("CLI runs", agent_jobs),
         ("ledger", ledger_jobs),
@@ -1189,6 +1189,11 @@ fn machine_busy() -> f64 {
         .filter_map(|&i| ticks.get(i))
         .sum::<f64>()
         / 100.0
+}
+
+/// The machine's CPU seconds per job since the reading `since` of [`machine_busy`], over `jobs`.
+fn busy_per_job(since: f64, jobs: usize) -> f64 {
+    (machine_busy() - since) / jobs as f64
 }
 
 fn cores() -> usize {
