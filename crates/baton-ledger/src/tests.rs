@@ -287,6 +287,80 @@ async fn another_users_job_cannot_claim_the_project(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "crate::MIGRATOR")]
+async fn concurrent_first_claims_of_a_project_create_it_once(pool: PgPool) {
+    let ledger = Ledger::from_pool(pool.clone());
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let ledger = ledger.clone();
+        tasks.push(tokio::spawn(async move {
+            let j = job("p1", &format!("v{i}"), "u1", JobKind::Create);
+            ledger.claim_build(&j, None).await
+        }));
+    }
+    for t in tasks {
+        let claim = t.await.unwrap().unwrap();
+        assert_eq!(claim.fence, 1);
+    }
+    assert_eq!(count(&pool, "projects").await, 1);
+    assert_eq!(count(&pool, "builds").await, 8);
+}
+
+#[sqlx::test(migrator = "crate::MIGRATOR")]
+async fn a_claim_locks_a_known_project_without_rewriting_its_row(pool: PgPool) {
+    let ledger = Ledger::from_pool(pool.clone());
+    created(&ledger, "p1", "v1", "s1").await;
+    let row_version = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT xmin::text || ctid::text FROM projects WHERE project_id = 'p1'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let before = row_version().await;
+
+    // The claim runs in a transaction left open, so its lock can be seen from outside.
+    let j = job("p1", "v2", "u1", JobKind::Update);
+    let mut tx = pool.begin().await.unwrap();
+    let fence: i64 = sqlx::query_scalar(
+        "SELECT fence FROM baton_claim_build($1, $2, $3, $4, $5, NULL, '{}'::jsonb, now(), NULL)",
+    )
+    .bind(&j.build_id)
+    .bind(&j.project_id)
+    .bind(&j.version_id)
+    .bind(&j.user_id)
+    .bind(j.kind.as_str())
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(fence, 1);
+    let mut other = pool.acquire().await.unwrap();
+    sqlx::query("SET lock_timeout = '200ms'")
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let blocked =
+        sqlx::query("UPDATE projects SET last_ai_session_id = 'x' WHERE project_id = 'p1'")
+            .execute(&mut *other)
+            .await
+            .unwrap_err();
+    assert_eq!(
+        blocked
+            .as_database_error()
+            .and_then(|e| e.code())
+            .as_deref(),
+        Some("55P03"),
+        "a record of the project waits for the claim: {blocked}"
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(
+        row_version().await,
+        before,
+        "the claim wrote no new row version"
+    );
+}
+
+#[sqlx::test(migrator = "crate::MIGRATOR")]
 async fn a_finished_build_is_not_run_again(pool: PgPool) {
     let ledger = Ledger::from_pool(pool);
     let j = job("p1", "v1", "u1", JobKind::Create);

@@ -1,0 +1,144 @@
+-- A claim that locks an existing project instead of rewriting its row.
+--
+-- Migration 7's claim took the project's row lock with an upsert whose update changed nothing, so
+-- every claim wrote a new version of the row, ran the `projects` trigger and logged the row in the
+-- WAL: a dead row version per claim, which vacuum must then clean up. Here the claim selects the row
+-- with the same lock the record's update takes, and upserts only when the project is new. Measured
+-- with `pgbench` (a job's five transactions, a database on this migration and one without it run at
+-- the same time, twelve pairs), Postgres's CPU per job fell by 2% on average (from 5.5% less to 2.7%
+-- more). Same signature, same answers; the rest of the function is migration 7's.
+--
+-- CREATE OR REPLACE resets the function's settings, hence the generic plans are set again below.
+
+CREATE OR REPLACE FUNCTION baton_claim_build(
+    p_build_id text,
+    p_project_id text,
+    p_version_id text,
+    p_user_id text,
+    p_kind text,
+    p_stream_id text,
+    p_payload jsonb,
+    p_enqueued_at timestamptz,
+    p_previous_session_id text
+) RETURNS TABLE (
+    fence bigint,
+    attempt integer,
+    status text,
+    last_session text,
+    last_resumable boolean,
+    fresh_start_at timestamptz,
+    ops bigint,
+    reset boolean,
+    previous_in_chain boolean,
+    recorded_steps text[],
+    recorded_old text[],
+    recorded_new text[]
+)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_owner text;
+    v_last text;
+    v_fence bigint;
+    v_attempt integer;
+    v_status text;
+    v_resumable boolean;
+    v_fresh_id bigint;
+    v_fresh_at timestamptz;
+    v_ops bigint := 0;
+    v_reset boolean;
+    v_in_chain boolean := false;
+    v_steps text[];
+    v_olds text[];
+    v_news text[];
+BEGIN
+    -- Locks the project's row, as strongly as the record's update of it will; an upsert would also
+    -- write a new version of the row on every claim. On first sight the row is created, and a
+    -- concurrent first claim of the same project ends in the upsert's update, which locks it too.
+    SELECT p.user_id, p.last_ai_session_id INTO v_owner, v_last
+        FROM projects p WHERE p.project_id = p_project_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO projects (project_id, user_id) VALUES (p_project_id, p_user_id)
+            ON CONFLICT (project_id) DO UPDATE SET user_id = projects.user_id
+            RETURNING projects.user_id, projects.last_ai_session_id INTO v_owner, v_last;
+    END IF;
+    IF v_owner <> p_user_id THEN
+        RAISE EXCEPTION USING ERRCODE = 'BT403', MESSAGE = 'not_owner', DETAIL = v_owner;
+    END IF;
+
+    -- The version's project: the one just inserted, or the one it already had.
+    WITH inserted AS (
+        INSERT INTO project_versions (version_id, project_id) VALUES (p_version_id, p_project_id)
+        ON CONFLICT (version_id) DO NOTHING RETURNING project_versions.project_id
+    )
+    SELECT i.project_id INTO v_owner FROM (
+        SELECT project_id FROM inserted
+        UNION ALL
+        SELECT v.project_id FROM project_versions v WHERE v.version_id = p_version_id
+        LIMIT 1
+    ) i;
+    IF NOT FOUND THEN
+        -- Another project's claim inserted the version after the statement's snapshot was taken; a
+        -- new statement sees it.
+        SELECT v.project_id INTO v_owner FROM project_versions v WHERE v.version_id = p_version_id;
+    END IF;
+    IF v_owner IS DISTINCT FROM p_project_id THEN
+        RAISE EXCEPTION USING ERRCODE = 'BT409', MESSAGE = 'version_of_other_project',
+            DETAIL = coalesce(v_owner, '');
+    END IF;
+
+    INSERT INTO builds AS b (build_id, project_id, version_id, user_id, kind, status, stream_id, payload,
+                             enqueued_at, started_at, attempt, fencing_token)
+        VALUES (p_build_id, p_project_id, p_version_id, p_user_id, p_kind, 'running', p_stream_id,
+                p_payload, p_enqueued_at, now(), 1, 1)
+        ON CONFLICT (build_id) DO UPDATE SET
+            attempt = b.attempt + CASE WHEN b.status IN ('completed', 'failed') THEN 0 ELSE 1 END,
+            fencing_token = b.fencing_token + CASE WHEN b.status IN ('completed', 'failed') THEN 0 ELSE 1 END,
+            status = CASE WHEN b.status IN ('completed', 'failed') THEN b.status ELSE 'running' END,
+            stream_id = COALESCE(EXCLUDED.stream_id, b.stream_id),
+            started_at = COALESCE(b.started_at, now()),
+            updated_at = now()
+        RETURNING b.fencing_token, b.attempt, b.status INTO v_fence, v_attempt, v_status;
+
+    -- What the resume policy needs to know of the project. Each question is its own statement,
+    -- shaped so that its one plan, cached for the connection, reads only the rows it is about.
+    SELECT NOT EXISTS (SELECT 1 FROM project_ai_session_metrics m
+                       WHERE m.project_id = p_project_id AND m.session_id = v_last
+                         AND NOT m.is_resumable)
+        INTO v_resumable;
+    SELECT t.id, t.created_at INTO v_fresh_id, v_fresh_at
+        FROM session_transitions t
+        WHERE t.project_id = p_project_id AND t.old_session_id IS NULL
+          AND t.new_session_id IS NOT NULL
+        ORDER BY t.id DESC LIMIT 1;
+    IF v_fresh_id IS NOT NULL THEN
+        SELECT count(*) INTO v_ops FROM session_transitions t
+            WHERE t.project_id = p_project_id AND t.id >= v_fresh_id
+              AND t.new_session_id IS NOT NULL;
+    END IF;
+    SELECT t.source = 'reset' INTO v_reset FROM session_transitions t
+        WHERE t.project_id = p_project_id ORDER BY t.id DESC LIMIT 1;
+    IF p_previous_session_id IS NOT NULL THEN
+        -- Session ids are unique across projects, so each probe stops at its first row.
+        v_in_chain := EXISTS (SELECT 1 FROM session_transitions t
+                              WHERE t.new_session_id = p_previous_session_id
+                                AND t.project_id = p_project_id)
+                   OR EXISTS (SELECT 1 FROM session_transitions t
+                              WHERE t.old_session_id = p_previous_session_id
+                                AND t.project_id = p_project_id);
+    END IF;
+    -- The runs of this build already recorded, in order.
+    SELECT COALESCE(array_agg(t.step ORDER BY t.id), '{}'),
+           COALESCE(array_agg(t.old_session_id::text ORDER BY t.id), '{}'),
+           COALESCE(array_agg(t.new_session_id::text ORDER BY t.id), '{}')
+        INTO v_steps, v_olds, v_news
+        FROM session_transitions t
+        WHERE t.build_id = p_build_id AND t.step IS NOT NULL AND t.new_session_id IS NOT NULL;
+
+    RETURN QUERY SELECT v_fence, v_attempt, v_status, v_last, v_resumable, v_fresh_at, v_ops,
+                        COALESCE(v_reset, false), v_in_chain, v_steps, v_olds, v_news;
+END;
+$$;
+
+ALTER FUNCTION baton_claim_build(text, text, text, text, text, text, jsonb, timestamptz, text)
+    SET plan_cache_mode = force_generic_plan;
