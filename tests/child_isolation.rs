@@ -68,3 +68,22 @@ async fn a_killed_worker_takes_its_cli_child_with_it() {
         || group_members(group).is_empty(),
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_variable_that_is_not_utf8_passes_to_the_cli_without_stopping_the_worker() {
+    use std::os::unix::ffi::OsStrExt;
+    let env = TestEnv::new().await;
+    // LANG is on the default allow-list, so the worker reads it and hands it to every run.
+    let mut worker = env
+        .command("baton-worker")
+        .env("LANG", std::ffi::OsStr::from_bytes(b"C.\xff\xfe"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start baton-worker");
+    let build = env.enqueue("latin1-env", "v1", "create", "Build it");
+    let status = env.wait_finished(&build, Duration::from_secs(30));
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert_eq!(status["status"], "completed", "{status}");
+}

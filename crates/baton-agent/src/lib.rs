@@ -65,7 +65,8 @@ pub struct AgentConfig {
     /// started once as the agent's supervisor, it ends the agent's runs when the agent's process
     /// ends. `None` leaves runs unguarded.
     pub supervisor: Option<PathBuf>,
-    /// Names (or `PREFIX*` patterns) of environment variables passed to the child.
+    /// Names (or `PREFIX*` patterns) of this process's environment variables passed to the child,
+    /// read once, when the agent is made; values need not be UTF-8.
     pub env_allow: Vec<String>,
     /// Variables set for every run on top of the allowed ones (for example a `CLAUDE_CONFIG_DIR`
     /// per worker). The deny-list applies to these too.
@@ -222,6 +223,10 @@ pub enum AgentError {
 pub struct Agent {
     config: AgentConfig,
     guard: std::sync::Arc<Guard>,
+    /// Every run's environment, worked out once: the process's own never changes (setting it
+    /// takes `unsafe`, which the workspace forbids), and reading it per run cost the worker 1% of
+    /// its CPU.
+    child_vars: std::sync::Arc<[(std::ffi::OsString, std::ffi::OsString)]>,
 }
 
 /// What marks this agent's runs, and the helper that ends them with the agent's process.
@@ -249,7 +254,20 @@ impl Agent {
             );
             h.finish()
         };
+        // A variable whose name is not UTF-8 cannot be on the allow-list; its value may be anything.
+        let inherited = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v)));
+        let own = config
+            .env
+            .iter()
+            .filter(|(k, _)| !matches_any(k, ENV_DENY.iter().copied()))
+            .map(|(k, v)| (k.into(), v.into()));
+        let child_vars = Self::allowed(&config, inherited)
+            .into_iter()
+            .map(|(k, v)| (k.into(), v))
+            .chain(own)
+            .collect();
         Agent {
+            child_vars,
             config,
             guard: std::sync::Arc::new(Guard {
                 token: format!("{}-{nonce:016x}", std::process::id()),
@@ -291,8 +309,15 @@ impl Agent {
 
     /// The environment a child gets: the allowed variables of `vars`, never the denied ones.
     pub fn child_env(&self, vars: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+        Self::allowed(&self.config, vars)
+    }
+
+    fn allowed<V>(
+        config: &AgentConfig,
+        vars: impl Iterator<Item = (String, V)>,
+    ) -> Vec<(String, V)> {
         vars.filter(|(k, _)| {
-            matches_any(k, self.config.env_allow.iter().map(String::as_str))
+            matches_any(k, config.env_allow.iter().map(String::as_str))
                 && !matches_any(k, ENV_DENY.iter().copied())
         })
         .collect()
@@ -325,14 +350,7 @@ impl Agent {
         cmd.args(req.args());
         cmd.current_dir(&req.cwd)
             .env_clear()
-            .envs(self.child_env(std::env::vars()))
-            .envs(
-                self.config
-                    .env
-                    .iter()
-                    .filter(|(k, _)| !matches_any(k, ENV_DENY.iter().copied()))
-                    .map(|(k, v)| (k.as_str(), v.as_str())),
-            )
+            .envs(self.child_vars.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
