@@ -47,6 +47,8 @@ async fn a_small_bench_prints_the_pipeline_the_limits_and_the_fractions_and_clea
         "| limit | jobs/s | machine CPU per job |",
         "limits' machine CPU per job ",
         "% of the tightest limit; the pipeline used ",
+        "the workers used ",
+        "; the CLI limit's lanes, which only drive the CLI as a worker does, ",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
     }

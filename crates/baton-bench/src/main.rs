@@ -446,6 +446,7 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
     // The CLI limit is measured before the pipeline and again after it: the machine's speed drifts
     // by several percent within a minute, and the mean of the two brackets the pipeline's run.
     let busy = machine_busy();
+    let driver = own_cpu();
     let agent_before = agent_limit(
         &bench,
         args.replicas,
@@ -456,6 +457,7 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
     )
     .await?;
     let agent_before_cpu = busy_per_job(busy, args.jobs);
+    let driver_before = (own_cpu() - driver) / args.jobs as f64;
     let before = xact_commits(&bench.admin_url, &bench.db_name).await?;
     let mut pids = Vec::new();
     for _ in 0..args.replicas {
@@ -558,6 +560,7 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
 
     // The limits, each alone at the same concurrency.
     let busy = machine_busy();
+    let driver = own_cpu();
     let agent_after = agent_limit(
         &bench,
         args.replicas,
@@ -568,6 +571,8 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
     )
     .await?;
     let agent_after_cpu = busy_per_job(busy, args.jobs);
+    let driver_after = (own_cpu() - driver) / args.jobs as f64;
+    let driver_cpu = (driver_before + driver_after) / 2.0;
     let agent_jobs = (agent_before + agent_after) / 2.0;
     let agent_cpu = (agent_before_cpu + agent_after_cpu) / 2.0;
     let busy = machine_busy();
@@ -629,6 +634,15 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
         100.0 * cpu_bound / tightest.1,
         cpu_ms(pipeline_cpu),
         cpu_ms(pipeline_cpu - limits_cpu)
+    );
+    // The CLI limit's lanes spawn, read and reap the CLI as a worker does and nothing else, so what a
+    // worker spends beyond them is its own work: the part of the excess above that Baton can cut.
+    let workers_cpu = cpu.workers / args.jobs as f64;
+    println!(
+        "the workers used {} of CPU per job; the CLI limit's lanes, which only drive the CLI as a worker does, {}; the rest of a worker's work (the stream, the ledger's and Redis's clients, leases, events) {}",
+        cpu_ms(workers_cpu),
+        cpu_ms(driver_cpu),
+        cpu_ms(workers_cpu - driver_cpu)
     );
     bench.cleanup().await;
     Ok(())
@@ -1114,18 +1128,6 @@ impl Cpu {
     /// Cumulative CPU of the Postgres and Redis servers, the workers, the workers' reaped children
     /// (the CLI runs), and the bench: this process and the Postgres backends in `bench_backends`.
     fn sample(workers: &[u32], bench_backends: &[u32]) -> Cpu {
-        // /proc reports CPU times in USER_HZ, which Linux fixes at 100 per second.
-        let tick = 100.0;
-        let times = |pid: u32| -> Option<(f64, f64)> {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let (_, rest) = stat.rsplit_once(')')?;
-            let f: Vec<f64> = rest
-                .split_whitespace()
-                .map(|x| x.parse().unwrap_or(0.0))
-                .collect();
-            // After the command: state(0) ... utime(11) stime(12) cutime(13) cstime(14).
-            Some(((f[11] + f[12]) / tick, (f[13] + f[14]) / tick))
-        };
         let mut cpu = Cpu::default();
         for entry in std::fs::read_dir("/proc")
             .into_iter()
@@ -1138,20 +1140,20 @@ impl Cpu {
             let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
             match comm.trim() {
                 "postgres" if bench_backends.contains(&pid) => {
-                    cpu.bench += times(pid).map(|t| t.0).unwrap_or(0.0)
+                    cpu.bench += process_times(pid).map(|t| t.0).unwrap_or(0.0)
                 }
-                "postgres" => cpu.postgres += times(pid).map(|t| t.0).unwrap_or(0.0),
-                "redis-server" => cpu.redis += times(pid).map(|t| t.0).unwrap_or(0.0),
+                "postgres" => cpu.postgres += process_times(pid).map(|t| t.0).unwrap_or(0.0),
+                "redis-server" => cpu.redis += process_times(pid).map(|t| t.0).unwrap_or(0.0),
                 _ => {}
             }
         }
         for &w in workers {
-            if let Some((own, children)) = times(w) {
+            if let Some((own, children)) = process_times(w) {
                 cpu.workers += own;
                 cpu.children += children;
             }
         }
-        cpu.bench += times(std::process::id()).map(|t| t.0).unwrap_or(0.0);
+        cpu.bench += own_cpu();
         cpu
     }
 
@@ -1168,6 +1170,28 @@ impl Cpu {
     fn total(&self) -> f64 {
         self.postgres + self.redis + self.workers + self.children + self.bench
     }
+}
+
+/// CPU seconds process `pid` has spent itself, and those of its reaped children; `None` once it is
+/// gone.
+fn process_times(pid: u32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command, in parentheses, may hold spaces; the fields after it do not.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // After the command: state(0) ... utime(11) stime(12) cutime(13) cstime(14), in USER_HZ, which
+    // Linux fixes at 100 per second.
+    let at = |i: usize| f.get(i).copied().unwrap_or(0.0) / 100.0;
+    Some((at(11) + at(12), at(13) + at(14)))
+}
+
+/// CPU seconds this process has spent itself: its runtime and, during the CLI limit, the lanes that
+/// drive the CLI as a worker would.
+fn own_cpu() -> f64 {
+    process_times(std::process::id()).map_or(0.0, |t| t.0)
 }
 
 /// CPU seconds the whole machine has spent working since it started, over every core and process
