@@ -643,7 +643,8 @@ impl Ledger {
         Ok(reopened == 1)
     }
 
-    /// Marks a build failed without a claim: for jobs refused before any worker could run them.
+    /// Marks a build failed without a claim's fence: for jobs refused before any worker could run
+    /// them, and for one whose worker panicked while running it.
     pub async fn fail_unclaimed(&self, job: &Job, error: &str) -> Result<(), LedgerError> {
         sqlx::query!(
             r#"INSERT INTO builds (build_id, project_id, version_id, user_id, kind, status, last_error, payload, enqueued_at, finished_at)

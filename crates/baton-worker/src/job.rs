@@ -151,10 +151,20 @@ impl JobContext {
             }
         };
         let span = info_span!("job", build_id = %job.build_id, project_id = %job.project_id, kind = %job.kind);
-        let end = self
+        let run = self
             .process_job(delivery, &job, signals)
-            .instrument(span.clone())
-            .await;
+            .instrument(span.clone());
+        // A bug that panics must not strand the entry: its task would die while the worker kept the
+        // entry and its slot, heartbeating it forever, with the build left running.
+        let end =
+            match futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(run)).await {
+                Ok(end) => end,
+                Err(panic) => {
+                    self.after_panic(&job, &panic_message(panic.as_ref()), signals)
+                        .instrument(span.clone())
+                        .await
+                }
+            };
         let final_event = match &end {
             JobEnd::Completed { .. } => Some(EventType::JobCompleted),
             JobEnd::DeadLettered { .. } => Some(EventType::JobFailed),
@@ -168,6 +178,25 @@ impl JobContext {
             event
         });
         (end, event, span)
+    }
+
+    /// Ends a job whose processing panicked: dead-lettered with the panic's message, so it can be
+    /// replayed once the bug is fixed, and marked failed in the ledger unless another worker has
+    /// taken it over.
+    async fn after_panic(&self, job: &Job, message: &str, signals: &JobSignals) -> JobEnd {
+        let reason = format!("the worker panicked while running this job: {message}");
+        error!(%reason, "job panicked; dead-lettering it");
+        if signals.lost.is_cancelled() {
+            return JobEnd::Fenced;
+        }
+        if let Err(e) = self.ledger.fail_unclaimed(job, &reason).await {
+            self.ledger_error(&e);
+            warn!(error = %e, "could not mark the panicked build failed");
+        }
+        JobEnd::DeadLettered {
+            reason,
+            attempts: 1,
+        }
     }
 
     /// Publishes a progress event; a lost event costs a backend a live update, never the job.
@@ -681,5 +710,50 @@ fn metrics(report: &RunReport) -> RunMetrics {
         cost_usd: report.cost_usd,
         duration_ms: clamp(report.duration_ms),
         num_turns: i32::try_from(report.num_turns).unwrap_or(i32::MAX),
+    }
+}
+
+/// The text a panic carried, as `panic!` and `expect` give it.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job's stand-in that panics with `message` when given one, as `panic!` and `expect` do.
+    async fn job(message: Option<&'static str>, formatted: bool) {
+        tokio::task::yield_now().await;
+        match (message, formatted) {
+            (Some(m), false) => panic!("{}", m),
+            (Some(m), true) => panic!("{m} at line {}", 3),
+            (None, _) => {}
+        }
+    }
+
+    async fn caught(fut: impl std::future::Future<Output = ()>) -> Result<(), String> {
+        futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(fut))
+            .await
+            .map_err(|p| panic_message(p.as_ref()))
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_future_is_caught_with_its_message() {
+        assert_eq!(
+            caught(job(Some("bad line"), false)).await,
+            Err("bad line".into())
+        );
+        assert_eq!(
+            caught(job(Some("bad line"), true)).await,
+            Err("bad line at line 3".into())
+        );
+        assert_eq!(caught(job(None, false)).await, Ok(()));
+        let literal = std::panic::catch_unwind(|| panic!("literal")).unwrap_err();
+        assert_eq!(panic_message(literal.as_ref()), "literal");
     }
 }
