@@ -185,10 +185,11 @@ impl JobContext {
     /// taken it over.
     async fn after_panic(&self, job: &Job, message: &str, signals: &JobSignals) -> JobEnd {
         let reason = format!("the worker panicked while running this job: {message}");
-        error!(%reason, "job panicked; dead-lettering it");
         if signals.lost.is_cancelled() {
+            error!(%reason, "job panicked; another worker has taken it over");
             return JobEnd::Fenced;
         }
+        error!(%reason, "job panicked; dead-lettering it");
         if let Err(e) = self.ledger.fail_unclaimed(job, &reason).await {
             self.ledger_error(&e);
             warn!(error = %e, "could not mark the panicked build failed");
