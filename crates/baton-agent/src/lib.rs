@@ -308,10 +308,6 @@ impl Agent {
     }
 
     /// The environment a child gets: the allowed variables of `vars`, never the denied ones.
-    pub fn child_env(&self, vars: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
-        Self::allowed(&self.config, vars)
-    }
-
     fn allowed<V>(
         config: &AgentConfig,
         vars: impl Iterator<Item = (String, V)>,
@@ -677,7 +673,10 @@ mod tests {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()));
-        let mut names: Vec<_> = agent.child_env(vars).into_iter().map(|(k, _)| k).collect();
+        let mut names: Vec<_> = Agent::allowed(agent.config(), vars)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         names.sort();
         assert_eq!(names, ["EXTRA_ONE", "PATH"]);
     }
