@@ -642,6 +642,91 @@ async fn a_run_cut_off_mid_turn_is_resumed_not_redone() {
     assert_in_sync(&env);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_that_loses_its_data_loses_no_job_and_runs_no_project_twice_at_once() {
+    let mut env = TestEnv::new().await;
+    fast(&mut env, "30");
+    env.worker_env
+        .push(("CLAUDE_EMULATOR_LATENCY_MS".into(), "3000".into()));
+    env.worker_env
+        .push(("CLAUDE_EMULATOR_LATENCY_MATCH".into(), "long-run".into()));
+    env.start_worker();
+    let running = env.enqueue("kept", "kept-v1", "create", "A long-run build");
+    env.wait_until(LIMIT, "the job's run starting", || env.worker_has_child(0));
+    let waiting = env.enqueue("kept", "kept-v2", "update", "Add a footer");
+    let mut redis = env.redis().await;
+    env.wait_until(LIMIT, "the worker holding the waiting entry", || {
+        futures_block(
+            redis::cmd("XPENDING")
+                .arg(&env.stream)
+                .arg("baton-workers")
+                .query_async::<Vec<redis::Value>>(&mut redis),
+        )
+        .is_some_and(|summary| summary.first() == Some(&redis::Value::Int(2)))
+    });
+
+    // Redis loses everything of this stream, as a restart without its data does (only this test's
+    // keys: other tests share the server).
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", env.stream))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(keys.contains(&env.stream), "{keys:?}");
+    redis::cmd("DEL")
+        .arg(&keys)
+        .query_async::<i64>(&mut redis)
+        .await
+        .unwrap();
+    let after = env.enqueue("after", "after-v1", "create", "Build a page");
+
+    for build in [&running, &waiting, &after] {
+        assert_eq!(env.wait_finished(build, LIMIT)["status"], "completed");
+    }
+    let log = env.worker_logs();
+    for said in [
+        "creating it again",
+        "Redis lost this running entry",
+        "Redis lost this waiting entry",
+        "enqueued the lost entry's job again",
+    ] {
+        assert!(log.contains(said), "no {said:?} in:\n{log}");
+    }
+    // The job that ran on kept its project's lease: the copy of the waiting one ran after it,
+    // never beside it, and no run was repeated (eight runs for two jobs).
+    let mut runs: Vec<(String, String)> = env
+        .emulator_runs()
+        .iter()
+        .filter(|r| r["cwd"].as_str().is_some_and(|c| c.ends_with("/kept")))
+        .filter_map(|r| {
+            Some((
+                r["started_at"].as_str()?.into(),
+                r["ended_at"].as_str()?.into(),
+            ))
+        })
+        .collect();
+    assert_eq!(runs.len(), 8, "two jobs of four runs: {runs:?}");
+    runs.sort();
+    for pair in runs.windows(2) {
+        assert!(pair[1].0 >= pair[0].1, "runs of kept overlap: {pair:?}");
+    }
+    let chain = env.baton_json(&["chain", "kept"]);
+    let builds: Vec<&str> = chain
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["build_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(builds.len(), 8);
+    assert!(
+        builds[..4].iter().all(|b| *b == running) && builds[4..].iter().all(|b| *b == waiting),
+        "jobs ran in enqueue order: {builds:?}"
+    );
+    assert_linear(&env, "kept");
+    assert_no_recorded_run_repeated(&env, &["after".into()]);
+    assert_in_sync(&env);
+}
+
 /// Runs a Redis future to completion from inside a synchronous poll closure.
 fn futures_block<T>(f: impl std::future::Future<Output = redis::RedisResult<T>>) -> Option<T> {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f)).ok()

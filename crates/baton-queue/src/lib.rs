@@ -39,6 +39,14 @@ pub enum QueueError {
     },
 }
 
+impl QueueError {
+    /// Whether Redis no longer has the consumer group (or its stream): it restarted without its
+    /// data, or someone deleted them. [`Queue::ensure_group`] creates them again.
+    pub fn is_missing_group(&self) -> bool {
+        matches!(self, QueueError::Redis(e) if e.code() == Some("NOGROUP"))
+    }
+}
+
 /// One entry read from the job stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
@@ -88,6 +96,32 @@ pub enum Start {
     Wait,
     /// Another consumer took the entry: drop it without writing.
     Lost,
+    /// Nobody holds the entry any more: Redis lost it (see [`Holding::Gone`]).
+    Gone,
+}
+
+/// Who holds an entry a consumer believes it holds, as [`Queue::heartbeat`] and
+/// [`Queue::hand_back`] found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holding {
+    /// The consumer itself.
+    Ours,
+    /// Another consumer took it over.
+    Taken,
+    /// Nobody: the group's pending list no longer has it. Only its holder ends an entry, so Redis
+    /// lost it (a restart without its data, the group deleted and created anew); its job is
+    /// unfinished and should be enqueued again with [`Queue::requeue`].
+    Gone,
+}
+
+impl Holding {
+    fn from_reply(code: i64) -> Holding {
+        match code {
+            1 => Holding::Ours,
+            0 => Holding::Taken,
+            _ => Holding::Gone,
+        }
+    }
 }
 
 /// How an entry ends; see [`Queue::finish`].
@@ -346,18 +380,20 @@ impl Queue {
         Ok(match started {
             1 => Start::Started,
             0 => Start::Wait,
-            _ => Start::Lost,
+            -1 => Start::Lost,
+            _ => Start::Gone,
         })
     }
 
-    /// Refreshes `consumer`'s entries and the leases of those running. Returns, per entry, whether
-    /// it is still this consumer's.
+    /// Refreshes `consumer`'s entries and the leases of those running, given as `(id, project)`
+    /// for running entries and `(id, None)` for waiting ones. A running entry Redis lost takes its
+    /// project's lease back. Returns, per entry, who holds it now.
     pub async fn heartbeat(
         &self,
         consumer: &str,
         entries: &[(String, Option<String>)],
         lease: Duration,
-    ) -> Result<Vec<bool>, QueueError> {
+    ) -> Result<Vec<Holding>, QueueError> {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
@@ -371,13 +407,13 @@ impl Queue {
         for (id, project) in entries {
             invocation.arg(id).arg(project.as_deref().unwrap_or(""));
         }
-        let owned: Vec<i64> = invocation.invoke_async(&mut conn).await?;
-        Ok(owned.into_iter().map(|o| o == 1).collect())
+        let held: Vec<i64> = invocation.invoke_async(&mut conn).await?;
+        Ok(held.into_iter().map(Holding::from_reply).collect())
     }
 
     /// Ends an entry (acknowledged, or dead-lettered then acknowledged), takes it out of its
-    /// project's queue and releases its lease. Returns false, doing nothing, when the entry is no
-    /// longer `consumer`'s.
+    /// project's queue and releases its lease. Returns false, doing nothing, when another consumer
+    /// took the entry; one nobody holds any more ([`Holding::Gone`]) is ended all the same.
     pub async fn finish(
         &self,
         consumer: &str,
@@ -453,13 +489,14 @@ impl Queue {
     }
 
     /// Gives entries back so any replica's next claim pass takes them, and releases their leases.
+    /// Returns, per entry, who held it: only [`Holding::Ours`] entries were handed back.
     pub async fn hand_back(
         &self,
         consumer: &str,
         entries: &[(String, Option<String>)],
-    ) -> Result<usize, QueueError> {
+    ) -> Result<Vec<Holding>, QueueError> {
         if entries.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let mut conn = self.conn.clone();
         let mut invocation = self.scripts.handback.key(&self.stream);
@@ -473,8 +510,29 @@ impl Queue {
         for (id, project) in entries {
             invocation.arg(id).arg(project.as_deref().unwrap_or(""));
         }
-        let n: i64 = invocation.invoke_async(&mut conn).await?;
-        Ok(usize::try_from(n).unwrap_or(0))
+        let held: Vec<i64> = invocation.invoke_async(&mut conn).await?;
+        Ok(held.into_iter().map(Holding::from_reply).collect())
+    }
+
+    /// Adds an entry that Redis lost (see [`Holding::Gone`]) to the stream again, with the fields
+    /// it was delivered with; returns the new entry's id. The ledger makes the copy safe: a build
+    /// that finished meanwhile is acknowledged as a duplicate, an unfinished one resumes from its
+    /// last recorded run.
+    pub async fn requeue(&self, delivery: &Delivery) -> Result<String, QueueError> {
+        let mut conn = self.conn.clone();
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&self.stream).arg("*");
+        match &delivery.payload {
+            Some(payload) => {
+                cmd.arg(JOB_FIELD).arg(payload);
+            }
+            None => {
+                for (field, value) in &delivery.fields {
+                    cmd.arg(field).arg(value);
+                }
+            }
+        }
+        Ok(cmd.query_async(&mut conn).await?)
     }
 
     /// How many entries the group has delivered and not yet acknowledged.

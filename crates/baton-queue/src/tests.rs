@@ -198,7 +198,7 @@ async fn a_heartbeat_keeps_entries_and_tells_when_one_was_taken() {
         q.heartbeat("a", &entries, Duration::from_secs(30))
             .await
             .unwrap(),
-        [true]
+        [Holding::Ours]
     );
     // Refreshed: not idle enough to be claimed, and the lease outlives its first 300 ms.
     assert!(
@@ -223,7 +223,10 @@ async fn a_heartbeat_keeps_entries_and_tells_when_one_was_taken() {
         .unwrap();
     assert_eq!(taken.len(), 1);
     assert_eq!(taken[0].project.as_deref(), Some("p1"));
-    assert_eq!(q.heartbeat("a", &entries, LEASE).await.unwrap(), [false]);
+    assert_eq!(
+        q.heartbeat("a", &entries, LEASE).await.unwrap(),
+        [Holding::Taken]
+    );
     assert_eq!(q.try_start("a", &d, LEASE).await.unwrap(), Start::Lost);
     assert!(
         !q.finish("a", &d, Ending::Ack).await.unwrap(),
@@ -256,7 +259,7 @@ async fn handed_back_entries_are_claimed_at_once_and_their_lease_freed() {
         q.hand_back("a", &[(d.id.clone(), d.project.clone())])
             .await
             .unwrap(),
-        1
+        [Holding::Ours]
     );
     let taken = q.autoclaim("b", Duration::from_secs(30), 10).await.unwrap();
     assert_eq!(taken.len(), 1, "no need to wait out the claim timeout");
@@ -467,4 +470,133 @@ async fn commands_go_on_after_the_connection_is_cut() {
         .await
         .unwrap();
     assert_ne!(now, id, "a new connection");
+}
+
+#[tokio::test]
+async fn entries_redis_lost_are_told_apart_from_taken_ones_and_can_be_enqueued_again() {
+    let q = queue().await;
+    let j = job("p1");
+    q.enqueue(&j).await.unwrap();
+    q.enqueue_raw("{not json").await.unwrap();
+    let mut a = q.consumer("a").await.unwrap();
+    let got = a.next(10, SHORT).await.unwrap();
+    assert_eq!(got.len(), 2);
+    let (running, garbage) = (&got[0], &got[1]);
+    assert_eq!(
+        q.try_start("a", running, LEASE).await.unwrap(),
+        Start::Started
+    );
+    // As a worker sends them: the project only for the running entry.
+    let entries = [
+        (running.id.clone(), running.project.clone()),
+        (garbage.id.clone(), None),
+    ];
+
+    // Redis loses everything of this stream, as a restart without its data does.
+    let mut conn = q.conn.clone();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", q.stream()))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    redis::cmd("DEL")
+        .arg(&keys)
+        .query_async::<i64>(&mut conn)
+        .await
+        .unwrap();
+    let err = q.heartbeat("a", &entries, LEASE).await.unwrap_err();
+    assert!(err.is_missing_group(), "{err}");
+    assert!(a.next(1, SHORT).await.unwrap_err().is_missing_group());
+    assert!(
+        !QueueError::BadCheckpoint {
+            build_id: "b".into(),
+            source: serde_json::from_str::<u8>("x").unwrap_err(),
+        }
+        .is_missing_group()
+    );
+
+    q.ensure_group().await.unwrap();
+    assert_eq!(
+        q.heartbeat("a", &entries, LEASE).await.unwrap(),
+        [Holding::Gone, Holding::Gone]
+    );
+    let lease: Option<String> = redis::cmd("GET")
+        .arg(q.lease_key("p1"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        lease,
+        Some(format!("a:{}", running.id)),
+        "the running job took its project's lease back"
+    );
+    assert_eq!(q.try_start("a", running, LEASE).await.unwrap(), Start::Gone);
+
+    // Enqueued again, each comes back as it was delivered.
+    let copy = q.requeue(running).await.unwrap();
+    assert_ne!(copy, running.id);
+    q.requeue(garbage).await.unwrap();
+    let again = a.next(10, SHORT).await.unwrap();
+    assert_eq!(again.len(), 2);
+    assert_eq!(again[0].id, copy);
+    assert_eq!(again[0].payload, running.payload);
+    assert_eq!(again[0].project.as_deref(), Some("p1"));
+    assert_eq!(again[1].payload, garbage.payload);
+    assert_eq!(
+        q.try_start("a", &again[0], LEASE).await.unwrap(),
+        Start::Wait,
+        "the copy waits while the job Redis lost still runs"
+    );
+    // A lost entry cannot be handed back, but handing it back frees its lease for the copy.
+    assert_eq!(
+        q.hand_back("a", &entries).await.unwrap(),
+        [Holding::Gone, Holding::Gone]
+    );
+    assert_eq!(
+        q.try_start("a", &again[0], LEASE).await.unwrap(),
+        Start::Started
+    );
+    // Once acknowledged, an entry's heartbeat no longer takes a lease, though nobody holds it.
+    q.finish("a", &again[0], Ending::Ack).await.unwrap();
+    assert_eq!(
+        q.heartbeat("a", &[(again[0].id.clone(), Some("p1".into()))], LEASE)
+            .await
+            .unwrap(),
+        [Holding::Gone]
+    );
+    let lease: Option<String> = redis::cmd("GET")
+        .arg(q.lease_key("p1"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(lease, None);
+
+    // An entry nobody holds is still ended by the worker that ran it, so its dead letter survives;
+    // one another consumer took is not.
+    let letter = |d: &'static str| DeadLetter {
+        stream_id: d,
+        payload: "{not json",
+        reason: "not a job",
+        attempts: 0,
+        last_error: None,
+        consumer: "a",
+    };
+    assert!(
+        q.finish("a", garbage, Ending::DeadLetter(letter("lost")))
+            .await
+            .unwrap()
+    );
+    assert_eq!(q.dead_letter_length().await.unwrap(), 1);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let taken = q
+        .autoclaim("b", Duration::from_millis(10), 10)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    assert!(
+        !q.finish("a", &again[1], Ending::DeadLetter(letter("taken")))
+            .await
+            .unwrap()
+    );
+    assert_eq!(q.dead_letter_length().await.unwrap(), 1);
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use baton_agent::Agent;
 use baton_core::events::Event;
 use baton_ledger::Ledger;
-use baton_queue::{DeadLetter, Delivery, Ending, Queue, Start};
+use baton_queue::{DeadLetter, Delivery, Ending, Holding, Queue, QueueError, Start};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +38,11 @@ struct Held {
     running: Option<JobSignals>,
     /// The last start attempt found its project busy or an older entry of it unfinished.
     blocked: bool,
+    /// Its job has ended and the entry is being ended: nobody holding it is expected from now on.
+    ending: bool,
+    /// A heartbeat found that Redis lost the entry. A running job runs on, holding its project's
+    /// lease; a waiting entry is enqueued again at the next heartbeat.
+    vanished: bool,
 }
 
 /// What the worker holds and whether it takes work, shared by its tasks.
@@ -226,6 +231,8 @@ impl Worker {
                 delivery: d,
                 running: None,
                 blocked: false,
+                ending: false,
+                vanished: false,
             });
         }
         drop(state);
@@ -271,6 +278,7 @@ impl Worker {
                 Ok(deliveries) => self.hold(deliveries),
                 Err(e) => {
                     error!(error = %e, "reading the job stream failed; retrying");
+                    self.recover_group(&e).await;
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     if let Ok(c) = self.ctx.queue.consumer(&self.consumer).await {
                         consumer = c;
@@ -310,7 +318,10 @@ impl Worker {
                         this.hold(taken);
                     }
                     Ok(_) => {}
-                    Err(e) => warn!(error = %e, "claim pass failed"),
+                    Err(e) => {
+                        warn!(error = %e, "claim pass failed");
+                        this.recover_group(&e).await;
+                    }
                 }
             }
         }
@@ -333,41 +344,88 @@ impl Worker {
                     state
                         .held
                         .values()
-                        .map(|h| (h.delivery.id.clone(), h.delivery.project.clone()))
+                        .map(|h| {
+                            let project = h.running.as_ref().and(h.delivery.project.clone());
+                            (h.delivery.id.clone(), project)
+                        })
                         .collect()
                 };
-                let owned = match this
+                let holdings = match this
                     .ctx
                     .queue
                     .heartbeat(&this.consumer, &entries, this.ctx.scheduling.claim_idle)
                     .await
                 {
-                    Ok(o) => o,
+                    Ok(h) => h,
                     Err(e) => {
                         warn!(error = %e, "heartbeat failed");
+                        this.recover_group(&e).await;
                         continue;
                     }
                 };
-                let mut state = this.state.lock().expect("state lock");
-                for ((id, _), still_ours) in entries.iter().zip(owned) {
-                    if still_ours {
-                        continue;
-                    }
-                    let key = StreamId::parse(id);
-                    if let Some(held) = state.held.get(&key) {
-                        warn!(
-                            entry = %id,
-                            project_id = held.delivery.project.as_deref().unwrap_or("-"),
-                            "another worker took this entry; dropping it"
-                        );
-                        match &held.running {
-                            // The job task ends the entry's bookkeeping when its run is gone.
-                            Some(signals) => signals.lost.cancel(),
-                            None => {
-                                state.held.remove(&key);
+                let mut requeue = Vec::new();
+                {
+                    let mut state = this.state.lock().expect("state lock");
+                    for ((id, _), holding) in entries.iter().zip(holdings) {
+                        let key = StreamId::parse(id);
+                        let Some(held) = state.held.get_mut(&key) else {
+                            continue;
+                        };
+                        let project = held.delivery.project.as_deref().unwrap_or("-");
+                        match (holding, &held.running) {
+                            (Holding::Ours, _) => {}
+                            (Holding::Taken, running) => {
+                                warn!(
+                                    entry = %id,
+                                    project_id = project,
+                                    "another worker took this entry; dropping it"
+                                );
+                                match running {
+                                    // The job task ends the entry's bookkeeping when its run is gone.
+                                    Some(signals) => signals.lost.cancel(),
+                                    None => {
+                                        state.held.remove(&key);
+                                    }
+                                }
+                            }
+                            // Acknowledged by its own job's ending, which is under way.
+                            (Holding::Gone, _) if held.ending => {}
+                            // Nobody else can have it: the job runs on, holding its project's lease
+                            // (the heartbeat took it back), and ends the entry as usual.
+                            (Holding::Gone, Some(_)) => {
+                                if !held.vanished {
+                                    warn!(
+                                        entry = %id,
+                                        project_id = project,
+                                        "Redis lost this running entry (did it restart without its data?); the job runs on"
+                                    );
+                                    held.vanished = true;
+                                }
+                            }
+                            // Not at once: by the next heartbeat, every replica running a job Redis
+                            // lost has had a heartbeat to take its project's lease back, so the
+                            // copy cannot start beside a job of its project.
+                            (Holding::Gone, None) if !held.vanished => {
+                                warn!(
+                                    entry = %id,
+                                    project_id = project,
+                                    "Redis lost this waiting entry (did it restart without its data?); enqueueing its job again at the next heartbeat"
+                                );
+                                held.vanished = true;
+                            }
+                            (Holding::Gone, None) => {
+                                if let Some(held) = state.held.remove(&key) {
+                                    requeue.push(held.delivery);
+                                }
                             }
                         }
                     }
+                }
+                for delivery in &requeue {
+                    this.requeue(delivery).await;
+                }
+                if !requeue.is_empty() {
+                    this.wake.notify_one();
                 }
             }
         }
@@ -479,7 +537,8 @@ impl Worker {
                     let this = self.clone();
                     jobs.spawn(async move { this.run_job(delivery, signals).await });
                 }
-                Ok(Start::Wait) => {
+                // Redis lost it: the heartbeat enqueues it again.
+                Ok(Start::Wait | Start::Gone) => {
                     if let Some(h) = self.state.lock().expect("state lock").held.get_mut(&key) {
                         h.blocked = true;
                     }
@@ -491,6 +550,7 @@ impl Worker {
                 }
                 Err(e) => {
                     warn!(error = %e, "starting an entry failed");
+                    self.recover_group(&e).await;
                     return;
                 }
             }
@@ -507,6 +567,15 @@ impl Worker {
         } else {
             end
         };
+        if let Some(held) = self
+            .state
+            .lock()
+            .expect("state lock")
+            .held
+            .get_mut(&StreamId::parse(&delivery.id))
+        {
+            held.ending = true;
+        }
         self.end_entry(&delivery, &end, event.as_ref())
             .instrument(span)
             .await;
@@ -539,7 +608,7 @@ impl Worker {
             reason = end.reason(),
             "job ended"
         );
-        let entry = [(delivery.id.clone(), delivery.project.clone())];
+        let entry = [delivery.clone()];
         match end {
             JobEnd::Completed { .. } => self.finish(delivery, Ending::Ack, event).await,
             JobEnd::DeadLettered { reason, attempts } => {
@@ -581,12 +650,20 @@ impl Worker {
     }
 
     async fn finish(&self, delivery: &Delivery, ending: Ending<'_>, event: Option<&Event>) {
-        match self
-            .ctx
-            .queue
-            .finish_with_event(&self.consumer, delivery, ending, event)
-            .await
+        let queue = &self.ctx.queue;
+        let mut ended = queue
+            .finish_with_event(&self.consumer, delivery, ending.clone(), event)
+            .await;
+        // Redis lost the group: once it is back, the entry (now nobody's) can still be ended, so a
+        // dead letter is not lost with it.
+        if let Err(e) = &ended
+            && self.recover_group(e).await
         {
+            ended = queue
+                .finish_with_event(&self.consumer, delivery, ending, None)
+                .await;
+        }
+        match ended {
             Ok(true) => {}
             Ok(false) => {
                 warn!(entry = %delivery.id, "the entry was taken over before it could be ended")
@@ -599,7 +676,7 @@ impl Worker {
     }
 
     /// Removes every held entry that is not running and returns them for handing back.
-    fn take_all_waiting(&self) -> Vec<(String, Option<String>)> {
+    fn take_all_waiting(&self) -> Vec<Delivery> {
         let mut state = self.state.lock().expect("state lock");
         let waiting: Vec<StreamId> = state
             .held
@@ -610,18 +687,66 @@ impl Worker {
         waiting
             .into_iter()
             .filter_map(|k| state.held.remove(&k))
-            .map(|h| (h.delivery.id, h.delivery.project))
+            .map(|h| h.delivery)
             .collect()
     }
 
-    async fn hand_back(&self, entries: &[(String, Option<String>)]) {
-        if entries.is_empty() {
+    /// Gives entries back to the group; those Redis lost are enqueued again instead.
+    async fn hand_back(&self, deliveries: &[Delivery]) {
+        if deliveries.is_empty() {
             return;
         }
-        match self.ctx.queue.hand_back(&self.consumer, entries).await {
-            Ok(n) => info!(entries = n, "handed entries back to the group"),
+        let entries: Vec<(String, Option<String>)> = deliveries
+            .iter()
+            .map(|d| (d.id.clone(), d.project.clone()))
+            .collect();
+        match self.ctx.queue.hand_back(&self.consumer, &entries).await {
+            Ok(holdings) => {
+                let handed = holdings.iter().filter(|h| **h == Holding::Ours).count();
+                info!(entries = handed, "handed entries back to the group");
+                for (delivery, holding) in deliveries.iter().zip(holdings) {
+                    if holding == Holding::Gone {
+                        self.requeue(delivery).await;
+                    }
+                }
+            }
             Err(e) => {
                 warn!(error = %e, "could not hand entries back; they return after the claim timeout")
+            }
+        }
+    }
+
+    /// Enqueues again the job of an entry Redis lost, so it is not lost with it.
+    async fn requeue(&self, delivery: &Delivery) {
+        match self.ctx.queue.requeue(delivery).await {
+            Ok(id) => {
+                info!(entry = %delivery.id, new_entry = %id, "enqueued the lost entry's job again")
+            }
+            Err(e) => error!(
+                entry = %delivery.id,
+                error = %e,
+                "could not enqueue the lost entry's job again; the ledger still shows its build unfinished"
+            ),
+        }
+    }
+
+    /// Creates the consumer group again when `e` says Redis no longer has it; returns whether it
+    /// did. Without this, a Redis that restarted without its data would leave every replica
+    /// failing its reads forever while new jobs pile up.
+    async fn recover_group(&self, e: &QueueError) -> bool {
+        if !e.is_missing_group() {
+            return false;
+        }
+        warn!(
+            group = %self.ctx.queue.group(),
+            stream = %self.ctx.queue.stream(),
+            "Redis no longer has the consumer group (did it restart without its data?); creating it again"
+        );
+        match self.ctx.queue.ensure_group().await {
+            Ok(()) => true,
+            Err(e) => {
+                error!(error = %e, "could not create the consumer group again");
+                false
             }
         }
     }

@@ -1,6 +1,8 @@
 -- Ends an entry: optionally into the dead-letter stream, then acknowledged, out of its project's
 -- queue, and its lease released. Only its holder may end it: a stale worker cannot ack the entry its
--- successor runs. The job's final progress event rides along, so a job's end is one round trip.
+-- successor runs. An entry nobody holds any more (Redis lost it) is ended by the worker that ran it,
+-- so its dead letter is not lost. The job's final progress event rides along, so a job's end is one
+-- round trip.
 -- KEYS[1] stream, KEYS[2] project queue, KEYS[3] project lease, KEYS[4] dead-letter stream,
 -- KEYS[5] events stream
 -- ARGV[1] group, ARGV[2] entry id, ARGV[3] consumer, ARGV[4] '1' when it has a project,
@@ -12,7 +14,7 @@ if ARGV[7] ~= '' then
   -- Published whoever holds the entry: the event reports the job, which the ledger already ended.
   redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[8], '*', ARGV[9], ARGV[7])
 end
-if not owns(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then
+if holding(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) == 0 then
   return 0
 end
 if ARGV[5] == 'dead' then

@@ -1,23 +1,29 @@
 -- Keeps a consumer's entries (and the leases of those running) fresh, so no replica claims them;
--- reports the ones another consumer took.
+-- reports the ones another consumer took and the ones nobody holds any more.
 -- KEYS[1] stream
 -- ARGV[1] group, ARGV[2] consumer, ARGV[3] lease ms, ARGV[4] lease key prefix,
--- then pairs of (entry id, project or '').
--- Returns one 1 (still ours) or 0 (taken) per entry.
+-- then pairs of (entry id, project when the entry is running, else '').
+-- Returns one 1 (still ours), 0 (taken) or -1 (gone) per entry.
 local out = {}
 for i = 5, #ARGV, 2 do
   local id, project = ARGV[i], ARGV[i + 1]
-  if owns(KEYS[1], ARGV[1], id, ARGV[2]) then
+  local held = holding(KEYS[1], ARGV[1], id, ARGV[2])
+  if held == 1 then
     redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id, 'JUSTID')
-    if project ~= '' then
-      local lease = ARGV[4] .. project
-      if redis.call('GET', lease) == ARGV[2] .. ':' .. id then
-        redis.call('PEXPIRE', lease, ARGV[3])
-      end
-    end
-    table.insert(out, 1)
-  else
-    table.insert(out, 0)
   end
+  if held ~= 0 and project ~= '' then
+    local lease = ARGV[4] .. project
+    local owner = ARGV[2] .. ':' .. id
+    local current = redis.call('GET', lease)
+    if current == owner then
+      redis.call('PEXPIRE', lease, ARGV[3])
+    elseif not current and held == -1 and #redis.call('XRANGE', KEYS[1], id, id) == 0 then
+      -- Redis lost the running entry with the lease (a restart without its data): the job runs on,
+      -- so it takes the lease back and no other job of its project starts meanwhile. An entry
+      -- still on the stream was acknowledged, by its job's own ending, and needs no lease.
+      redis.call('SET', lease, owner, 'PX', ARGV[3])
+    end
+  end
+  table.insert(out, held)
 end
 return out

@@ -16,8 +16,24 @@ local function project_of(fields)
   return false
 end
 
--- Whether `consumer` holds `id` in the group's pending list.
-local function owns(stream, group, id, consumer)
+-- The consumer holding `id` in the group's pending list, or false when nobody does: the entry was
+-- acknowledged, or Redis lost it (a restart without its data, a group created anew).
+local function holder(stream, group, id)
   local p = redis.call('XPENDING', stream, group, id, id, 1)
-  return #p == 1 and p[1][2] == consumer
+  if #p == 1 then
+    return p[1][2]
+  end
+  return false
+end
+
+-- What a caller holding `id` as `consumer` should make of it: 1 still its own, 0 another consumer
+-- took it, -1 nobody holds it any more.
+local function holding(stream, group, id, consumer)
+  local h = holder(stream, group, id)
+  if h == consumer then
+    return 1
+  elseif h then
+    return 0
+  end
+  return -1
 end
