@@ -331,3 +331,29 @@ async fn enqueue_wait_follows_progress_and_exits_with_the_outcome() {
     assert_eq!(v["status"], "failed");
     assert!(v["error"].as_str().unwrap().contains("turn_limit"), "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn enqueue_wait_times_out_saying_whether_the_job_ever_started() {
+    let env = TestEnv::new().await;
+    // No worker: the job stays queued.
+    let out = env.baton(&[
+        "enqueue",
+        "--project",
+        "unattended",
+        "--version",
+        "unattended-v1",
+        "--kind",
+        "create",
+        "--prompt",
+        "Build it",
+        "--wait",
+        "--timeout",
+        "1",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "a timeout exits 3: {stderr}");
+    assert!(
+        stderr.contains("still queued (no worker started it) after the timeout"),
+        "{stderr}"
+    );
+}

@@ -587,21 +587,25 @@ async fn follow(
         );
     }
     let mut open_line = false;
+    let mut started = false;
     loop {
         if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
             if open_line {
                 println!();
             }
-            eprintln!(
-                "baton: build {} still running after the timeout",
-                done.build_id
-            );
+            let state = if started {
+                "still running"
+            } else {
+                "still queued (no worker started it)"
+            };
+            eprintln!("baton: build {} {state} after the timeout", done.build_id);
             return Ok(ExitCode::from(EXIT_TIMEOUT));
         }
         for event in reader.next(std::time::Duration::from_secs(1)).await? {
             if event.build_id != done.build_id {
                 continue;
             }
+            started = true;
             let step = event.step.clone().unwrap_or_default();
             let session = event.session_id.clone().unwrap_or_else(|| "(fresh)".into());
             let line = match event.event {
