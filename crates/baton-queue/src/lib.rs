@@ -23,6 +23,10 @@ use redis::AsyncConnectionConfig;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use serde::Serialize;
 
+/// The idle time a handback gives its entries: "since a day ago", past any claim timeout, so the
+/// next claim pass takes them. Heartbeats leave entries this idle alone.
+const HANDED_BACK_IDLE_MS: u64 = 86_400_000;
+
 /// What can go wrong talking to Redis.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -403,7 +407,8 @@ impl Queue {
             .arg(&self.group)
             .arg(consumer)
             .arg(lease.as_millis() as u64)
-            .arg(self.lease_prefix());
+            .arg(self.lease_prefix())
+            .arg(HANDED_BACK_IDLE_MS);
         for (id, project) in entries {
             invocation.arg(id).arg(project.as_deref().unwrap_or(""));
         }
@@ -500,11 +505,10 @@ impl Queue {
         }
         let mut conn = self.conn.clone();
         let mut invocation = self.scripts.handback.key(&self.stream);
-        // Idle "since a day ago": past any claim timeout.
         invocation
             .arg(&self.group)
             .arg(consumer)
-            .arg(86_400_000u64)
+            .arg(HANDED_BACK_IDLE_MS)
             .arg(self.lease_prefix())
             .arg(self.wake_channel());
         for (id, project) in entries {

@@ -261,6 +261,13 @@ async fn handed_back_entries_are_claimed_at_once_and_their_lease_freed() {
             .unwrap(),
         [Holding::Ours]
     );
+    // A heartbeat that was already under way when the entry went back does not hide it again.
+    assert_eq!(
+        q.heartbeat("a", &[(d.id.clone(), d.project.clone())], LEASE)
+            .await
+            .unwrap(),
+        [Holding::Ours]
+    );
     let taken = q.autoclaim("b", Duration::from_secs(30), 10).await.unwrap();
     assert_eq!(taken.len(), 1, "no need to wait out the claim timeout");
     assert_eq!(

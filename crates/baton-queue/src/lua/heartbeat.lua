@@ -1,14 +1,16 @@
 -- Keeps a consumer's entries (and the leases of those running) fresh, so no replica claims them;
 -- reports the ones another consumer took and the ones nobody holds any more.
 -- KEYS[1] stream
--- ARGV[1] group, ARGV[2] consumer, ARGV[3] lease ms, ARGV[4] lease key prefix,
--- then pairs of (entry id, project when the entry is running, else '').
+-- ARGV[1] group, ARGV[2] consumer, ARGV[3] lease ms, ARGV[4] lease key prefix, ARGV[5] the idle ms
+-- a handback sets, then pairs of (entry id, project when the entry is running, else '').
 -- Returns one 1 (still ours), 0 (taken) or -1 (gone) per entry.
 local out = {}
-for i = 5, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   local id, project = ARGV[i], ARGV[i + 1]
-  local held = holding(KEYS[1], ARGV[1], id, ARGV[2])
-  if held == 1 then
+  local held, idle = holding(KEYS[1], ARGV[1], id, ARGV[2])
+  -- An entry this consumer has just handed back stays handed back: refreshing it would hide it from
+  -- the claim passes until the claim timeout.
+  if held == 1 and idle < tonumber(ARGV[5]) then
     redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id, 'JUSTID')
   end
   if held ~= 0 and project ~= '' then

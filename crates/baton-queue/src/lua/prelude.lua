@@ -16,24 +16,25 @@ local function project_of(fields)
   return false
 end
 
--- The consumer holding `id` in the group's pending list, or false when nobody does: the entry was
--- acknowledged, or Redis lost it (a restart without its data, a group created anew).
+-- The consumer holding `id` in the group's pending list and the entry's idle milliseconds, or false
+-- when nobody holds it: the entry was acknowledged, or Redis lost it (a restart without its data,
+-- a group created anew).
 local function holder(stream, group, id)
   local p = redis.call('XPENDING', stream, group, id, id, 1)
   if #p == 1 then
-    return p[1][2]
+    return p[1][2], tonumber(p[1][3])
   end
   return false
 end
 
 -- What a caller holding `id` as `consumer` should make of it: 1 still its own, 0 another consumer
--- took it, -1 nobody holds it any more.
+-- took it, -1 nobody holds it any more; then the entry's idle milliseconds, when someone holds it.
 local function holding(stream, group, id, consumer)
-  local h = holder(stream, group, id)
+  local h, idle = holder(stream, group, id)
   if h == consumer then
-    return 1
+    return 1, idle
   elseif h then
-    return 0
+    return 0, idle
   end
   return -1
 end
