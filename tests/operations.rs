@@ -357,3 +357,84 @@ async fn enqueue_wait_times_out_saying_whether_the_job_ever_started() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_entry_of_a_build_that_already_ended_reports_how_it_ended() {
+    let mut env = TestEnv::new().await;
+    // A worker marked this build failed and died before dead-lettering its entry.
+    let failed = env.enqueue("ended", "ended-v1", "create", "Build it");
+    let mut db = env.db().await;
+    sqlx::query(
+        "UPDATE builds SET status = 'failed', last_error = 'build: boom', finished_at = now() WHERE build_id = $1",
+    )
+    .bind(&failed)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    env.start_worker();
+    let deadline = std::time::Instant::now() + LIMIT;
+    while env.dead_letter_count().await == 0 {
+        assert!(std::time::Instant::now() < deadline, "no dead letter");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let letters = env.baton_json(&["dlq", "list"]);
+    assert_eq!(letters.as_array().unwrap().len(), 1, "{letters}");
+    assert_eq!(letters[0]["fields"]["reason"], "build: boom", "{letters}");
+    let events = build_events(&env, &failed).await;
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|(_, e)| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["job_failed"], "{events:?}");
+    assert_eq!(events[0].1["error"], "build: boom");
+    assert_eq!(env.status(&failed)["status"], "failed");
+
+    // A copy of a completed build's entry is acknowledged, reporting the session the build left.
+    let done = env.enqueue("ended", "ended-v2", "update", "Change it");
+    let session = env.wait_finished(&done, LIMIT)["runs"][3]["new_session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut redis = env.redis().await;
+    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(&env.stream)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let payload = entries
+        .ids
+        .iter()
+        .find_map(|e| match &e.map["job"] {
+            redis::Value::BulkString(b) if String::from_utf8_lossy(b).contains(&done) => {
+                Some(b.clone())
+            }
+            _ => None,
+        })
+        .expect("the completed build's entry");
+    redis::cmd("XADD")
+        .arg(&env.stream)
+        .arg("*")
+        .arg("job")
+        .arg(payload)
+        .query_async::<String>(&mut redis)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + LIMIT;
+    loop {
+        let completions: Vec<Value> = build_events(&env, &done)
+            .await
+            .into_iter()
+            .map(|(_, e)| e)
+            .filter(|e| e["event"] == "job_completed")
+            .collect();
+        if completions.len() == 2 {
+            assert_eq!(completions[1]["session_id"], session.as_str());
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{completions:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(env.dead_letter_count().await, 1);
+}

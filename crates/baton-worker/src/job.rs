@@ -242,12 +242,34 @@ impl JobContext {
                 return JobEnd::HandBack(format!("ledger: {e}"));
             }
         };
-        if let Some(status) = claim.finished {
-            info!(
-                status = status.as_str(),
-                "build already finished; acknowledging the duplicate entry"
-            );
-            return JobEnd::Completed { session: None };
+        match claim.finished {
+            Some(BuildStatus::Failed) => {
+                // Its worker marked it failed and stopped before the dead letter (or this entry is a
+                // copy of one that was dead-lettered): dead-letter it, so it can be replayed and its
+                // end is reported as the failure it was.
+                let reason = match self.ledger.build_state(&job.build_id).await {
+                    Ok(state) => state.last_error,
+                    Err(e) => {
+                        self.ledger_error(&e);
+                        None
+                    }
+                }
+                .unwrap_or_else(|| "the build had already failed".into());
+                info!(%reason, "build already failed; dead-lettering its entry");
+                return JobEnd::DeadLettered {
+                    reason,
+                    attempts: u32::try_from(claim.attempt).unwrap_or(0),
+                };
+            }
+            Some(status) => {
+                info!(
+                    status = status.as_str(),
+                    "build already finished; acknowledging the duplicate entry"
+                );
+                let session = claim.recorded.last().map(|r| r.new_session_id.clone());
+                return JobEnd::Completed { session };
+            }
+            None => {}
         }
         let mut started = Event::new(EventType::JobStarted, &job.build_id, &job.project_id);
         started.attempt = Some(claim.attempt);
