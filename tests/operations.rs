@@ -438,3 +438,45 @@ async fn an_entry_of_a_build_that_already_ended_reports_how_it_ended() {
     }
     assert_eq!(env.dead_letter_count().await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requeue_puts_back_a_build_redis_lost_before_any_worker_read_it() {
+    let mut env = TestEnv::new().await;
+    let lost = env.enqueue("forgotten", "forgotten-v1", "create", "Build it");
+    // Redis loses the stream before any worker read it, as a restart without its data does.
+    let mut redis = env.redis().await;
+    redis::cmd("DEL")
+        .arg(&env.stream)
+        .query_async::<i64>(&mut redis)
+        .await
+        .unwrap();
+
+    let dry = env.baton_json(&["requeue", "--idle-for", "0s", "--dry-run"]);
+    assert_eq!(dry.as_array().unwrap().len(), 1, "{dry}");
+    assert_eq!(dry[0]["build_id"], lost.as_str());
+    assert_eq!(dry[0]["status"], "queued");
+    assert!(dry[0]["stream_id"].is_null(), "{dry}");
+    let length: i64 = redis::cmd("XLEN")
+        .arg(&env.stream)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(length, 0, "a dry run enqueues nothing");
+    let recent = env.baton_json(&["requeue", "--idle-for", "1h"]);
+    assert_eq!(
+        recent,
+        serde_json::json!([]),
+        "the build changed moments ago"
+    );
+
+    let done = env.baton_json(&["requeue", "--idle-for", "0s"]);
+    assert!(done[0]["stream_id"].is_string(), "{done}");
+    env.start_worker();
+    assert_eq!(env.wait_finished(&lost, LIMIT)["status"], "completed");
+    let after = env.baton_json(&["requeue", "--idle-for", "0s"]);
+    assert_eq!(
+        after,
+        serde_json::json!([]),
+        "a finished build is never requeued"
+    );
+}

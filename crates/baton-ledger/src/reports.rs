@@ -75,6 +75,21 @@ pub struct SourceUsage {
     pub cost_usd: f64,
 }
 
+/// An unfinished build that has not changed for a while; see [`Ledger::stale_builds`].
+#[derive(Debug, Clone, Serialize)]
+pub struct StaleBuild {
+    /// The build.
+    pub build_id: String,
+    /// Its project.
+    pub project_id: String,
+    /// `queued` or `running`.
+    pub status: String,
+    /// When its row last changed.
+    pub updated_at: DateTime<Utc>,
+    /// The job as it was enqueued, when the ledger has it.
+    pub payload: Option<serde_json::Value>,
+}
+
 /// What a prune removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct PruneReport {
@@ -196,6 +211,26 @@ impl Ledger {
             fresh_starts,
             usage_by_source,
         })
+    }
+
+    /// Unfinished builds (queued or running) whose row has not changed since `cutoff`, oldest
+    /// first, with the job each was enqueued as: the ones to enqueue again when Redis lost their
+    /// entries. A healthy build may be among them (a long run changes nothing until it ends);
+    /// enqueueing it again is safe, since its copy waits behind it and is then acknowledged.
+    pub async fn stale_builds(
+        &self,
+        cutoff: DateTime<Utc>,
+    ) -> Result<Vec<StaleBuild>, LedgerError> {
+        Ok(sqlx::query_as!(
+            StaleBuild,
+            r#"SELECT build_id, project_id, status, updated_at, payload
+               FROM builds
+               WHERE status IN ('queued', 'running') AND updated_at < $1
+               ORDER BY COALESCE(enqueued_at, created_at), build_id"#,
+            cutoff
+        )
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Deletes transitions and metrics older than `cutoff`, keeping each project's newest chain link

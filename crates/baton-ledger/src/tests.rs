@@ -854,3 +854,37 @@ async fn kept_connections_go_back_to_the_pool_when_unused_or_old(pool: PgPool) {
         "a connection kept past its lifetime goes back after its call"
     );
 }
+
+#[sqlx::test(migrator = "crate::MIGRATOR")]
+async fn stale_builds_are_the_unfinished_ones_unchanged_since_the_cutoff(pool: PgPool) {
+    let ledger = Ledger::from_pool(pool.clone());
+    let queued = job("p1", "v1", "u1", JobKind::Create);
+    ledger.record_queued(&queued, None).await.unwrap();
+    let (running, _) = created(&ledger, "p2", "v2", "s2").await;
+    let (completed, claim) = created(&ledger, "p3", "v3", "s3").await;
+    ledger
+        .finish_build(
+            &completed.build_id,
+            claim.fence,
+            BuildStatus::Completed,
+            None,
+        )
+        .await
+        .unwrap();
+    let failed = job("p4", "v4", "u1", JobKind::Create);
+    ledger.fail_unclaimed(&failed, "refused").await.unwrap();
+
+    let later = chrono::Utc::now() + chrono::Duration::seconds(1);
+    let stale = ledger.stale_builds(later).await.unwrap();
+    let ids: Vec<&str> = stale.iter().map(|b| b.build_id.as_str()).collect();
+    assert_eq!(ids, [queued.build_id.as_str(), running.build_id.as_str()]);
+    assert_eq!(stale[0].status, "queued");
+    assert_eq!(stale[1].status, "running");
+    let payload = stale[0].payload.as_ref().expect("the job as enqueued");
+    let back = Job::from_json(payload.to_string().as_bytes(), &Limits::default()).unwrap();
+    assert_eq!(back, queued);
+
+    // A build that changed after the cutoff is not stale.
+    let earlier = chrono::Utc::now() - chrono::Duration::minutes(5);
+    assert!(ledger.stale_builds(earlier).await.unwrap().is_empty());
+}

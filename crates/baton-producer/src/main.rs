@@ -87,6 +87,21 @@ enum Command {
         #[command(subcommand)]
         command: SessionCommand,
     },
+    /// Enqueue again the unfinished builds whose ledger row has not changed for a duration: after
+    /// Redis lost their entries (a restart without its data), or a producer died between recording
+    /// a build and enqueueing it. Copies of builds that are in fact still queued or running wait
+    /// behind them and are then acknowledged, so a generous duration costs nothing.
+    Requeue {
+        /// How long a build must have gone unchanged (`30m`, `2h`, ...); longer than the longest run.
+        #[arg(long = "idle-for")]
+        idle_for: String,
+        /// Only list what would be enqueued.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete transitions and usage rows older than a duration, keeping each project's newest link.
     Prune {
         /// How old a row must be to go (`30d`, `12h`, ...).
@@ -285,6 +300,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Err(e) => Err(e.into()),
         },
         Command::Prune { older_than, json } => prune(&cli.database_url, &older_than, json).await,
+        Command::Requeue {
+            idle_for,
+            dry_run,
+            json,
+        } => {
+            let services = Services {
+                redis_url: &cli.redis_url,
+                database_url: &cli.database_url,
+                stream: &cli.stream,
+                group: &cli.group,
+            };
+            requeue(services, &idle_for, dry_run, json).await
+        }
         Command::Dlq { command } => {
             let services = Services {
                 redis_url: &cli.redis_url,
@@ -432,6 +460,78 @@ async fn sync_check(database_url: &str, json: bool) -> anyhow::Result<ExitCode> 
         );
     }
     Ok(if report.synced == report.total {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn requeue(
+    cli: Services<'_>,
+    idle_for: &str,
+    dry_run: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let idle = match baton_core::policy::parse_duration(idle_for) {
+        Ok(idle) => idle,
+        Err(e) => {
+            eprintln!("baton: --idle-for: {e}");
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+    };
+    let cutoff = chrono::Utc::now() - chrono::Duration::from_std(idle)?;
+    let stale = ledger(cli.database_url).await?.stale_builds(cutoff).await?;
+    let queue = if dry_run {
+        None
+    } else {
+        Some(
+            Queue::connect(cli.redis_url, cli.stream, cli.group)
+                .await
+                .with_context(|| format!("cannot reach Redis at {}", redact(cli.redis_url)))?,
+        )
+    };
+    let mut report = Vec::new();
+    let mut skipped = 0;
+    for build in &stale {
+        let Some(payload) = &build.payload else {
+            eprintln!(
+                "baton: build {} has no job in the ledger; enqueue it again by hand",
+                build.build_id
+            );
+            skipped += 1;
+            continue;
+        };
+        let stream_id = match &queue {
+            Some(q) => Some(q.enqueue_raw(&payload.to_string()).await?),
+            None => None,
+        };
+        if !json {
+            let idle_since = build.updated_at.format("%Y-%m-%d %H:%M:%S UTC");
+            match &stream_id {
+                Some(id) => println!(
+                    "requeued build {} ({}, {}, unchanged since {idle_since}) as entry {id}",
+                    build.build_id, build.project_id, build.status
+                ),
+                None => println!(
+                    "would requeue build {} ({}, {}, unchanged since {idle_since})",
+                    build.build_id, build.project_id, build.status
+                ),
+            }
+        }
+        report.push(serde_json::json!({
+            "build_id": build.build_id,
+            "project_id": build.project_id,
+            "status": build.status,
+            "updated_at": build.updated_at,
+            "stream_id": stream_id,
+        }));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if stale.is_empty() {
+        println!("no unfinished build has gone unchanged for {idle_for}");
+    }
+    Ok(if skipped == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
