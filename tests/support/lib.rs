@@ -301,10 +301,7 @@ impl Drop for TestEnv {
         let admin = admin_database_url();
         let db_name = self.db_name.clone();
         let redis_url = self.redis_url.clone();
-        let streams = [
-            self.stream.clone(),
-            baton_core::dead_letter_stream(&self.stream),
-        ];
+        let stream = self.stream.clone();
         // Drop runs inside the test's runtime, so the cleanup gets a runtime of its own.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -319,13 +316,10 @@ impl Drop for TestEnv {
                     .execute(&mut conn)
                     .await;
                 }
-                if let Ok(client) = redis::Client::open(redis_url.as_str())
-                    && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                if let Ok(queue) =
+                    baton_queue::Queue::connect(&redis_url, &stream, "baton-workers").await
                 {
-                    let _: Result<i64, _> = redis::cmd("DEL")
-                        .arg(&streams[..])
-                        .query_async(&mut conn)
-                        .await;
+                    let _ = queue.delete_all_keys().await;
                 }
             });
             Some(())

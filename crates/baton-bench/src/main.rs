@@ -196,7 +196,7 @@ impl Bench {
         if let Ok(q) =
             Queue::connect(&self.redis_url, &self.stream, baton_core::DEFAULT_GROUP).await
         {
-            let _ = q.purge_dead_letters(None).await;
+            let _ = q.delete_all_keys().await;
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -967,7 +967,9 @@ async fn redis_limit(bench: &Bench, lanes: usize, jobs: usize) -> anyhow::Result
     while let Some(r) = set.join_next().await {
         r??;
     }
-    Ok((per_lane * lanes) as f64 / started.elapsed().as_secs_f64())
+    let jobs_per_s = (per_lane * lanes) as f64 / started.elapsed().as_secs_f64();
+    queue.delete_all_keys().await?;
+    Ok(jobs_per_s)
 }
 
 async fn slow(args: &Args) -> anyhow::Result<()> {

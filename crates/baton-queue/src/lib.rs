@@ -696,6 +696,51 @@ impl Queue {
         Ok(Some(new_id))
     }
 
+    /// Deletes every key named after the stream (the stream with its group, the dead letters, the
+    /// events, the project queues and leases); returns how many went. For tests and benchmarks
+    /// cleaning up after themselves: a fleet reading the stream loses its jobs.
+    pub async fn delete_all_keys(&self) -> Result<u64, QueueError> {
+        let mut conn = self.conn.clone();
+        // Every derived key is `<stream>:...`. SCAN matches globs, so the name is escaped, and a
+        // stream whose name merely starts with this one's is left alone.
+        let pattern: String = self
+            .stream
+            .chars()
+            .flat_map(|c| {
+                let escape = matches!(c, '*' | '?' | '[' | ']' | '\\').then_some('\\');
+                escape.into_iter().chain([c])
+            })
+            .chain([':', '*'])
+            .collect();
+        let mut keys: Vec<String> = vec![self.stream.clone()];
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        keys.sort();
+        keys.dedup();
+        let mut deleted = 0;
+        for chunk in keys.chunks(500) {
+            deleted += redis::cmd("DEL")
+                .arg(chunk)
+                .query_async::<u64>(&mut conn)
+                .await?;
+        }
+        Ok(deleted)
+    }
+
     /// Deletes one dead letter, or all of them; returns how many went.
     pub async fn purge_dead_letters(&self, id: Option<&str>) -> Result<u64, QueueError> {
         let mut conn = self.conn.clone();

@@ -607,3 +607,46 @@ async fn entries_redis_lost_are_told_apart_from_taken_ones_and_can_be_enqueued_a
     );
     assert_eq!(q.dead_letter_length().await.unwrap(), 1);
 }
+
+#[tokio::test]
+async fn deleting_a_streams_keys_leaves_other_streams_alone() {
+    let q = queue().await;
+    let longer = Queue::connect(&redis_url(), &format!("{}-longer", q.stream()), "workers")
+        .await
+        .unwrap();
+    longer.ensure_group().await.unwrap();
+    longer.enqueue(&job("p1")).await.unwrap();
+    q.enqueue(&job("p1")).await.unwrap();
+    q.enqueue_raw("{not json").await.unwrap();
+    let mut a = q.consumer("a").await.unwrap();
+    let got = a.next(10, SHORT).await.unwrap();
+    assert_eq!(
+        q.try_start("a", &got[0], LEASE).await.unwrap(),
+        Start::Started
+    );
+    let letter = DeadLetter {
+        stream_id: &got[1].id,
+        payload: "{not json",
+        reason: "not a job",
+        attempts: 0,
+        last_error: None,
+        consumer: "a",
+    };
+    assert!(
+        q.finish("a", &got[1], Ending::DeadLetter(letter))
+            .await
+            .unwrap()
+    );
+    q.publish_event(&baton_core::events::Event::new(
+        baton_core::events::EventType::JobStarted,
+        "b1",
+        "p1",
+    ))
+    .await
+    .unwrap();
+    // The stream, its dead letters, its events, its project queue and its lease.
+    assert_eq!(q.delete_all_keys().await.unwrap(), 5);
+    assert_eq!(q.delete_all_keys().await.unwrap(), 0);
+    assert_eq!(longer.stream_length().await.unwrap(), 1);
+    assert_eq!(longer.delete_all_keys().await.unwrap(), 1);
+}
