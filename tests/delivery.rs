@@ -224,6 +224,44 @@ async fn a_stalled_worker_cannot_overwrite_its_successor() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_worker_whose_successor_already_finished_stops_its_run() {
+    let mut env = TestEnv::new().await;
+    fast(&mut env, "2");
+    env.worker_env
+        .push(("CLAUDE_EMULATOR_LATENCY_MATCH".into(), "slow-build".into()));
+    env.start_worker_with(&[("CLAUDE_EMULATOR_LATENCY_MS", "30000")]);
+    let build = env.enqueue("overtaken", "v1", "create", "A slow-build of the app");
+    env.wait_until(LIMIT, "the first worker's run starting", || {
+        env.worker_has_child(0)
+    });
+    env.signal_worker(0, Signal::SIGSTOP);
+    // The successor's runs are quick: it ends the entry while the first worker still sleeps.
+    env.start_worker_with(&[("CLAUDE_EMULATOR_LATENCY_MS", "0")]);
+    assert_eq!(env.wait_finished(&build, LIMIT)["status"], "completed");
+    env.signal_worker(0, Signal::SIGCONT);
+    // The entry is nobody's now but still on the stream: it was ended, not lost, so the stalled
+    // worker's run is stopped rather than run on.
+    env.wait_until(
+        Duration::from_secs(10),
+        "the stalled worker noticing",
+        || env.worker_log(0).contains("another worker took this entry"),
+    );
+    env.wait_until(
+        Duration::from_secs(10),
+        "the stalled worker's child ending",
+        || !env.worker_has_child(0),
+    );
+    assert!(
+        !env.worker_log(0).contains("Redis lost"),
+        "{}",
+        env.worker_log(0)
+    );
+    let chain = env.baton_json(&["chain", "overtaken"]);
+    assert_eq!(chain.as_array().unwrap().len(), 4, "no late write: {chain}");
+    assert_linear(&env, "overtaken");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn runs_of_one_project_never_overlap_and_keep_enqueue_order() {
     let mut env = TestEnv::new().await;
     fast(&mut env, "5");

@@ -110,11 +110,12 @@ pub enum Start {
 pub enum Holding {
     /// The consumer itself.
     Ours,
-    /// Another consumer took it over.
+    /// Another consumer took it over or ended it, or the group was created anew over the stream
+    /// (and delivers the entry again): drop it without writing.
     Taken,
-    /// Nobody: the group's pending list no longer has it. Only its holder ends an entry, so Redis
-    /// lost it (a restart without its data, the group deleted and created anew); its job is
-    /// unfinished and should be enqueued again with [`Queue::requeue`].
+    /// Nobody, and the stream no longer has it: Redis lost it (a restart without its data). Only
+    /// its holder ends an entry, so its job is unfinished and should be enqueued again with
+    /// [`Queue::requeue`] unless it is running.
     Gone,
 }
 

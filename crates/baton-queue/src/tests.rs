@@ -246,6 +246,15 @@ async fn a_heartbeat_keeps_entries_and_tells_when_one_was_taken() {
         q.try_start("b", &taken[0], LEASE).await.unwrap(),
         Start::Started
     );
+    // Once b has ended it, the entry is nobody's, but it was not lost: a still learns it was taken,
+    // so a stalled holder's run is stopped rather than run on.
+    assert!(q.finish("b", &taken[0], Ending::Ack).await.unwrap());
+    assert_eq!(
+        q.heartbeat("a", &entries, LEASE).await.unwrap(),
+        [Holding::Taken]
+    );
+    assert_eq!(q.try_start("a", &d, LEASE).await.unwrap(), Start::Lost);
+    assert!(!q.finish("a", &d, Ending::Ack).await.unwrap());
 }
 
 #[tokio::test]
@@ -563,13 +572,13 @@ async fn entries_redis_lost_are_told_apart_from_taken_ones_and_can_be_enqueued_a
         q.try_start("a", &again[0], LEASE).await.unwrap(),
         Start::Started
     );
-    // Once acknowledged, an entry's heartbeat no longer takes a lease, though nobody holds it.
+    // Once acknowledged, an entry is nobody's but not lost, and its heartbeat takes no lease.
     q.finish("a", &again[0], Ending::Ack).await.unwrap();
     assert_eq!(
         q.heartbeat("a", &[(again[0].id.clone(), Some("p1".into()))], LEASE)
             .await
             .unwrap(),
-        [Holding::Gone]
+        [Holding::Taken]
     );
     let lease: Option<String> = redis::cmd("GET")
         .arg(q.lease_key("p1"))

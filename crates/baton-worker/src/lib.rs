@@ -374,6 +374,8 @@ impl Worker {
                         let project = held.delivery.project.as_deref().unwrap_or("-");
                         match (holding, &held.running) {
                             (Holding::Ours, _) => {}
+                            // Acknowledged by its own job's ending, which is under way.
+                            _ if held.ending => {}
                             (Holding::Taken, running) => {
                                 warn!(
                                     entry = %id,
@@ -388,8 +390,6 @@ impl Worker {
                                     }
                                 }
                             }
-                            // Acknowledged by its own job's ending, which is under way.
-                            (Holding::Gone, _) if held.ending => {}
                             // Nobody else can have it: the job runs on, holding its project's lease
                             // (the heartbeat took it back), and ends the entry as usual.
                             (Holding::Gone, Some(_)) => {

@@ -19,10 +19,9 @@ for i = 6, #ARGV, 2 do
     local current = redis.call('GET', lease)
     if current == owner then
       redis.call('PEXPIRE', lease, ARGV[3])
-    elseif not current and held == -1 and #redis.call('XRANGE', KEYS[1], id, id) == 0 then
+    elseif not current and held == -1 then
       -- Redis lost the running entry with the lease (a restart without its data): the job runs on,
-      -- so it takes the lease back and no other job of its project starts meanwhile. An entry
-      -- still on the stream was acknowledged, by its job's own ending, and needs no lease.
+      -- so it takes the lease back and no other job of its project starts meanwhile.
       redis.call('SET', lease, owner, 'PX', ARGV[3])
     end
   end

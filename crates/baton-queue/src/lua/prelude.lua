@@ -27,14 +27,18 @@ local function holder(stream, group, id)
   return false
 end
 
--- What a caller holding `id` as `consumer` should make of it: 1 still its own, 0 another consumer
--- took it, -1 nobody holds it any more; then the entry's idle milliseconds, when someone holds it.
+-- What a caller holding `id` as `consumer` should make of it: 1 still its own; 0 another consumer
+-- took it, or ended it, or the group was created anew over the stream (and delivers it again); -1
+-- Redis lost it (nobody holds it and the stream no longer has it). Then the entry's idle
+-- milliseconds, when someone holds it.
 local function holding(stream, group, id, consumer)
   local h, idle = holder(stream, group, id)
   if h == consumer then
     return 1, idle
   elseif h then
     return 0, idle
+  elseif #redis.call('XRANGE', stream, id, id) > 0 then
+    return 0
   end
   return -1
 end
