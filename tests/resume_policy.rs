@@ -255,6 +255,21 @@ async fn the_policy_holds_end_to_end() {
         (pruned["transitions"].as_u64(), pruned["metrics"].as_u64()),
         (Some(0), Some(0))
     );
+    // Durations the ledger cannot use are refused with a reason, not a panic.
+    for (bad, says) in [
+        ("5x", "unknown unit"),
+        ("300000000000000d", "too long a duration"),
+        ("100000000d", "before any date"),
+    ] {
+        for command in ["prune --older-than", "requeue --idle-for"] {
+            let mut args: Vec<&str> = command.split(' ').collect();
+            args.push(bad);
+            let out = env.baton(&args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+            assert!(stderr.contains(says), "{args:?}: {stderr}");
+        }
+    }
 
     // And sync-check does exit non-zero on drift.
     let mut db = env.db().await;

@@ -472,14 +472,10 @@ async fn requeue(
     dry_run: bool,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let idle = match baton_core::policy::parse_duration(idle_for) {
-        Ok(idle) => idle,
-        Err(e) => {
-            eprintln!("baton: --idle-for: {e}");
-            return Ok(ExitCode::from(EXIT_INVALID));
-        }
+    let cutoff = match ago("--idle-for", idle_for) {
+        Ok(cutoff) => cutoff,
+        Err(exit) => return Ok(exit),
     };
-    let cutoff = chrono::Utc::now() - chrono::Duration::from_std(idle)?;
     let stale = ledger(cli.database_url).await?.stale_builds(cutoff).await?;
     let queue = if dry_run {
         None
@@ -538,15 +534,26 @@ async fn requeue(
     })
 }
 
+/// The time the duration `text` (given as `flag`) ago; a malformed or too long one is reported
+/// and gives the exit code for refused input.
+fn ago(flag: &str, text: &str) -> Result<chrono::DateTime<chrono::Utc>, ExitCode> {
+    let cutoff = baton_core::policy::parse_duration(text).and_then(|age| {
+        chrono::Duration::from_std(age)
+            .ok()
+            .and_then(|age| chrono::Utc::now().checked_sub_signed(age))
+            .ok_or_else(|| format!("{text:?} reaches back before any date"))
+    });
+    cutoff.map_err(|e| {
+        eprintln!("baton: {flag}: {e}");
+        ExitCode::from(EXIT_INVALID)
+    })
+}
+
 async fn prune(database_url: &str, older_than: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let age = match baton_core::policy::parse_duration(older_than) {
-        Ok(age) => age,
-        Err(e) => {
-            eprintln!("baton: --older-than: {e}");
-            return Ok(ExitCode::from(EXIT_INVALID));
-        }
+    let cutoff = match ago("--older-than", older_than) {
+        Ok(cutoff) => cutoff,
+        Err(exit) => return Ok(exit),
     };
-    let cutoff = chrono::Utc::now() - chrono::Duration::from_std(age)?;
     let report = ledger(database_url).await?.prune(cutoff).await?;
     if json {
         println!("{}", serde_json::to_string(&report)?);
