@@ -24,6 +24,16 @@ fn fast(env: &mut TestEnv, claim_idle: &str) {
     }
 }
 
+/// Makes the emulator take `latency_ms` over every run whose prompt contains `marker`.
+fn slow_prompts(env: &mut TestEnv, marker: &str, latency_ms: &str) {
+    for (k, v) in [
+        ("CLAUDE_EMULATOR_LATENCY_MS", latency_ms),
+        ("CLAUDE_EMULATOR_LATENCY_MATCH", marker),
+    ] {
+        env.worker_env.push((k.into(), v.into()));
+    }
+}
+
 /// Successful CLI runs per (project folder, prompt), from the emulator's run log.
 fn successful_runs(env: &TestEnv) -> HashMap<(String, String), usize> {
     let mut out = HashMap::new();
@@ -179,20 +189,42 @@ async fn a_dead_workers_jobs_finish_elsewhere_and_no_recorded_run_repeats() {
     assert_in_sync(&env);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_stalled_worker_cannot_overwrite_its_successor() {
-    let mut env = TestEnv::new().await;
-    fast(&mut env, "2");
-    env.worker_env
-        .push(("CLAUDE_EMULATOR_LATENCY_MS".into(), "8000".into()));
-    env.worker_env
-        .push(("CLAUDE_EMULATOR_LATENCY_MATCH".into(), "slow-build".into()));
+/// Starts a worker whose `slow-build` runs take `latency_ms`, enqueues such a build of `project`,
+/// and stops the worker (SIGSTOP) once its run has started. Returns the build.
+fn stall_first_worker(env: &mut TestEnv, project: &str, latency_ms: &str) -> String {
+    fast(env, "2");
+    slow_prompts(env, "slow-build", latency_ms);
     env.start_worker();
-    let build = env.enqueue("stall", "v1", "create", "A slow-build of the app");
+    let build = env.enqueue(project, "v1", "create", "A slow-build of the app");
     env.wait_until(LIMIT, "the first worker's run starting", || {
         env.worker_has_child(0)
     });
     env.signal_worker(0, Signal::SIGSTOP);
+    build
+}
+
+/// After SIGCONT, the stalled worker learns its entry was taken and its child ends; the project's
+/// chain holds only the successor's four runs.
+fn assert_stalled_worker_stopped(env: &TestEnv, project: &str) {
+    env.wait_until(
+        Duration::from_secs(10),
+        "the stalled worker noticing",
+        || env.worker_log(0).contains("another worker took this entry"),
+    );
+    env.wait_until(
+        Duration::from_secs(10),
+        "the stalled worker's child ending",
+        || !env.worker_has_child(0),
+    );
+    let chain = env.baton_json(&["chain", project]);
+    assert_eq!(chain.as_array().unwrap().len(), 4, "no late write: {chain}");
+    assert_linear(env, project);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_worker_cannot_overwrite_its_successor() {
+    let mut env = TestEnv::new().await;
+    let build = stall_first_worker(&mut env, "stall", "8000");
     env.start_worker();
     env.wait_until(LIMIT, "the second worker claiming the job", || {
         env.status(&build)["attempt"].as_i64() >= Some(2)
@@ -200,65 +232,33 @@ async fn a_stalled_worker_cannot_overwrite_its_successor() {
     env.signal_worker(0, Signal::SIGCONT);
     let done = env.wait_finished(&build, LIMIT);
     assert_eq!(done["status"], "completed", "{done}");
-    env.wait_until(
-        Duration::from_secs(10),
-        "the stalled worker noticing",
-        || env.worker_log(0).contains("another worker took this entry"),
-    );
+    assert_stalled_worker_stopped(&env, "stall");
     // Its child was killed before it could finish: only the successor's build run succeeded.
-    env.wait_until(
-        Duration::from_secs(10),
-        "the stalled worker's child ending",
-        || !env.worker_has_child(0),
-    );
     let builds_run = successful_runs(&env)
         .into_iter()
         .filter(|((_, p), _)| p.contains("slow-build"))
         .map(|(_, n)| n)
         .sum::<usize>();
     assert_eq!(builds_run, 1, "the stalled worker's run never completed");
-    let chain = env.baton_json(&["chain", "stall"]);
-    assert_eq!(chain.as_array().unwrap().len(), 4, "no late write: {chain}");
-    assert_linear(&env, "stall");
     assert_in_sync(&env);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stalled_worker_whose_successor_already_finished_stops_its_run() {
     let mut env = TestEnv::new().await;
-    fast(&mut env, "2");
-    env.worker_env
-        .push(("CLAUDE_EMULATOR_LATENCY_MATCH".into(), "slow-build".into()));
-    env.start_worker_with(&[("CLAUDE_EMULATOR_LATENCY_MS", "30000")]);
-    let build = env.enqueue("overtaken", "v1", "create", "A slow-build of the app");
-    env.wait_until(LIMIT, "the first worker's run starting", || {
-        env.worker_has_child(0)
-    });
-    env.signal_worker(0, Signal::SIGSTOP);
+    let build = stall_first_worker(&mut env, "overtaken", "30000");
     // The successor's runs are quick: it ends the entry while the first worker still sleeps.
     env.start_worker_with(&[("CLAUDE_EMULATOR_LATENCY_MS", "0")]);
     assert_eq!(env.wait_finished(&build, LIMIT)["status"], "completed");
     env.signal_worker(0, Signal::SIGCONT);
     // The entry is nobody's now but still on the stream: it was ended, not lost, so the stalled
     // worker's run is stopped rather than run on.
-    env.wait_until(
-        Duration::from_secs(10),
-        "the stalled worker noticing",
-        || env.worker_log(0).contains("another worker took this entry"),
-    );
-    env.wait_until(
-        Duration::from_secs(10),
-        "the stalled worker's child ending",
-        || !env.worker_has_child(0),
-    );
+    assert_stalled_worker_stopped(&env, "overtaken");
     assert!(
         !env.worker_log(0).contains("Redis lost"),
         "{}",
         env.worker_log(0)
     );
-    let chain = env.baton_json(&["chain", "overtaken"]);
-    assert_eq!(chain.as_array().unwrap().len(), 4, "no late write: {chain}");
-    assert_linear(&env, "overtaken");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -333,10 +333,7 @@ async fn sigterm_hands_a_long_run_back_to_another_worker_at_once() {
     let mut env = TestEnv::new().await;
     // A claim timeout far longer than the test may wait: only a handback can explain a quick takeover.
     fast(&mut env, "120");
-    env.worker_env
-        .push(("CLAUDE_EMULATOR_LATENCY_MS".into(), "3000".into()));
-    env.worker_env
-        .push(("CLAUDE_EMULATOR_LATENCY_MATCH".into(), "long-run".into()));
+    slow_prompts(&mut env, "long-run", "3000");
     env.start_worker();
     let build = env.enqueue("handback", "v1", "create", "A long-run build");
     env.wait_until(LIMIT, "the first worker's run starting", || {
@@ -627,10 +624,7 @@ async fn a_project_path_that_leaves_the_workspace_through_a_symlink_is_refused()
 async fn a_run_cut_off_mid_turn_is_resumed_not_redone() {
     let mut env = TestEnv::new().await;
     fast(&mut env, "2");
-    env.worker_env
-        .push(("CLAUDE_EMULATOR_LATENCY_MS".into(), "4000".into()));
-    env.worker_env
-        .push(("CLAUDE_EMULATOR_LATENCY_MATCH".into(), "cut-off".into()));
+    slow_prompts(&mut env, "cut-off", "4000");
     env.start_worker();
     let build = env.enqueue("cutoff", "cutoff-v1", "create", "Build the cut-off app");
     env.wait_until(LIMIT, "the first run starting", || env.worker_has_child(0));
@@ -684,10 +678,7 @@ async fn a_run_cut_off_mid_turn_is_resumed_not_redone() {
 async fn a_redis_that_loses_its_data_loses_no_job_and_runs_no_project_twice_at_once() {
     let mut env = TestEnv::new().await;
     fast(&mut env, "30");
-    env.worker_env
-        .push(("CLAUDE_EMULATOR_LATENCY_MS".into(), "3000".into()));
-    env.worker_env
-        .push(("CLAUDE_EMULATOR_LATENCY_MATCH".into(), "long-run".into()));
+    slow_prompts(&mut env, "long-run", "3000");
     env.start_worker();
     let running = env.enqueue("kept", "kept-v1", "create", "A long-run build");
     env.wait_until(LIMIT, "the job's run starting", || env.worker_has_child(0));

@@ -30,6 +30,18 @@ fn job(project: &str) -> Job {
 }
 
 const LEASE: Duration = Duration::from_secs(30);
+
+/// The dead letter of a garbage entry `id` that consumer `a` gives up on.
+fn garbage_letter(id: &str) -> DeadLetter<'_> {
+    DeadLetter {
+        stream_id: id,
+        payload: "{not json",
+        reason: "not a job",
+        attempts: 0,
+        last_error: None,
+        consumer: "a",
+    }
+}
 const SHORT: Duration = Duration::from_millis(50);
 
 /// A checkpoint of `build_id`'s build step in `phase`, with no files.
@@ -589,18 +601,14 @@ async fn entries_redis_lost_are_told_apart_from_taken_ones_and_can_be_enqueued_a
 
     // An entry nobody holds is still ended by the worker that ran it, so its dead letter survives;
     // one another consumer took is not.
-    let letter = |d: &'static str| DeadLetter {
-        stream_id: d,
-        payload: "{not json",
-        reason: "not a job",
-        attempts: 0,
-        last_error: None,
-        consumer: "a",
-    };
     assert!(
-        q.finish("a", garbage, Ending::DeadLetter(letter("lost")))
-            .await
-            .unwrap()
+        q.finish(
+            "a",
+            garbage,
+            Ending::DeadLetter(garbage_letter(&garbage.id))
+        )
+        .await
+        .unwrap()
     );
     assert_eq!(q.dead_letter_length().await.unwrap(), 1);
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -610,9 +618,13 @@ async fn entries_redis_lost_are_told_apart_from_taken_ones_and_can_be_enqueued_a
         .unwrap();
     assert_eq!(taken.len(), 1);
     assert!(
-        !q.finish("a", &again[1], Ending::DeadLetter(letter("taken")))
-            .await
-            .unwrap()
+        !q.finish(
+            "a",
+            &again[1],
+            Ending::DeadLetter(garbage_letter(&again[1].id))
+        )
+        .await
+        .unwrap()
     );
     assert_eq!(q.dead_letter_length().await.unwrap(), 1);
 }
@@ -633,16 +645,8 @@ async fn deleting_a_streams_keys_leaves_other_streams_alone() {
         q.try_start("a", &got[0], LEASE).await.unwrap(),
         Start::Started
     );
-    let letter = DeadLetter {
-        stream_id: &got[1].id,
-        payload: "{not json",
-        reason: "not a job",
-        attempts: 0,
-        last_error: None,
-        consumer: "a",
-    };
     assert!(
-        q.finish("a", &got[1], Ending::DeadLetter(letter))
+        q.finish("a", &got[1], Ending::DeadLetter(garbage_letter(&got[1].id)))
             .await
             .unwrap()
     );
