@@ -412,6 +412,12 @@ async fn a_failing_run_is_retried_then_dead_lettered_and_can_be_replayed() {
     let id = letter["id"].as_str().unwrap().to_string();
     let shown = env.baton_json(&["dlq", "show", &id]);
     assert_eq!(shown["fields"]["attempts"], "1");
+    for command in ["show", "replay", "purge"] {
+        let out = env.baton(&["dlq", command, "garbage"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "dlq {command}: {stderr}");
+        assert!(stderr.contains("not a dead letter id"), "{stderr}");
+    }
 
     // The cause goes away; a replay reopens the build and it completes.
     std::fs::write(&fault_file, "").unwrap();

@@ -24,3 +24,48 @@ pub const JOB_FIELD: &str = "job";
 pub fn dead_letter_stream(stream: &str) -> String {
     format!("{stream}:dead")
 }
+
+/// An error with its causes on one line, leaving out each cause that the text before it already
+/// quotes: Baton's errors quote their source in their own message, so a plain walk down the chain
+/// would print it twice.
+pub fn describe_error(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        cause = e.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    enum Outer {
+        #[error("redis error: {0}")]
+        Quoting(#[source] std::io::Error),
+        #[error("cannot reach Redis")]
+        Wrapping(#[source] std::io::Error),
+    }
+
+    #[test]
+    fn a_cause_the_message_already_quotes_is_not_repeated() {
+        let refused = || std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert_eq!(
+            describe_error(&Outer::Quoting(refused())),
+            "redis error: refused"
+        );
+        assert_eq!(
+            describe_error(&Outer::Wrapping(refused())),
+            "cannot reach Redis: refused"
+        );
+    }
+}

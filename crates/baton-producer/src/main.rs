@@ -127,6 +127,7 @@ enum DlqCommand {
     /// Show one dead letter in full.
     Show {
         /// The dead letter's id (from `dlq list`).
+        #[arg(value_parser = dead_letter_id)]
         id: String,
         /// Print JSON.
         #[arg(long)]
@@ -136,7 +137,7 @@ enum DlqCommand {
     /// recorded runs).
     Replay {
         /// The dead letter's id.
-        #[arg(required_unless_present = "all")]
+        #[arg(required_unless_present = "all", value_parser = dead_letter_id)]
         id: Option<String>,
         /// Replay every dead letter.
         #[arg(long, conflicts_with = "id")]
@@ -148,7 +149,7 @@ enum DlqCommand {
     /// Delete dead letters.
     Purge {
         /// The dead letter's id.
-        #[arg(required_unless_present = "all")]
+        #[arg(required_unless_present = "all", value_parser = dead_letter_id)]
         id: Option<String>,
         /// Delete every dead letter.
         #[arg(long, conflicts_with = "id")]
@@ -214,13 +215,22 @@ struct EnqueueArgs {
 /// Exit code for input Baton refuses, as opposed to a failure of Redis or Postgres.
 const EXIT_INVALID: u8 = 2;
 
+/// A dead letter's id as `dlq list` prints it: a stream id, `<milliseconds>-<sequence>`.
+fn dead_letter_id(text: &str) -> Result<String, String> {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    match text.split_once('-') {
+        Some((ms, seq)) if digits(ms) && digits(seq) => Ok(text.to_string()),
+        _ => Err("not a dead letter id; `baton dlq list` shows them (like 1795290593124-0)".into()),
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("baton: {e:#}");
+            eprintln!("baton: {}", baton_core::describe_error(e.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -34,8 +34,9 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(run(config)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "worker failed");
-            eprintln!("baton-worker: {e:#}");
+            let error = baton_core::describe_error(e.as_ref());
+            tracing::error!(%error, "worker failed");
+            eprintln!("baton-worker: {error}");
             std::process::ExitCode::FAILURE
         }
     }
