@@ -98,9 +98,9 @@ pub enum Start {
     Started,
     /// An older entry of the project is unfinished, or another holder has the lease: wait.
     Wait,
-    /// Another consumer took the entry: drop it without writing.
+    /// The entry was taken or ended elsewhere (see [`Holding::Taken`]): drop it without writing.
     Lost,
-    /// Nobody holds the entry any more: Redis lost it (see [`Holding::Gone`]).
+    /// Redis lost the entry (see [`Holding::Gone`]).
     Gone,
 }
 

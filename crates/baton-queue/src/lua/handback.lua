@@ -5,7 +5,7 @@
 -- KEYS[1] stream
 -- ARGV[1] group, ARGV[2] consumer, ARGV[3] idle ms to set, ARGV[4] lease key prefix,
 -- ARGV[5] the wake channel, then pairs of (entry id, project or '').
--- Returns one 1 (handed back), 0 (another consumer took it) or -1 (nobody holds it) per entry.
+-- Returns one 1 (handed back), 0 (taken or ended elsewhere) or -1 (Redis lost it) per entry.
 local announce = false
 local out = {}
 for i = 6, #ARGV, 2 do

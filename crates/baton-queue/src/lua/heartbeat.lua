@@ -1,9 +1,9 @@
 -- Keeps a consumer's entries (and the leases of those running) fresh, so no replica claims them;
--- reports the ones another consumer took and the ones nobody holds any more.
+-- reports the ones taken or ended elsewhere and the ones Redis lost.
 -- KEYS[1] stream
 -- ARGV[1] group, ARGV[2] consumer, ARGV[3] lease ms, ARGV[4] lease key prefix, ARGV[5] the idle ms
 -- a handback sets, then pairs of (entry id, project when the entry is running, else '').
--- Returns one 1 (still ours), 0 (taken) or -1 (gone) per entry.
+-- Returns one 1 (still ours), 0 (taken or ended elsewhere) or -1 (lost) per entry.
 local out = {}
 for i = 6, #ARGV, 2 do
   local id, project = ARGV[i], ARGV[i + 1]

@@ -17,8 +17,7 @@ local function project_of(fields)
 end
 
 -- The consumer holding `id` in the group's pending list and the entry's idle milliseconds, or false
--- when nobody holds it: the entry was acknowledged, or Redis lost it (a restart without its data,
--- a group created anew).
+-- when nobody holds it: the entry was acknowledged, or the group created anew, or Redis lost it.
 local function holder(stream, group, id)
   local p = redis.call('XPENDING', stream, group, id, id, 1)
   if #p == 1 then

@@ -2,7 +2,7 @@
 -- has the project's lease; takes the lease.
 -- KEYS[1] stream, KEYS[2] project queue, KEYS[3] project lease
 -- ARGV[1] group, ARGV[2] entry id, ARGV[3] consumer, ARGV[4] lease ms
--- Returns 1 started, 0 wait, -1 another consumer took the entry, -2 nobody holds it any more.
+-- Returns 1 started, 0 wait, -1 the entry was taken or ended elsewhere, -2 Redis lost it.
 local held = holding(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 if held ~= 1 then
   return held - 1
