@@ -6,7 +6,8 @@
 //! when it heads that queue and takes the project's lease: at most one job of a project runs at a
 //! time, in enqueue order, while other projects go on. Workers refresh their entries and leases
 //! with a heartbeat; entries nobody refreshed for the claim timeout are taken over with
-//! `XAUTOCLAIM`. The scripts live in `src/lua/`.
+//! `XAUTOCLAIM`. The scripts tell an entry taken or ended elsewhere from one Redis lost (a restart
+//! without its data), whose job its worker puts back ([`Holding`]). The scripts live in `src/lua/`.
 //!
 //! Commands share one multiplexed connection, redis-rs's `ConnectionManager`, which reconnects by
 //! itself. (A `deadpool-redis` pool, used before, checks every connection it hands out with an
