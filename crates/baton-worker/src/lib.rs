@@ -421,11 +421,9 @@ impl Worker {
                         }
                     }
                 }
+                // The copies arrive through the stream, like any new entry.
                 for delivery in &requeue {
                     this.requeue(delivery).await;
-                }
-                if !requeue.is_empty() {
-                    this.wake.notify_one();
                 }
             }
         }
