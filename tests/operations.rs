@@ -480,3 +480,55 @@ async fn requeue_puts_back_a_build_redis_lost_before_any_worker_read_it() {
         "a finished build is never requeued"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn enqueue_wait_takes_the_end_from_the_ledger_when_the_final_event_never_comes() {
+    let env = TestEnv::new().await;
+    let child = env
+        .command("baton")
+        .args([
+            "enqueue",
+            "--project",
+            "unheard",
+            "--version",
+            "unheard-v1",
+            "--kind",
+            "create",
+            "--prompt",
+            "Build it",
+            "--build-id",
+            "unheard-build",
+            "--wait",
+            "--json",
+            "--timeout",
+            "60",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The build ends in the ledger, and no event says so (as when publishing it failed).
+    let mut db = env.db().await;
+    env.wait_until(LIMIT, "the build queued in the ledger", || {
+        env.baton(&["status", "unheard-build"]).status.success()
+    });
+    sqlx::query(
+        "UPDATE builds SET status = 'failed', last_error = 'build: boom', finished_at = now() WHERE build_id = 'unheard-build'",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed job exits 1: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "failed");
+    assert_eq!(v["error"], "build: boom");
+}

@@ -1,8 +1,10 @@
 //! `baton`: enqueue build jobs, apply migrations, and inspect builds and session chains.
 
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use baton_core::events::EventType;
 use baton_core::{JobKind, Limits, NewJob};
 use baton_ledger::{BuildState, Ledger, LedgerError, Transition};
 use baton_producer::{Producer, ProducerError};
@@ -649,18 +651,20 @@ async fn enqueue(
     } else {
         None
     };
+    let watch = ledger.clone();
     let producer = Producer::new(queue.clone(), ledger, limits);
     match producer.enqueue_job(&job).await {
         Ok(done) if args.wait => {
             let from = events_from.expect("read above with --wait");
-            follow(
-                &queue,
-                &done,
-                &from,
-                args.json,
-                args.timeout.map(std::time::Duration::from_secs),
-            )
-            .await
+            let follow = Follow {
+                queue: &queue,
+                ledger: watch.as_ref(),
+                done: &done,
+                json: args.json,
+            };
+            follow
+                .run(&from, args.timeout.map(std::time::Duration::from_secs))
+                .await
         }
         Ok(done) => {
             if args.json {
@@ -683,103 +687,187 @@ const EXIT_JOB_FAILED: u8 = 1;
 /// Exit code of `--wait` when `--timeout` ran out.
 const EXIT_TIMEOUT: u8 = 3;
 
-/// Follows a job's progress events: one line per event (or, on a terminal, one line per step
-/// rewritten as it changes), until the job completes or fails.
-async fn follow(
-    queue: &Queue,
-    done: &baton_producer::Enqueued,
-    from: &str,
+/// How often `--wait` asks the ledger whether the job ended, in case its final event never comes
+/// (publishing it failed: a lost event costs a live update, never the job).
+const LEDGER_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What `--wait` follows a job with.
+struct Follow<'a> {
+    queue: &'a Queue,
+    /// The ledger, unless the job was enqueued with `--no-ledger`.
+    ledger: Option<&'a Ledger>,
+    done: &'a baton_producer::Enqueued,
     json: bool,
-    timeout: Option<std::time::Duration>,
-) -> anyhow::Result<ExitCode> {
-    use baton_core::events::EventType;
-    use std::io::{IsTerminal, Write};
-    let tty = !json && std::io::stdout().is_terminal();
-    let mut reader = queue.event_reader(from).await?;
-    let deadline = timeout.map(|t| std::time::Instant::now() + t);
-    if !json {
-        println!(
-            "build {} enqueued as entry {}; following its progress",
-            done.build_id, done.stream_id
-        );
+}
+
+impl Follow<'_> {
+    /// Follows the job's progress events: one line per event (or, on a terminal, one line per step
+    /// rewritten as it changes), until the job completes or fails. Rides out Redis going away, and
+    /// takes the job's end from the ledger when its final event does not come.
+    async fn run(
+        &self,
+        from: &str,
+        timeout: Option<std::time::Duration>,
+    ) -> anyhow::Result<ExitCode> {
+        let tty = !self.json && std::io::stdout().is_terminal();
+        let mut reader = self.queue.event_reader(from).await?;
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        if !self.json {
+            println!(
+                "build {} enqueued as entry {}; following its progress",
+                self.done.build_id, self.done.stream_id
+            );
+        }
+        let mut open_line = false;
+        let mut started = false;
+        let mut redis_lost = false;
+        let mut ledger_checked = std::time::Instant::now();
+        loop {
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                if open_line {
+                    println!();
+                }
+                let state = if started {
+                    "still running"
+                } else {
+                    "still queued (no worker started it)"
+                };
+                eprintln!(
+                    "baton: build {} {state} after the timeout",
+                    self.done.build_id
+                );
+                return Ok(ExitCode::from(EXIT_TIMEOUT));
+            }
+            let events = match reader.next(std::time::Duration::from_secs(1)).await {
+                Ok(events) => {
+                    if redis_lost {
+                        eprintln!("baton: Redis answers again; following on");
+                        redis_lost = false;
+                    }
+                    events
+                }
+                Err(e) => {
+                    if !redis_lost {
+                        eprintln!(
+                            "baton: lost Redis while following the job ({}); retrying",
+                            baton_core::describe_error(&e)
+                        );
+                        redis_lost = true;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    if let Ok(again) = self.queue.event_reader(reader.position()).await {
+                        reader = again;
+                    }
+                    Vec::new()
+                }
+            };
+            for event in events {
+                if event.build_id != self.done.build_id {
+                    continue;
+                }
+                started = true;
+                open_line = self.show(&event, tty);
+                if event.is_final() {
+                    let completed = event.event == EventType::JobCompleted;
+                    return Ok(self.end(completed, event.session_id, event.error));
+                }
+            }
+            if let Some(ledger) = self.ledger
+                && ledger_checked.elapsed() >= LEDGER_CHECK
+            {
+                ledger_checked = std::time::Instant::now();
+                if let Ok(state) = ledger.build_state(&self.done.build_id).await
+                    && matches!(state.status.as_str(), "completed" | "failed")
+                {
+                    if open_line {
+                        println!();
+                    }
+                    let completed = state.status == "completed";
+                    let session = state.runs.last().map(|r| r.new_session_id.clone());
+                    if !self.json {
+                        println!(
+                            "{}",
+                            ended_line(completed, session.as_deref(), state.last_error.as_deref())
+                        );
+                    }
+                    return Ok(self.end(completed, session, state.last_error));
+                }
+            }
+        }
     }
-    let mut open_line = false;
-    let mut started = false;
-    loop {
-        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-            if open_line {
+
+    /// Prints an event's line (none with `--json`); returns whether a step's line is left open
+    /// on the terminal, to be rewritten.
+    fn show(&self, event: &baton_core::events::Event, tty: bool) -> bool {
+        let step = event.step.clone().unwrap_or_default();
+        let session = event.session_id.clone().unwrap_or_else(|| "(fresh)".into());
+        let line = match event.event {
+            EventType::JobStarted => format!("started (claim {})", event.attempt.unwrap_or(1)),
+            EventType::RunStarted => format!("{step:<25} running, resuming {session}"),
+            EventType::SessionSeen => format!("{step:<25} running in session {session}"),
+            EventType::RunFinished => format!(
+                "{step:<25} {} in session {session}",
+                event.outcome.clone().unwrap_or_default()
+            ),
+            EventType::JobRequeued => format!(
+                "handed back to run later: {}",
+                event.error.clone().unwrap_or_default()
+            ),
+            EventType::JobCompleted | EventType::JobFailed => ended_line(
+                event.event == EventType::JobCompleted,
+                event.session_id.as_deref(),
+                event.error.as_deref(),
+            ),
+        };
+        if self.json {
+            // Only the final object is printed with --json.
+            false
+        } else if tty {
+            // One line per step, rewritten until the step finishes.
+            let step_line = matches!(event.event, EventType::RunStarted | EventType::SessionSeen);
+            print!("\r\x1b[2K{line}");
+            if !step_line {
                 println!();
             }
-            let state = if started {
-                "still running"
-            } else {
-                "still queued (no worker started it)"
-            };
-            eprintln!("baton: build {} {state} after the timeout", done.build_id);
-            return Ok(ExitCode::from(EXIT_TIMEOUT));
+            let _ = std::io::stdout().flush();
+            step_line
+        } else {
+            println!("{line}");
+            false
         }
-        for event in reader.next(std::time::Duration::from_secs(1)).await? {
-            if event.build_id != done.build_id {
-                continue;
-            }
-            started = true;
-            let step = event.step.clone().unwrap_or_default();
-            let session = event.session_id.clone().unwrap_or_else(|| "(fresh)".into());
-            let line = match event.event {
-                EventType::JobStarted => format!("started (claim {})", event.attempt.unwrap_or(1)),
-                EventType::RunStarted => format!("{step:<25} running, resuming {session}"),
-                EventType::SessionSeen => format!("{step:<25} running in session {session}"),
-                EventType::RunFinished => format!(
-                    "{step:<25} {} in session {session}",
-                    event.outcome.clone().unwrap_or_default()
-                ),
-                EventType::JobRequeued => format!(
-                    "handed back to run later: {}",
-                    event.error.clone().unwrap_or_default()
-                ),
-                EventType::JobCompleted => format!("completed; the project's session is {session}"),
-                EventType::JobFailed => {
-                    format!("failed: {}", event.error.clone().unwrap_or_default())
-                }
-            };
-            if json {
-                // Only the final object is printed with --json.
-            } else if tty {
-                // One line per step, rewritten until the step finishes.
-                let step_line =
-                    matches!(event.event, EventType::RunStarted | EventType::SessionSeen);
-                print!("\r\x1b[2K{line}");
-                if step_line {
-                    open_line = true;
-                } else {
-                    println!();
-                    open_line = false;
-                }
-                let _ = std::io::stdout().flush();
-            } else {
-                println!("{line}");
-            }
-            if event.is_final() {
-                let completed = event.event == EventType::JobCompleted;
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::json!({
-                            "build_id": done.build_id,
-                            "stream_id": done.stream_id,
-                            "status": if completed { "completed" } else { "failed" },
-                            "session_id": event.session_id,
-                            "error": event.error,
-                        })
-                    );
-                }
-                return Ok(if completed {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(EXIT_JOB_FAILED)
-                });
-            }
+    }
+
+    /// The job ended: the final JSON object with `--json`, and the exit code.
+    fn end(&self, completed: bool, session: Option<String>, error: Option<String>) -> ExitCode {
+        if self.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "build_id": self.done.build_id,
+                    "stream_id": self.done.stream_id,
+                    "status": if completed { "completed" } else { "failed" },
+                    "session_id": session,
+                    "error": error,
+                })
+            );
         }
+        if completed {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(EXIT_JOB_FAILED)
+        }
+    }
+}
+
+/// The last line `--wait` prints for a job that ended.
+fn ended_line(completed: bool, session: Option<&str>, error: Option<&str>) -> String {
+    if completed {
+        format!(
+            "completed; the project's session is {}",
+            session.unwrap_or("(fresh)")
+        )
+    } else {
+        format!("failed: {}", error.unwrap_or_default())
     }
 }
 

@@ -886,6 +886,12 @@ pub struct EventReader {
 }
 
 impl EventReader {
+    /// The id of the last entry read (or the one reading started after): where a new reader picks
+    /// up, for example after the connection was lost.
+    pub fn position(&self) -> &str {
+        &self.last_id
+    }
+
     /// The next events, waiting at most `block` for one. Entries that are not events are skipped.
     pub async fn next(
         &mut self,
