@@ -722,6 +722,7 @@ impl Follow<'_> {
         let mut started = false;
         let mut redis_lost = false;
         let mut ledger_checked = std::time::Instant::now();
+        let mut ended_in_ledger: Option<BuildState> = None;
         loop {
             if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
                 if open_line {
@@ -772,26 +773,30 @@ impl Follow<'_> {
                     return Ok(self.end(completed, event.session_id, event.error));
                 }
             }
+            // The ledger said the job ended one read ago, and its final event has still not come.
+            if let Some(state) = ended_in_ledger.take() {
+                if open_line {
+                    println!();
+                }
+                let completed = state.status == "completed";
+                let session = state.runs.last().map(|r| r.new_session_id.clone());
+                if !self.json {
+                    let line =
+                        ended_line(completed, session.as_deref(), state.last_error.as_deref());
+                    println!("{line}");
+                }
+                return Ok(self.end(completed, session, state.last_error));
+            }
             if let Some(ledger) = self.ledger
                 && ledger_checked.elapsed() >= LEDGER_CHECK
             {
                 ledger_checked = std::time::Instant::now();
-                if let Ok(state) = ledger.build_state(&self.done.build_id).await
-                    && matches!(state.status.as_str(), "completed" | "failed")
-                {
-                    if open_line {
-                        println!();
-                    }
-                    let completed = state.status == "completed";
-                    let session = state.runs.last().map(|r| r.new_session_id.clone());
-                    if !self.json {
-                        println!(
-                            "{}",
-                            ended_line(completed, session.as_deref(), state.last_error.as_deref())
-                        );
-                    }
-                    return Ok(self.end(completed, session, state.last_error));
-                }
+                // Not at once: the events of the job's last moments get one more read to arrive.
+                ended_in_ledger = ledger
+                    .build_state(&self.done.build_id)
+                    .await
+                    .ok()
+                    .filter(|state| matches!(state.status.as_str(), "completed" | "failed"));
             }
         }
     }
