@@ -720,7 +720,7 @@ async fn a_redis_that_loses_its_data_loses_no_job_and_runs_no_project_twice_at_o
     }
     let log = env.worker_logs();
     for said in [
-        "creating it again",
+        "created it again",
         "Redis lost this running entry",
         "Redis lost this waiting entry",
         "enqueued the lost entry's job again",
@@ -760,6 +760,13 @@ async fn a_redis_that_loses_its_data_loses_no_job_and_runs_no_project_twice_at_o
     assert_linear(&env, "kept");
     assert_no_recorded_run_repeated(&env, &["after".into()]);
     assert_in_sync(&env);
+    let (_, metrics) = baton_tests::http_get(&env.http_addr(0), "/metrics");
+    for line in [
+        "baton_lost_entries_total 2",
+        "baton_group_recreations_total 1",
+    ] {
+        assert!(metrics.contains(line), "no {line:?} in\n{metrics}");
+    }
 }
 
 /// Runs a Redis future to completion from inside a synchronous poll closure.

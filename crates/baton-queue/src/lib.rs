@@ -241,9 +241,10 @@ impl Queue {
         Ok(())
     }
 
-    /// Creates the consumer group (and the stream) unless it exists. New groups start at the
-    /// stream's beginning, so jobs enqueued before the first worker started are not skipped.
-    pub async fn ensure_group(&self) -> Result<(), QueueError> {
+    /// Creates the consumer group (and the stream) unless it exists; returns whether it did. New
+    /// groups start at the stream's beginning, so jobs enqueued before the first worker started are
+    /// not skipped.
+    pub async fn ensure_group(&self) -> Result<bool, QueueError> {
         let mut conn = self.conn.clone();
         let created: Result<String, _> = redis::cmd("XGROUP")
             .arg("CREATE")
@@ -254,8 +255,8 @@ impl Queue {
             .query_async(&mut conn)
             .await;
         match created {
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            Ok(_) => Ok(true),
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(false),
             Err(e) => Err(e.into()),
         }
     }

@@ -60,9 +60,12 @@ fn checkpoint(build_id: &str, phase: baton_core::checkpoint::Phase) -> Checkpoin
 #[tokio::test]
 async fn an_enqueued_job_is_delivered_once_and_acked() {
     let q = queue().await;
-    q.ensure_group()
-        .await
-        .expect("creating the group twice is fine");
+    assert!(
+        !q.ensure_group()
+            .await
+            .expect("creating the group twice is fine"),
+        "the group already existed"
+    );
     let j = job("p1");
     let id = q.enqueue(&j).await.unwrap();
     let mut a = q.consumer("a").await.unwrap();
@@ -543,7 +546,7 @@ async fn entries_redis_lost_are_told_apart_from_taken_ones_and_can_be_enqueued_a
         .is_missing_group()
     );
 
-    q.ensure_group().await.unwrap();
+    assert!(q.ensure_group().await.unwrap(), "the group is created anew");
     assert_eq!(
         q.heartbeat("a", &entries, LEASE).await.unwrap(),
         [Holding::Gone, Holding::Gone]

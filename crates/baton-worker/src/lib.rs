@@ -394,6 +394,7 @@ impl Worker {
                             // (the heartbeat took it back), and ends the entry as usual.
                             (Holding::Gone, Some(_)) => {
                                 if !held.vanished {
+                                    this.ctx.metrics.lost_entries.inc();
                                     warn!(
                                         entry = %id,
                                         project_id = project,
@@ -406,6 +407,7 @@ impl Worker {
                             // lost has had a heartbeat to take its project's lease back, so the
                             // copy cannot start beside a job of its project.
                             (Holding::Gone, None) if !held.vanished => {
+                                this.ctx.metrics.lost_entries.inc();
                                 warn!(
                                     entry = %id,
                                     project_id = project,
@@ -728,20 +730,26 @@ impl Worker {
         }
     }
 
-    /// Creates the consumer group again when `e` says Redis no longer has it; returns whether it
-    /// did. Without this, a Redis that restarted without its data would leave every replica
-    /// failing its reads forever while new jobs pile up.
+    /// Creates the consumer group again when `e` says Redis no longer has it; returns whether the
+    /// group exists again. Without this, a Redis that restarted without its data would leave every
+    /// replica failing its reads forever while new jobs pile up.
     async fn recover_group(&self, e: &QueueError) -> bool {
         if !e.is_missing_group() {
             return false;
         }
-        warn!(
-            group = %self.ctx.queue.group(),
-            stream = %self.ctx.queue.stream(),
-            "Redis no longer has the consumer group (did it restart without its data?); creating it again"
-        );
         match self.ctx.queue.ensure_group().await {
-            Ok(()) => true,
+            Ok(created) => {
+                // Several of this worker's loops may meet the same loss; one of them creates it.
+                if created {
+                    self.ctx.metrics.group_recreations.inc();
+                    warn!(
+                        group = %self.ctx.queue.group(),
+                        stream = %self.ctx.queue.stream(),
+                        "Redis no longer had the consumer group (did it restart without its data?); created it again"
+                    );
+                }
+                true
+            }
             Err(e) => {
                 error!(error = %e, "could not create the consumer group again");
                 false

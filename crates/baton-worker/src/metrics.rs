@@ -61,6 +61,10 @@ pub struct Metrics {
     pub fenced_writes: Counter,
     /// Ledger operations that failed for reasons other than fencing.
     pub ledger_errors: Counter<u64, AtomicU64>,
+    /// Entries Redis lost while this worker held them (a restart without its data).
+    pub lost_entries: Counter,
+    /// Times this worker created the consumer group again after Redis lost it.
+    pub group_recreations: Counter,
 }
 
 impl Default for Metrics {
@@ -87,6 +91,8 @@ impl Metrics {
             claims: Counter::default(),
             fenced_writes: Counter::default(),
             ledger_errors: Counter::default(),
+            lost_entries: Counter::default(),
+            group_recreations: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("jobs", "Jobs ended, by kind and outcome", m.jobs.clone());
@@ -144,6 +150,16 @@ impl Metrics {
             "ledger_errors",
             "Ledger operations that failed other than by fencing",
             m.ledger_errors.clone(),
+        );
+        registry.register(
+            "lost_entries",
+            "Entries Redis lost while this worker held them",
+            m.lost_entries.clone(),
+        );
+        registry.register(
+            "group_recreations",
+            "Times the consumer group was created again after Redis lost it",
+            m.group_recreations.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -205,6 +221,8 @@ mod tests {
             "baton_agent_runs_total{source=\"build\",outcome=\"success\"} 1",
             "baton_resume_decisions_total{decision=\"fresh_create\"} 1",
             "baton_claims_total 1",
+            "baton_lost_entries_total 0",
+            "baton_group_recreations_total 0",
             "baton_jobs_in_flight 0",
             "baton_job_duration_seconds_count 1",
             "# TYPE baton_agent_run_duration_seconds histogram",
