@@ -390,31 +390,27 @@ impl Worker {
                                     }
                                 }
                             }
-                            // Nobody else can have it: the job runs on, holding its project's lease
-                            // (the heartbeat took it back), and ends the entry as usual.
-                            (Holding::Gone, Some(_)) => {
-                                if !held.vanished {
-                                    this.ctx.metrics.lost_entries.inc();
-                                    warn!(
-                                        entry = %id,
-                                        project_id = project,
-                                        "Redis lost this running entry (did it restart without its data?); the job runs on"
-                                    );
-                                    held.vanished = true;
-                                }
-                            }
-                            // Not at once: by the next heartbeat, every replica running a job Redis
-                            // lost has had a heartbeat to take its project's lease back, so the
-                            // copy cannot start beside a job of its project.
-                            (Holding::Gone, None) if !held.vanished => {
+                            (Holding::Gone, running) if !held.vanished => {
                                 this.ctx.metrics.lost_entries.inc();
+                                let next = match running {
+                                    Some(_) => "running entry; the job runs on",
+                                    None => {
+                                        "waiting entry; enqueueing its job again at the next heartbeat"
+                                    }
+                                };
                                 warn!(
                                     entry = %id,
                                     project_id = project,
-                                    "Redis lost this waiting entry (did it restart without its data?); enqueueing its job again at the next heartbeat"
+                                    "Redis lost this {next} (did it restart without its data?)"
                                 );
                                 held.vanished = true;
                             }
+                            // Nobody else can have it: the job runs on, holding its project's lease
+                            // (the heartbeat took it back), and ends the entry as usual.
+                            (Holding::Gone, Some(_)) => {}
+                            // Not at once: by now every replica running a job Redis lost has had a
+                            // heartbeat to take its project's lease back, so the copy cannot start
+                            // beside a job of its project.
                             (Holding::Gone, None) => {
                                 if let Some(held) = state.held.remove(&key) {
                                     requeue.push(held.delivery);
