@@ -7,13 +7,45 @@ fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
-async fn queue() -> Queue {
+/// A queue on a stream of its own, whose keys are deleted when the test ends.
+struct Scratch(Queue);
+
+impl std::ops::Deref for Scratch {
+    type Target = Queue;
+
+    fn deref(&self) -> &Queue {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let stream = self.0.stream().to_string();
+        // Drop runs inside the test's runtime, which the queue's connection needs, so the cleanup
+        // gets a runtime and a connection of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let queue = Queue::connect(&redis_url(), &stream, "workers")
+                    .await
+                    .ok()?;
+                queue.delete_all_keys().await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+async fn queue() -> Scratch {
     let stream = format!("baton-test:{}", uuid::Uuid::new_v4());
     let q = Queue::connect(&redis_url(), &stream, "workers")
         .await
         .expect("redis answers at REDIS_URL");
     q.ensure_group().await.unwrap();
-    q
+    Scratch(q)
 }
 
 fn job(project: &str) -> Job {
