@@ -4,7 +4,7 @@
 //! Modes:
 //! - `fast` (default): N jobs over P projects with the emulator at zero latency; reports jobs/s,
 //!   runs/s, enqueue-to-done latency, Baton's overhead per run, peak RSS per worker, Postgres
-//!   transactions per job; then the three limits alone (CLI runs, ledger transactions, Redis
+//!   transactions and WAL flushes per job, what Postgres's backends wait for; then the three limits alone (CLI runs, ledger transactions, Redis
 //!   operations of a job) and the pipeline's throughput as a fraction of the tightest.
 //! - `slow`: runs of `--latency-ms` with many jobs in flight; reports memory per in-flight job and
 //!   throughput across concurrency and replica counts.
@@ -304,6 +304,98 @@ async fn wait_finished_in_ledger(
     }
 }
 
+/// Samples what the pipeline's Postgres backends are doing while one of their transactions is in
+/// progress: on a core (or waiting for one), waiting for the WAL's flush, for a lock, or other.
+/// Where the ledger's round trips go is what decides whether its commits or its CPU hold a job up.
+/// It connects to the admin database, so its queries are not counted as the pipeline's
+/// transactions.
+struct PgWaits {
+    conn: sqlx::PgConnection,
+    /// The pipeline's database.
+    db_name: String,
+    /// The sampling connection's own backend, which the CPU figures count as the bench's.
+    backend: i32,
+}
+
+/// Samples per kind of wait, in the order of [`PgWaits::HEADING`].
+struct WaitShares([u64; 4]);
+
+impl PgWaits {
+    const HEADING: &str = "Postgres backends in a pipeline transaction, sampled every 10 ms: running (on a core or waiting for one) / waiting for the WAL's flush / for a lock / other";
+
+    async fn connect(admin_url: &str, db_name: &str) -> anyhow::Result<PgWaits> {
+        let mut conn = sqlx::PgConnection::connect(admin_url).await?;
+        let backend = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut conn)
+            .await?;
+        Ok(PgWaits {
+            conn,
+            db_name: db_name.to_string(),
+            backend,
+        })
+    }
+
+    /// The cluster's WAL flushes so far and the milliseconds they took (zero unless
+    /// `track_wal_io_timing` is on); `None` before Postgres 14, which has no `pg_stat_wal`.
+    async fn wal_flushes(&mut self) -> Option<(i64, f64)> {
+        sqlx::query_as("SELECT wal_sync, wal_sync_time FROM pg_stat_wal")
+            .fetch_one(&mut self.conn)
+            .await
+            .ok()
+    }
+
+    /// Samples every 10 ms until `stop`, leaving out the backends of the sampler and of `watcher`.
+    async fn sample(
+        mut self,
+        watcher: i32,
+        stop: CancellationToken,
+    ) -> anyhow::Result<(PgWaits, WaitShares)> {
+        let mut shares = [0u64; 4];
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        while !stop.is_cancelled() {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => break,
+            }
+            let rows: Vec<(i32,)> = sqlx::query_as(
+                "SELECT CASE
+                          WHEN wait_event IS NULL THEN 0
+                          WHEN wait_event IN ('WALWrite', 'WALSync', 'WALInsert') THEN 1
+                          WHEN wait_event_type = 'Lock' THEN 2
+                          ELSE 3
+                        END
+                 FROM pg_stat_activity
+                 WHERE datname = $1 AND backend_type = 'client backend'
+                   AND state IN ('active', 'idle in transaction') AND pid <> $2",
+            )
+            .bind(&self.db_name)
+            .bind(watcher)
+            .fetch_all(&mut self.conn)
+            .await?;
+            for (kind,) in rows {
+                shares[kind as usize] += 1;
+            }
+        }
+        Ok((self, WaitShares(shares)))
+    }
+}
+
+impl WaitShares {
+    /// The shares as percentages, with the sample count.
+    fn percentages(&self) -> String {
+        let total: u64 = self.0.iter().sum();
+        if total == 0 {
+            return "no samples".into();
+        }
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|n| format!("{:.0}%", 100.0 * *n as f64 / total as f64))
+            .collect();
+        format!("{} ({total} samples)", parts.join(" / "))
+    }
+}
+
 async fn xact_commits(admin_url: &str, db: &str) -> anyhow::Result<i64> {
     let mut conn = sqlx::PgConnection::connect(admin_url).await?;
     Ok(
@@ -471,7 +563,14 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
     let watcher_backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
         .fetch_one(&mut watcher)
         .await?;
-    let not_pipeline = [u32::try_from(watcher_backend)?];
+    let mut waits = PgWaits::connect(&bench.admin_url, &bench.db_name).await?;
+    let not_pipeline = [
+        u32::try_from(watcher_backend)?,
+        u32::try_from(waits.backend)?,
+    ];
+    let wal_before = waits.wal_flushes().await;
+    let stop_sampling = CancellationToken::new();
+    let sampling = tokio::spawn(waits.sample(watcher_backend, stop_sampling.clone()));
     let cpu_before = Cpu::sample(&pids, &not_pipeline);
     let busy = machine_busy();
     let started = Utc::now();
@@ -480,6 +579,12 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
         wait_finished_in_ledger(&mut watcher, &builds, Duration::from_secs(600)).await?;
     let cpu = Cpu::sample(&pids, &not_pipeline).since(&cpu_before);
     let pipeline_cpu = busy_per_job(busy, args.jobs);
+    stop_sampling.cancel();
+    let (mut waits, shares) = sampling.await??;
+    let wal = match (wal_before, waits.wal_flushes().await) {
+        (Some(before), Some(after)) => Some((after.0 - before.0, after.1 - before.1)),
+        _ => None,
+    };
     let wall = (last - started).num_microseconds().unwrap_or(0) as f64 / 1e6;
     let peak_rss: Vec<u64> = pids.iter().map(|p| rss_kib(*p, "VmHWM:")).collect();
     bench.stop_workers();
@@ -557,6 +662,18 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
         100.0 * cpu.total() / (wall * cores() as f64),
         cores()
     );
+    if let Some((flushes, ms)) = wal {
+        let per_flush = if ms > 0.0 {
+            format!("{:.2} ms", ms / flushes as f64)
+        } else {
+            "not timed (track_wal_io_timing is off)".into()
+        };
+        println!(
+            "| Postgres WAL flushes per job (the whole server's); mean time per flush | {:.1}; {per_flush} |",
+            flushes as f64 / args.jobs as f64
+        );
+    }
+    println!("| {} | {} |", PgWaits::HEADING, shares.percentages());
 
     // The limits, each alone at the same concurrency.
     let busy = machine_busy();
