@@ -234,6 +234,9 @@ pub struct Agent {
 struct Guard {
     token: String,
     supervisor: std::sync::Mutex<Option<supervise::Supervisor>>,
+    /// The latest deadline of [`Agent::hold_runs_until`] on the shared clock, 0 for none: given
+    /// again to a supervisor started after it.
+    deadline_ns: std::sync::atomic::AtomicU64,
 }
 
 enum StdoutItem {
@@ -272,6 +275,7 @@ impl Agent {
             guard: std::sync::Arc::new(Guard {
                 token: format!("{}-{nonce:016x}", std::process::id()),
                 supervisor: std::sync::Mutex::new(None),
+                deadline_ns: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -298,8 +302,37 @@ impl Agent {
                 source,
             }
         })?;
+        let deadline = self
+            .guard
+            .deadline_ns
+            .load(std::sync::atomic::Ordering::SeqCst);
+        if deadline != 0 {
+            started.send_deadline(deadline);
+        }
         *slot = Some(started);
         Ok(())
+    }
+
+    /// Has the supervisor kill every run of this agent at `until`, unless a later call moves the
+    /// deadline first. A worker calls it after each renewal of its hold on its jobs, so that its
+    /// runs end before another replica may take the jobs over, even if the worker stalls. Does
+    /// nothing without a supervisor.
+    pub fn hold_runs_until(&self, until: Instant) {
+        if self.config.supervisor.is_none() {
+            return;
+        }
+        let deadline = supervise::on_monotonic_clock(until).max(1);
+        let slot = self
+            .guard
+            .supervisor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.guard
+            .deadline_ns
+            .store(deadline, std::sync::atomic::Ordering::SeqCst);
+        if let Some(running) = slot.as_ref() {
+            running.send_deadline(deadline);
+        }
     }
 
     /// The configuration in use.

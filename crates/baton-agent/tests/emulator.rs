@@ -484,3 +484,70 @@ async fn a_supervised_cli_gets_sigint_first_when_cancelled() {
         "ended by SIGINT, so the CLI could end its turn"
     );
 }
+
+#[tokio::test]
+async fn the_supervisor_kills_the_runs_when_their_hold_runs_out_and_keeps_watching() {
+    let f = fixture_with(
+        &[
+            ("CLAUDE_EMULATOR_FAULT", "hang_before_result"),
+            ("CLAUDE_EMULATOR_FAULT_MATCH", "hang here"),
+        ],
+        Some(|c: &mut AgentConfig| {
+            c.supervisor = Some(claude_emulator::sibling_binary("baton-worker"));
+            // Only the supervisor can end the hanging run before this.
+            c.idle = Duration::from_secs(60);
+        }),
+    );
+    let cancel = CancellationToken::new();
+    f.agent
+        .hold_runs_until(std::time::Instant::now() + Duration::from_millis(700));
+    let hung = f
+        .agent
+        .run(&request(&f, "Build it, hang here", None), &cancel)
+        .await
+        .unwrap();
+    assert_eq!(
+        hung.exit,
+        Some(baton_agent::Exit::Signal(9)),
+        "killed by the supervisor at the deadline: {:?}",
+        hung.outcome
+    );
+    // A renewed hold lets the next runs finish: the supervisor watches on after a sweep.
+    f.agent
+        .hold_runs_until(std::time::Instant::now() + Duration::from_secs(60));
+    let ok = f
+        .agent
+        .run(&request(&f, "Build app.py", None), &cancel)
+        .await
+        .unwrap();
+    assert_eq!(ok.outcome, Outcome::Success, "{}", ok.stderr_tail);
+}
+
+#[tokio::test]
+async fn renewing_the_hold_in_time_keeps_a_run_alive() {
+    let f = fixture_with(
+        &[("CLAUDE_EMULATOR_LATENCY_MS", "1500")],
+        Some(|c: &mut AgentConfig| {
+            c.supervisor = Some(claude_emulator::sibling_binary("baton-worker"));
+        }),
+    );
+    let agent = f.agent.clone();
+    agent.hold_runs_until(std::time::Instant::now() + Duration::from_millis(500));
+    // Renewed every 200 ms, each time for 500 ms: the run outlives every single deadline.
+    let renewer = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            agent.hold_runs_until(std::time::Instant::now() + Duration::from_millis(500));
+        }
+    });
+    let report = f
+        .agent
+        .run(
+            &request(&f, "Build app.py", None),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    renewer.abort();
+    assert_eq!(report.outcome, Outcome::Success, "{}", report.stderr_tail);
+}
