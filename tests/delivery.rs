@@ -244,6 +244,50 @@ async fn a_stalled_worker_cannot_overwrite_its_successor() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_workers_run_ends_before_a_replica_can_take_its_job_over() {
+    let mut env = TestEnv::new().await;
+    // Claim timeout 2 s: the stalled worker's hold runs out 1.5 s after its last heartbeat.
+    let build = stall_first_worker(&mut env, "stall-overlap", "30000");
+    env.start_worker();
+    // Whichever comes first: the stalled worker's run ending, or the successor claiming the job.
+    let mut run_ended = None;
+    let started = Instant::now();
+    let claimed = loop {
+        if run_ended.is_none() && !env.worker_has_child(0) {
+            run_ended = Some(started.elapsed());
+        }
+        if env.status(&build)["attempt"].as_i64() >= Some(2) {
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < LIMIT,
+            "the successor never claimed the job"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let run_ended = run_ended.unwrap_or_else(|| {
+        panic!(
+            "the stalled worker's run was still going when its job was taken over {claimed:?} \
+             after the stall began: two runs could resume one session at once; logs:\n{}",
+            env.worker_logs()
+        )
+    });
+    assert!(run_ended <= claimed, "{run_ended:?} after {claimed:?}");
+    // The stalled worker itself could not have ended it: its supervisor did.
+    assert!(
+        env.worker_log(0)
+            .contains("did not renew its hold on its jobs in time"),
+        "{}",
+        env.worker_log(0)
+    );
+    let done = env.wait_finished(&build, LIMIT);
+    assert_eq!(done["status"], "completed", "{done}");
+    env.signal_worker(0, Signal::SIGCONT);
+    assert_stalled_worker_stopped(&env, "stall-overlap");
+    assert_in_sync(&env);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_stalled_worker_whose_successor_already_finished_stops_its_run() {
     let mut env = TestEnv::new().await;
     let build = stall_first_worker(&mut env, "overtaken", "30000");

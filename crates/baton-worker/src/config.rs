@@ -200,9 +200,12 @@ impl Config {
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             max_held: self.max_held.max(self.concurrency.max(1)),
         };
+        // A worker stops its runs once it has gone three quarters of the claim timeout without a
+        // heartbeat (see `job::Hold`): heartbeats must come well within that, or a slow one would
+        // stop live runs.
         anyhow::ensure!(
-            scheduling.heartbeat < scheduling.claim_idle,
-            "BATON_HEARTBEAT ({:?}) must be shorter than BATON_CLAIM_IDLE ({:?}), or live jobs get taken over",
+            scheduling.heartbeat * 2 <= scheduling.claim_idle,
+            "BATON_HEARTBEAT ({:?}) must be at most half of BATON_CLAIM_IDLE ({:?}), or live jobs get stopped and taken over",
             scheduling.heartbeat,
             scheduling.claim_idle
         );
@@ -266,5 +269,24 @@ mod tests {
         let err = Config::try_parse_from(["baton-worker", "--threads", "0"])
             .expect_err("zero threads cannot run anything");
         assert!(err.to_string().contains("--threads"), "{err}");
+    }
+
+    #[test]
+    fn heartbeat_must_be_at_most_half_the_claim_timeout() {
+        let parse = |heartbeat: &str, claim: &str| {
+            Config::try_parse_from([
+                "baton-worker",
+                "--heartbeat-secs",
+                heartbeat,
+                "--claim-idle-secs",
+                claim,
+            ])
+            .expect("parses")
+            .scheduling()
+        };
+        assert!(parse("5", "30").is_ok(), "the defaults");
+        assert!(parse("15", "30").is_ok(), "exactly half");
+        let err = parse("16", "30").expect_err("more than half").to_string();
+        assert!(err.contains("at most half of BATON_CLAIM_IDLE"), "{err}");
     }
 }

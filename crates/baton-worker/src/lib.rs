@@ -92,6 +92,7 @@ impl Worker {
         }
         std::fs::create_dir_all(&config.workspace_root)?;
         resolve_program(&config.claude_bin)?;
+        let scheduling = config.scheduling()?;
         Ok(Worker {
             ctx: JobContext {
                 queue,
@@ -100,8 +101,9 @@ impl Worker {
                 workspace_root: config.workspace_root.canonicalize()?,
                 limits: config.limits(),
                 policy: config.policy()?,
-                scheduling: config.scheduling()?,
+                scheduling,
                 metrics: Arc::new(metrics::Metrics::new()),
+                hold: job::Hold::new(scheduling.claim_idle),
             },
             consumer: config.consumer_name(),
             state: Arc::new(Mutex::new(State::default())),
@@ -173,6 +175,9 @@ impl Worker {
                 http::serve(self.clone(), addr, shutdown.clone(), stop_heartbeat.clone()).await?;
             info!(addr = %bound, "serving /metrics, /healthz and /readyz");
         }
+        // Entries read from now on are fresh: the hold starts with the worker.
+        self.ctx.hold.renew(std::time::Instant::now());
+        self.ctx.agent.hold_runs_until(self.ctx.hold.expires_at());
         let mut background = JoinSet::new();
         background.spawn(self.heartbeat_loop(stop_heartbeat.clone()));
         background.spawn(self.claim_loop(shutdown.clone()));
@@ -350,6 +355,7 @@ impl Worker {
                         })
                         .collect()
                 };
+                let beat = std::time::Instant::now();
                 let holdings = match this
                     .ctx
                     .queue
@@ -358,11 +364,22 @@ impl Worker {
                 {
                     Ok(h) => h,
                     Err(e) => {
-                        warn!(error = %e, "heartbeat failed");
+                        let running = entries.iter().filter(|(_, p)| p.is_some()).count();
+                        match this.ctx.hold.lapsed() {
+                            Some(ago) if running > 0 => error!(
+                                error = %e,
+                                running,
+                                lapsed_secs = ago.as_secs_f64(),
+                                "heartbeat failed and this worker's hold on its jobs has run out: its CLI runs are stopped, since another replica may take the jobs over"
+                            ),
+                            _ => warn!(error = %e, "heartbeat failed"),
+                        }
                         this.recover_group(&e).await;
                         continue;
                     }
                 };
+                this.ctx.hold.renew(beat);
+                this.ctx.agent.hold_runs_until(this.ctx.hold.expires_at());
                 let mut requeue = Vec::new();
                 {
                     let mut state = this.state.lock().expect("state lock");
