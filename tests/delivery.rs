@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use baton_tests::TestEnv;
+use baton_tests::{RedisCut, TestEnv};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -243,20 +243,16 @@ async fn a_stalled_worker_cannot_overwrite_its_successor() {
     assert_in_sync(&env);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_stalled_workers_run_ends_before_a_replica_can_take_its_job_over() {
-    let mut env = TestEnv::new().await;
-    // Claim timeout 2 s: the stalled worker's hold runs out 1.5 s after its last heartbeat.
-    let build = stall_first_worker(&mut env, "stall-overlap", "30000");
-    env.start_worker();
-    // Whichever comes first: the stalled worker's run ending, or the successor claiming the job.
+/// Watches worker 0's run and `build`'s claims until another worker claims the build, and fails
+/// unless worker 0's run had ended by then: two runs must never resume one session at once.
+fn assert_run_ends_before_takeover(env: &TestEnv, build: &str) {
     let mut run_ended = None;
     let started = Instant::now();
     let claimed = loop {
         if run_ended.is_none() && !env.worker_has_child(0) {
             run_ended = Some(started.elapsed());
         }
-        if env.status(&build)["attempt"].as_i64() >= Some(2) {
+        if env.status(build)["attempt"].as_i64() >= Some(2) {
             break started.elapsed();
         }
         assert!(
@@ -267,23 +263,71 @@ async fn a_stalled_workers_run_ends_before_a_replica_can_take_its_job_over() {
     };
     let run_ended = run_ended.unwrap_or_else(|| {
         panic!(
-            "the stalled worker's run was still going when its job was taken over {claimed:?} \
-             after the stall began: two runs could resume one session at once; logs:\n{}",
+            "worker 0's run was still going when its job was taken over {claimed:?} in: two runs \
+             could resume one session at once; logs:\n{}",
             env.worker_logs()
         )
     });
     assert!(run_ended <= claimed, "{run_ended:?} after {claimed:?}");
-    // The stalled worker itself could not have ended it: its supervisor did.
+    // The worker did not end it itself (it was stopped, or had no word from Redis): its
+    // supervisor did.
     assert!(
         env.worker_log(0)
             .contains("did not renew its hold on its jobs in time"),
         "{}",
         env.worker_log(0)
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_workers_run_ends_before_a_replica_can_take_its_job_over() {
+    let mut env = TestEnv::new().await;
+    // Claim timeout 2 s: the stalled worker's hold runs out 1.5 s after its last heartbeat.
+    let build = stall_first_worker(&mut env, "stall-overlap", "30000");
+    env.start_worker();
+    assert_run_ends_before_takeover(&env, &build);
     let done = env.wait_finished(&build, LIMIT);
     assert_eq!(done["status"], "completed", "{done}");
     env.signal_worker(0, Signal::SIGCONT);
     assert_stalled_worker_stopped(&env, "stall-overlap");
+    assert_in_sync(&env);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_cut_off_from_redis_stops_its_run_before_a_replica_takes_the_job_over() {
+    let mut env = TestEnv::new().await;
+    fast(&mut env, "2");
+    slow_prompts(&mut env, "slow-build", "30000");
+    let redis = RedisCut::start().await;
+    env.start_worker_with(&[("REDIS_URL", &redis.url)]);
+    let build = env.enqueue("cut-off", "v1", "create", "A slow-build of the app");
+    env.wait_until(LIMIT, "the first worker's run starting", || {
+        env.worker_has_child(0)
+    });
+    // The first worker runs on, but no heartbeat of its reaches Redis any more.
+    redis.cut();
+    env.start_worker();
+    assert_run_ends_before_takeover(&env, &build);
+    let done = env.wait_finished(&build, LIMIT);
+    assert_eq!(done["status"], "completed", "{done}");
+    // Its run ended by the supervisor was neither retried nor held against the job.
+    env.wait_until(LIMIT, "the cut-off worker giving the job up", || {
+        env.worker_log(0)
+            .contains("the run was stopped, since another replica")
+    });
+    let slow_runs: usize = successful_runs(&env)
+        .into_iter()
+        .filter(|((_, p), _)| p.contains("slow-build"))
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(
+        slow_runs, 1,
+        "only the successor's build run ran to its end"
+    );
+    redis.restore();
+    let chain = env.baton_json(&["chain", "cut-off"]);
+    assert_eq!(chain.as_array().unwrap().len(), 4, "{chain}");
+    assert_linear(&env, "cut-off");
     assert_in_sync(&env);
 }
 

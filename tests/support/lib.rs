@@ -390,3 +390,76 @@ pub fn command_line(pid: i32) -> String {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     String::from_utf8_lossy(&raw).into_owned()
 }
+
+/// A TCP proxy in front of Redis that a test can cut, to stand for a worker cut off from Redis
+/// while the rest of the fleet still reaches it. While cut, it closes every connection through it
+/// and each new one at once.
+pub struct RedisCut {
+    /// `redis://` address of the proxy, for one worker's `REDIS_URL`.
+    pub url: String,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl RedisCut {
+    /// Starts the proxy in front of [`redis_url`] on a free port, on the caller's runtime.
+    pub async fn start() -> RedisCut {
+        let target = redis_url()
+            .trim_start_matches("redis://")
+            .trim_end_matches('/')
+            .to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let url = format!("redis://{}", listener.local_addr().expect("address"));
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let links = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let accept = tokio::spawn({
+            let (cut, links) = (cut.clone(), links.clone());
+            async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if cut.load(std::sync::atomic::Ordering::SeqCst) {
+                        continue;
+                    }
+                    let target = target.clone();
+                    let link = tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    links.lock().expect("links").push(link.abort_handle());
+                }
+            }
+        });
+        RedisCut {
+            url,
+            cut,
+            links,
+            accept,
+        }
+    }
+
+    /// Cuts every connection through the proxy, and every new one until [`RedisCut::restore`].
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for link in self.links.lock().expect("links").drain(..) {
+            link.abort();
+        }
+    }
+
+    /// Lets connections through again.
+    pub fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for RedisCut {
+    fn drop(&mut self) {
+        self.accept.abort();
+        for link in self.links.lock().expect("links").drain(..) {
+            link.abort();
+        }
+    }
+}

@@ -595,12 +595,8 @@ impl JobContext {
         session: Option<&str>,
         signals: &JobSignals,
     ) -> Result<(RunReport, Event), Stopped> {
-        if let Some(ago) = self.hold.lapsed() {
-            return Err(Stopped::Interrupted(format!(
-                "{step}: this worker's hold on its jobs ran out {:.1} s ago (stalled, or Redis \
-                 unreachable); not starting a run that another replica may be running",
-                ago.as_secs_f64()
-            )));
+        if let Some(why) = self.hold_lapsed(step, "not starting a run") {
+            return Err(Stopped::Interrupted(why));
         }
         let request = RunRequest {
             cwd: cwd.to_path_buf(),
@@ -669,6 +665,13 @@ impl JobContext {
         if signals.lost.is_cancelled() {
             return Err(Stopped::Fenced);
         }
+        // The supervisor ended it, most likely: not the job's fault, so no attempt is spent on it
+        // and it is never dead-lettered for it. A run that succeeded is still recorded (fenced).
+        if !matches!(report.outcome, Outcome::Success)
+            && let Some(why) = self.hold_lapsed(step, "the run was stopped")
+        {
+            return Err(Stopped::Interrupted(why));
+        }
         info!(
             step = step.name(),
             outcome = %report.outcome,
@@ -687,6 +690,18 @@ impl JobContext {
         finished.session_id = report.session_id.clone();
         finished.outcome = Some(report.outcome.label().to_string());
         Ok((report, finished))
+    }
+
+    /// Why `step` cannot go on, when this worker's hold on its jobs has run out: another replica
+    /// may take them over any moment, so a run now could resume a session beside its successor's.
+    fn hold_lapsed(&self, step: Step, consequence: &str) -> Option<String> {
+        self.hold.lapsed().map(|ago| {
+            format!(
+                "{step}: this worker's hold on its jobs ran out {:.1} s ago (stalled, or cut off \
+                 from Redis); {consequence}, since another replica may be running the job",
+                ago.as_secs_f64()
+            )
+        })
     }
 
     async fn checkpoint(
