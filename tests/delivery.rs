@@ -332,6 +332,37 @@ async fn a_worker_cut_off_from_redis_stops_its_run_before_a_replica_takes_the_jo
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_worker_whose_redis_connections_go_silent_reconnects_and_runs_new_jobs() {
+    let mut env = TestEnv::new().await;
+    fast(&mut env, "2");
+    let redis = RedisCut::start().await;
+    env.start_worker_with(&[("REDIS_URL", &redis.url)]);
+    let first = env.enqueue("silent", "v1", "create", "Build the app");
+    assert_eq!(env.wait_finished(&first, LIMIT)["status"], "completed");
+    // The worker now waits for entries in a blocking read: its reply will never come.
+    redis.silence();
+    let second = env.enqueue("silent", "v2", "update", "Change the app");
+    let done = env.wait_finished(&second, LIMIT);
+    assert_eq!(done["status"], "completed", "{done}");
+    // Both its reading connection and its shared one were given up and opened anew.
+    let log = env.worker_log(0);
+    assert!(log.contains("presumed dead"), "{log}");
+    assert!(
+        log.contains("Redis stopped answering on its connection; opening a new one"),
+        "{log}"
+    );
+    let (_, metrics) = baton_tests::http_get(&env.http_addr(0), "/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("baton_redis_reconnects_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    assert_linear(&env, "silent");
+    assert_in_sync(&env);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_stalled_worker_whose_successor_already_finished_stops_its_run() {
     let mut env = TestEnv::new().await;
     let build = stall_first_worker(&mut env, "overtaken", "30000");

@@ -393,12 +393,14 @@ pub fn command_line(pid: i32) -> String {
 
 /// A TCP proxy in front of Redis that a test can cut, to stand for a worker cut off from Redis
 /// while the rest of the fleet still reaches it. While cut, it closes every connection through it
-/// and each new one at once.
+/// and each new one at once. It can also make the open connections go silent, as when a firewall
+/// or NAT forgets them: closed towards Redis, open and mute towards the worker.
 pub struct RedisCut {
     /// `redis://` address of the proxy, for one worker's `REDIS_URL`.
     pub url: String,
     cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
     links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    silence: tokio::sync::watch::Sender<u32>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -415,6 +417,7 @@ impl RedisCut {
         let url = format!("redis://{}", listener.local_addr().expect("address"));
         let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let links = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (silence, silenced) = tokio::sync::watch::channel(0u32);
         let accept = tokio::spawn({
             let (cut, links) = (cut.clone(), links.clone());
             async move {
@@ -423,10 +426,21 @@ impl RedisCut {
                         continue;
                     }
                     let target = target.clone();
+                    let mut silenced = silenced.clone();
+                    silenced.mark_unchanged();
                     let link = tokio::spawn(async move {
-                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                            return;
+                        };
+                        let muted = tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => false,
+                            _ = silenced.changed() => true,
+                        };
+                        if muted {
+                            drop(outbound);
+                            // Held open, never read nor written, until the test ends.
+                            std::future::pending::<()>().await;
+                            drop(inbound);
                         }
                     });
                     links.lock().expect("links").push(link.abort_handle());
@@ -437,8 +451,14 @@ impl RedisCut {
             url,
             cut,
             links,
+            silence,
             accept,
         }
+    }
+
+    /// Makes every open connection through the proxy go silent; new ones get through.
+    pub fn silence(&self) {
+        self.silence.send_modify(|n| *n += 1);
     }
 
     /// Cuts every connection through the proxy, and every new one until [`RedisCut::restore`].

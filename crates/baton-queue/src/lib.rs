@@ -10,18 +10,22 @@
 //! without its data), whose job its worker puts back ([`Holding`]). The scripts live in `src/lua/`.
 //!
 //! Commands share one multiplexed connection, redis-rs's `ConnectionManager`, which reconnects by
-//! itself. (A `deadpool-redis` pool, used before, checks every connection it hands out with an
+//! itself when the connection breaks, and is replaced when it stays open but stops answering
+//! (`conn`). (A `deadpool-redis` pool, used before, checks every connection it hands out with an
 //! `UNWATCH` and a `PING`: a second round trip for every command.) Waiting for new entries
 //! (`XREAD ... BLOCK`) uses a dedicated connection without the client's default reply timeout,
-//! which would otherwise cut every wait longer than it.
+//! which would otherwise cut every wait longer than it; such a wait is given up
+//! [`BLOCKED_REPLY_GRACE`] after its block ran out, and the reader opens a new connection.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use baton_core::{Checkpoint, JOB_FIELD, Job, checkpoint_key, dead_letter_stream};
+mod conn;
+
 use redis::AsyncConnectionConfig;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{ConnectionManagerConfig, MultiplexedConnection};
 use serde::Serialize;
 
 /// The idle time a handback gives its entries: "since a day ago", past any claim timeout, so the
@@ -34,6 +38,18 @@ pub enum QueueError {
     /// Redis refused or failed a command.
     #[error("redis error: {0}")]
     Redis(#[from] redis::RedisError),
+    /// A blocking read got no reply long after its block ran out: its connection is presumed
+    /// dead (a firewall or NAT that forgot it drops the reply without a word, and the reader,
+    /// sending nothing, would wait forever). Open a new reader.
+    #[error(
+        "no reply from Redis {waited:?} into a read blocking for {block:?}; the connection is presumed dead"
+    )]
+    NoReply {
+        /// How long the read waited.
+        waited: Duration,
+        /// What it asked Redis to block for.
+        block: Duration,
+    },
     /// A stored checkpoint is not valid JSON.
     #[error("checkpoint for build {build_id} is unreadable: {source}")]
     BadCheckpoint {
@@ -182,7 +198,7 @@ impl Scripts {
 /// checkpoints. Cheap to clone.
 #[derive(Clone)]
 pub struct Queue {
-    conn: ConnectionManager,
+    conn: conn::Conn,
     client: redis::Client,
     stream: String,
     group: String,
@@ -207,7 +223,7 @@ impl Queue {
         let config = ConnectionManagerConfig::new()
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        let conn = conn::Conn::new(client.clone(), config)?;
         let queue = Queue {
             conn,
             client,
@@ -217,6 +233,12 @@ impl Queue {
         };
         queue.ping().await?;
         Ok(queue)
+    }
+
+    /// How many times the shared connection stopped answering (it stayed open, but replies
+    /// timed out again and again) and was replaced by a new one.
+    pub fn connections_replaced(&self) -> u64 {
+        self.conn.replaced()
     }
 
     /// The job stream's name.
@@ -861,17 +883,20 @@ impl Consumer {
             ReadResult::Empty { last_delivered } => last_delivered,
         };
         // Wait without taking anything: deliveries only ever come from the read script, which
-        // queues each under its project.
-        let _: redis::Value = redis::cmd("XREAD")
-            .arg("COUNT")
-            .arg(1)
-            .arg("BLOCK")
-            .arg(block.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(&self.queue.stream)
-            .arg(last_delivered)
-            .query_async(&mut self.conn)
-            .await?;
+        // queues each under its project. So a wait given up on loses nothing.
+        let _: redis::Value = bounded_block(
+            block,
+            redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(1)
+                .arg("BLOCK")
+                .arg(block.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(&self.queue.stream)
+                .arg(last_delivered)
+                .query_async(&mut self.conn),
+        )
+        .await?;
         match self.queue.read(&self.name, count).await? {
             ReadResult::Delivered(entries) => Ok(entries),
             ReadResult::Empty { .. } => Ok(Vec::new()),
@@ -898,16 +923,19 @@ impl EventReader {
         &mut self,
         block: Duration,
     ) -> Result<Vec<baton_core::events::Event>, QueueError> {
-        let reply: Option<redis::streams::StreamReadReply> = redis::cmd("XREAD")
-            .arg("COUNT")
-            .arg(100)
-            .arg("BLOCK")
-            .arg(block.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(&self.stream)
-            .arg(&self.last_id)
-            .query_async(&mut self.conn)
-            .await?;
+        let reply: Option<redis::streams::StreamReadReply> = bounded_block(
+            block,
+            redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(100)
+                .arg("BLOCK")
+                .arg(block.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(&self.stream)
+                .arg(&self.last_id)
+                .query_async(&mut self.conn),
+        )
+        .await?;
         let mut events = Vec::new();
         for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
             self.last_id = entry.id.clone();
@@ -918,6 +946,26 @@ impl EventReader {
             }
         }
         Ok(events)
+    }
+}
+
+/// How much longer than its `BLOCK` a blocking read may wait for its reply before its connection
+/// is given up as dead. Readers use connections without a reply timeout, since a block is long by
+/// design; this bounds it instead.
+pub const BLOCKED_REPLY_GRACE: Duration = Duration::from_secs(5);
+
+/// Awaits the reply of a read that blocks for `block`, at most `block` + [`BLOCKED_REPLY_GRACE`].
+async fn bounded_block<T>(
+    block: Duration,
+    read: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, QueueError> {
+    let limit = block + BLOCKED_REPLY_GRACE;
+    match tokio::time::timeout(limit, read).await {
+        Ok(reply) => Ok(reply?),
+        Err(_) => Err(QueueError::NoReply {
+            waited: limit,
+            block,
+        }),
     }
 }
 

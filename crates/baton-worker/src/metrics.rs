@@ -65,6 +65,8 @@ pub struct Metrics {
     pub lost_entries: Counter,
     /// Times this worker created the consumer group again after Redis lost it.
     pub group_recreations: Counter,
+    /// Times the shared Redis connection stopped answering and was replaced by a new one.
+    pub redis_reconnects: Counter,
 }
 
 impl Default for Metrics {
@@ -93,6 +95,7 @@ impl Metrics {
             ledger_errors: Counter::default(),
             lost_entries: Counter::default(),
             group_recreations: Counter::default(),
+            redis_reconnects: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("jobs", "Jobs ended, by kind and outcome", m.jobs.clone());
@@ -160,6 +163,11 @@ impl Metrics {
             "group_recreations",
             "Times the consumer group was created again after Redis lost it",
             m.group_recreations.clone(),
+        );
+        registry.register(
+            "redis_reconnects",
+            "Times the shared Redis connection stopped answering and was replaced",
+            m.redis_reconnects.clone(),
         );
         Metrics { registry, ..m }
     }
