@@ -34,6 +34,15 @@ fn slow_prompts(env: &mut TestEnv, marker: &str, latency_ms: &str) {
     }
 }
 
+/// Successful CLI runs, in every project, whose prompt contains `marker`.
+fn successful_runs_of(env: &TestEnv, marker: &str) -> usize {
+    successful_runs(env)
+        .into_iter()
+        .filter(|((_, prompt), _)| prompt.contains(marker))
+        .map(|(_, n)| n)
+        .sum()
+}
+
 /// Successful CLI runs per (project folder, prompt), from the emulator's run log.
 fn successful_runs(env: &TestEnv) -> HashMap<(String, String), usize> {
     let mut out = HashMap::new();
@@ -234,12 +243,11 @@ async fn a_stalled_worker_cannot_overwrite_its_successor() {
     assert_eq!(done["status"], "completed", "{done}");
     assert_stalled_worker_stopped(&env, "stall");
     // Its child was killed before it could finish: only the successor's build run succeeded.
-    let builds_run = successful_runs(&env)
-        .into_iter()
-        .filter(|((_, p), _)| p.contains("slow-build"))
-        .map(|(_, n)| n)
-        .sum::<usize>();
-    assert_eq!(builds_run, 1, "the stalled worker's run never completed");
+    assert_eq!(
+        successful_runs_of(&env, "slow-build"),
+        1,
+        "the stalled worker's run never completed"
+    );
     assert_in_sync(&env);
 }
 
@@ -315,13 +323,9 @@ async fn a_worker_cut_off_from_redis_stops_its_run_before_a_replica_takes_the_jo
         env.worker_log(0)
             .contains("the run was stopped, since another replica")
     });
-    let slow_runs: usize = successful_runs(&env)
-        .into_iter()
-        .filter(|((_, p), _)| p.contains("slow-build"))
-        .map(|(_, n)| n)
-        .sum();
     assert_eq!(
-        slow_runs, 1,
+        successful_runs_of(&env, "slow-build"),
+        1,
         "only the successor's build run ran to its end"
     );
     redis.restore();

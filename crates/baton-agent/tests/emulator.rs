@@ -498,14 +498,7 @@ async fn the_supervisor_kills_the_runs_when_their_hold_runs_out_and_keeps_watchi
             c.idle = Duration::from_secs(60);
         }),
     );
-    let cancel = CancellationToken::new();
-    f.agent
-        .hold_runs_until(std::time::Instant::now() + Duration::from_millis(700));
-    let hung = f
-        .agent
-        .run(&request(&f, "Build it, hang here", None), &cancel)
-        .await
-        .unwrap();
+    let hung = run_held_for(&f, Duration::from_millis(700), "Build it, hang here").await;
     assert_eq!(
         hung.exit,
         Some(baton_agent::Exit::Signal(9)),
@@ -513,14 +506,17 @@ async fn the_supervisor_kills_the_runs_when_their_hold_runs_out_and_keeps_watchi
         hung.outcome
     );
     // A renewed hold lets the next runs finish: the supervisor watches on after a sweep.
-    f.agent
-        .hold_runs_until(std::time::Instant::now() + Duration::from_secs(60));
-    let ok = f
-        .agent
-        .run(&request(&f, "Build app.py", None), &cancel)
-        .await
-        .unwrap();
+    let ok = run_held_for(&f, Duration::from_secs(60), "Build app.py").await;
     assert_eq!(ok.outcome, Outcome::Success, "{}", ok.stderr_tail);
+}
+
+/// Runs `prompt` fresh, with the agent's runs held for `hold` from now.
+async fn run_held_for(f: &Fixture, hold: Duration, prompt: &str) -> baton_agent::RunReport {
+    f.agent.hold_runs_until(std::time::Instant::now() + hold);
+    f.agent
+        .run(&request(f, prompt, None), &CancellationToken::new())
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -532,7 +528,6 @@ async fn renewing_the_hold_in_time_keeps_a_run_alive() {
         }),
     );
     let agent = f.agent.clone();
-    agent.hold_runs_until(std::time::Instant::now() + Duration::from_millis(500));
     // Renewed every 200 ms, each time for 500 ms: the run outlives every single deadline.
     let renewer = tokio::spawn(async move {
         loop {
@@ -540,14 +535,7 @@ async fn renewing_the_hold_in_time_keeps_a_run_alive() {
             agent.hold_runs_until(std::time::Instant::now() + Duration::from_millis(500));
         }
     });
-    let report = f
-        .agent
-        .run(
-            &request(&f, "Build app.py", None),
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+    let report = run_held_for(&f, Duration::from_millis(500), "Build app.py").await;
     renewer.abort();
     assert_eq!(report.outcome, Outcome::Success, "{}", report.stderr_tail);
 }
