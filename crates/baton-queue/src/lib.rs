@@ -17,13 +17,13 @@
 //! which would otherwise cut every wait longer than it; such a wait is given up
 //! [`BLOCKED_REPLY_GRACE`] after its block ran out, and the reader opens a new connection.
 
+mod conn;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use baton_core::{Checkpoint, JOB_FIELD, Job, checkpoint_key, dead_letter_stream};
-mod conn;
-
 use redis::aio::{ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, IntoConnectionInfo};
 use serde::Serialize;

@@ -132,9 +132,7 @@ impl Worker {
         if let Ok(n) = q.dead_letter_length().await {
             m.dead_letter_length.set(n as i64);
         }
-        let replaced = q.connections_replaced();
-        m.redis_reconnects
-            .inc_by(replaced.saturating_sub(m.redis_reconnects.get()));
+        m.sync_redis_reconnects(q.connections_replaced());
     }
 
     /// What stops the worker from running jobs: Redis or Postgres not answering, the CLI missing.

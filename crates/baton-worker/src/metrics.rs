@@ -67,6 +67,8 @@ pub struct Metrics {
     pub group_recreations: Counter,
     /// Times the shared Redis connection stopped answering and was replaced by a new one.
     pub redis_reconnects: Counter,
+    /// The queue's own count of those, as last added to `redis_reconnects`.
+    redis_reconnects_synced: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -96,6 +98,7 @@ impl Metrics {
             lost_entries: Counter::default(),
             group_recreations: Counter::default(),
             redis_reconnects: Counter::default(),
+            redis_reconnects_synced: AtomicU64::new(0),
             registry: Registry::default(),
         };
         registry.register("jobs", "Jobs ended, by kind and outcome", m.jobs.clone());
@@ -172,6 +175,15 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
+    /// Brings `baton_redis_reconnects_total` up to `total`, the queue's count; concurrent scrapes
+    /// add each replacement once.
+    pub fn sync_redis_reconnects(&self, total: u64) {
+        let before = self
+            .redis_reconnects_synced
+            .fetch_max(total, std::sync::atomic::Ordering::SeqCst);
+        self.redis_reconnects.inc_by(total.saturating_sub(before));
+    }
+
     /// Counts a job's end.
     pub fn job_ended(&self, kind: &str, outcome: &str, seconds: f64) {
         self.jobs
@@ -215,6 +227,25 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redis_reconnects_follow_the_queues_count_once_each() {
+        let m = Metrics::new();
+        m.sync_redis_reconnects(2);
+        m.sync_redis_reconnects(2);
+        assert_eq!(
+            m.redis_reconnects.get(),
+            2,
+            "a repeated scrape adds nothing"
+        );
+        m.sync_redis_reconnects(5);
+        m.sync_redis_reconnects(3);
+        assert_eq!(
+            m.redis_reconnects.get(),
+            5,
+            "a scrape that read an older count adds nothing"
+        );
+    }
 
     #[test]
     fn metrics_are_exported_by_prometheus_conventions() {
