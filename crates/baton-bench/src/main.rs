@@ -459,6 +459,18 @@ fn child_runs(log: &Path) -> HashMap<String, Vec<ChildRun>> {
     out
 }
 
+/// The mean CPU of a CLI run in the emulator's run log `log`, as each process measured itself (its
+/// exec included, its exit not); `None` without such lines.
+fn cli_cpu_per_run(log: &Path) -> Option<f64> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let cpu: Vec<f64> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["cpu_ms"].as_f64())
+        .collect();
+    (!cpu.is_empty()).then(|| cpu.iter().sum::<f64>() / cpu.len() as f64)
+}
+
 /// Baton's overhead, from the jobs' times in the ledger and their CLI runs in the emulator's log.
 /// Every list is sorted, in milliseconds.
 #[derive(Default)]
@@ -761,6 +773,17 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
         cpu_ms(driver_cpu),
         cpu_ms(workers_cpu - driver_cpu)
     );
+    let limit_cli: Vec<f64> = ["before", "after"]
+        .iter()
+        .filter_map(|label| cli_cpu_per_run(&bench.dir.join(format!("limit-runs-{label}.jsonl"))))
+        .collect();
+    if let (Some(pipeline), false) = (cli_cpu_per_run(&bench.emulator_log()), limit_cli.is_empty())
+    {
+        let limit = limit_cli.iter().sum::<f64>() / limit_cli.len() as f64;
+        println!(
+            "a CLI run's own CPU, as the process measured it: {pipeline:.2} ms in the pipeline, {limit:.2} ms in the CLI limit"
+        );
+    }
     bench.cleanup().await;
     Ok(())
 }

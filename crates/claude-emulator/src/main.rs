@@ -736,6 +736,14 @@ fn created_at(now: chrono::DateTime<chrono::Utc>) -> Option<chrono::DateTime<chr
     Some(now - chrono::Duration::from_std(cpu).ok()?)
 }
 
+/// CPU this process has used so far (user and system, its exec included), in milliseconds; lets the
+/// benchmark compare what a CLI run costs inside the pipeline with what it costs alone.
+fn process_cpu_ms() -> Option<f64> {
+    use nix::time::{ClockId, clock_gettime};
+    let cpu = std::time::Duration::from(clock_gettime(ClockId::CLOCK_PROCESS_CPUTIME_ID).ok()?);
+    Some(cpu.as_secs_f64() * 1000.0)
+}
+
 /// Appends one line about this run to `CLAUDE_EMULATOR_LOG`; `ended_at` is null for a run that
 /// hangs or crashes.
 fn log_run(argv: &[String], ended: &Ended, finished: bool) {
@@ -752,7 +760,8 @@ fn log_run(argv: &[String], ended: &Ended, finished: bool) {
         "started_at": STARTED.get().map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
         "ended_at": finished.then(|| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
         "outcome": ended.outcome,
-        "exit_code": ended.code
+        "exit_code": ended.code,
+        "cpu_ms": process_cpu_ms()
     });
     // One write of one line with O_APPEND keeps lines of concurrent runs whole.
     if let Ok(mut f) = std::fs::OpenOptions::new()

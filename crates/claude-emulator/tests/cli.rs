@@ -98,4 +98,7 @@ fn the_run_log_dates_the_process_from_its_creation_before_main() {
         started - created >= chrono::Duration::microseconds(50),
         "created {created}, main {started}"
     );
+    // Its CPU, exec included, for the benchmark; a run that was never measured would log null.
+    let cpu = line["cpu_ms"].as_f64().expect("cpu_ms is a number");
+    assert!(cpu > 0.0 && cpu < 10_000.0, "cpu_ms {cpu}");
 }
