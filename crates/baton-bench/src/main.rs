@@ -321,7 +321,10 @@ struct PgWaits {
 struct WaitShares([u64; 4]);
 
 impl PgWaits {
-    const HEADING: &str = "Postgres backends in a pipeline transaction, sampled every 10 ms: running (on a core or waiting for one) / waiting for the WAL's flush / for a lock / other";
+    /// How often it samples. Each sample is a query of the bench's on the cores the pipeline is
+    /// measured on: every 10 ms, the sampling was most of the bench's own CPU during a run.
+    const EVERY: Duration = Duration::from_millis(25);
+    const HEADING: &str = "Postgres backends in a pipeline transaction, sampled every 25 ms: running (on a core or waiting for one) / waiting for the WAL's flush / for a lock / other";
 
     async fn connect(admin_url: &str, db_name: &str) -> anyhow::Result<PgWaits> {
         let mut conn = sqlx::PgConnection::connect(admin_url).await?;
@@ -344,14 +347,14 @@ impl PgWaits {
             .ok()
     }
 
-    /// Samples every 10 ms until `stop`, leaving out the backends of the sampler and of `watcher`.
+    /// Samples every [`PgWaits::EVERY`] until `stop`, leaving out the backends of the sampler and of `watcher`.
     async fn sample(
         mut self,
         watcher: i32,
         stop: CancellationToken,
     ) -> anyhow::Result<(PgWaits, WaitShares)> {
         let mut shares = [0u64; 4];
-        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let mut tick = tokio::time::interval(Self::EVERY);
         while !stop.is_cancelled() {
             tokio::select! {
                 _ = tick.tick() => {}
