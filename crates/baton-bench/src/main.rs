@@ -552,7 +552,7 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
     let lanes = args.replicas * args.concurrency;
     // The CLI limit is measured before the pipeline and again after it: the machine's speed drifts
     // by several percent within a minute, and the mean of the two brackets the pipeline's run.
-    let busy = machine_busy();
+    let machine = Machine::read();
     let driver = own_cpu();
     let agent_before = agent_limit(
         &bench,
@@ -563,7 +563,7 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
         "before",
     )
     .await?;
-    let agent_before_cpu = busy_per_job(busy, args.jobs);
+    let agent_before_cpu = machine.per_job(args.jobs);
     let driver_before = (own_cpu() - driver) / args.jobs as f64;
     let before = xact_commits(&bench.admin_url, &bench.db_name).await?;
     let mut pids = Vec::new();
@@ -587,13 +587,14 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
     let stop_sampling = CancellationToken::new();
     let sampling = tokio::spawn(waits.sample(watcher_backend, stop_sampling.clone()));
     let cpu_before = Cpu::sample(&pids, &not_pipeline);
-    let busy = machine_busy();
+    let machine = Machine::read();
     let started = Utc::now();
     let builds = enqueue(&queue, args.jobs, args.projects, "fast").await?;
     let (last, polls) =
         wait_finished_in_ledger(&mut watcher, &builds, Duration::from_secs(600)).await?;
     let cpu = Cpu::sample(&pids, &not_pipeline).since(&cpu_before);
-    let pipeline_cpu = busy_per_job(busy, args.jobs);
+    let pipeline = machine.per_job(args.jobs);
+    let pipeline_cpu = pipeline.busy;
     stop_sampling.cancel();
     let (mut waits, shares) = sampling.await??;
     let wal = match (wal_before, waits.wal_flushes().await) {
@@ -691,7 +692,7 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
     println!("| {} | {} |", PgWaits::HEADING, shares.percentages());
 
     // The limits, each alone at the same concurrency.
-    let busy = machine_busy();
+    let machine = Machine::read();
     let driver = own_cpu();
     let agent_after = agent_limit(
         &bench,
@@ -702,18 +703,21 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
         "after",
     )
     .await?;
-    let agent_after_cpu = busy_per_job(busy, args.jobs);
+    let agent_after_cpu = machine.per_job(args.jobs);
     let driver_after = (own_cpu() - driver) / args.jobs as f64;
     let driver_cpu = (driver_before + driver_after) / 2.0;
     let agent_jobs = (agent_before + agent_after) / 2.0;
-    let agent_cpu = (agent_before_cpu + agent_after_cpu) / 2.0;
-    let busy = machine_busy();
+    let agent_cpu = (agent_before_cpu.busy + agent_after_cpu.busy) / 2.0;
+    let agent_switches = (agent_before_cpu.switches + agent_after_cpu.switches) / 2.0;
+    let machine = Machine::read();
     let (ledger_jobs, record_tx) = ledger_limit(&ledger, lanes, args.jobs, args.projects).await?;
-    let ledger_cpu = busy_per_job(busy, args.jobs);
+    let ledger_machine = machine.per_job(args.jobs);
+    let ledger_cpu = ledger_machine.busy;
     let redis_job_count = args.jobs.max(lanes);
-    let busy = machine_busy();
+    let machine = Machine::read();
     let redis_jobs = redis_limit(&bench, lanes, redis_job_count).await?;
-    let redis_cpu = busy_per_job(busy, redis_job_count);
+    let redis_machine = machine.per_job(redis_job_count);
+    let redis_cpu = redis_machine.busy;
     let tightest = [
         ("CLI runs", agent_jobs),
         ("ledger", ledger_jobs),
@@ -775,6 +779,17 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
         cpu_ms(workers_cpu),
         cpu_ms(driver_cpu),
         cpu_ms(workers_cpu - driver_cpu)
+    );
+    // Each hand-off between processes (worker to Postgres or Redis and back, worker to CLI) is a
+    // wakeup. A limit alone keeps its server busy, so it serves many requests per wakeup; in the
+    // pipeline the servers sleep between a job's requests.
+    println!(
+        "context switches per job, whole machine: the pipeline {:.0}; the limits {:.0} + {:.0} + {:.0} = {:.0}",
+        pipeline.switches,
+        agent_switches,
+        ledger_machine.switches,
+        redis_machine.switches,
+        agent_switches + ledger_machine.switches + redis_machine.switches
     );
     let limit_cli: Vec<f64> = ["before", "after"]
         .iter()
@@ -1339,30 +1354,51 @@ fn own_cpu() -> f64 {
     process_times(std::process::id()).map_or(0.0, |t| t.0)
 }
 
-/// CPU seconds the whole machine has spent working since it started, over every core and process
-/// (user, nice, system, irq and softirq in `/proc/stat`; idle, I/O wait and time stolen by the
-/// hypervisor are not work). The difference of two readings is what a phase cost, whoever spent it.
-fn machine_busy() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let ticks: Vec<f64> = stat
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .map(|x| x.parse().unwrap_or(0.0))
-        .collect();
-    // In USER_HZ, which Linux fixes at 100 per second.
-    [0, 1, 2, 5, 6]
-        .iter()
-        .filter_map(|&i| ticks.get(i))
-        .sum::<f64>()
-        / 100.0
+/// What the whole machine has done since it started: CPU seconds spent working, over every core and
+/// process (user, nice, system, irq and softirq in `/proc/stat`; idle, I/O wait and time stolen by
+/// the hypervisor are not work), and context switches. The difference of two readings is what a
+/// phase cost, whoever spent it.
+#[derive(Clone, Copy)]
+struct Machine {
+    busy: f64,
+    switches: f64,
 }
 
-/// The machine's CPU seconds per job since the reading `since` of [`machine_busy`], over `jobs`.
-fn busy_per_job(since: f64, jobs: usize) -> f64 {
-    (machine_busy() - since) / jobs as f64
+impl Machine {
+    fn read() -> Machine {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let ticks: Vec<f64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .map(|x| x.parse().unwrap_or(0.0))
+            .collect();
+        let switches = stat
+            .lines()
+            .find_map(|l| l.strip_prefix("ctxt "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0.0);
+        Machine {
+            // In USER_HZ, which Linux fixes at 100 per second.
+            busy: [0, 1, 2, 5, 6]
+                .iter()
+                .filter_map(|&i| ticks.get(i))
+                .sum::<f64>()
+                / 100.0,
+            switches,
+        }
+    }
+
+    /// What the machine has done per job since this reading, over `jobs`.
+    fn per_job(&self, jobs: usize) -> Machine {
+        let now = Machine::read();
+        Machine {
+            busy: (now.busy - self.busy) / jobs as f64,
+            switches: (now.switches - self.switches) / jobs as f64,
+        }
+    }
 }
 
 fn cores() -> usize {
