@@ -108,6 +108,19 @@ fn raw(t: &Target, args: &[&str]) -> (Outcome, i32, String) {
     )
 }
 
+/// Runs the target with arguments it must refuse: asserts exit code 1 and that the agent classifies
+/// it as an invalid invocation, and returns what it printed on stderr.
+fn refused(t: &Target, args: &[&str]) -> String {
+    let (outcome, code, stderr) = raw(t, args);
+    assert_eq!(code, 1, "{}", t.name);
+    assert!(
+        matches!(outcome, Outcome::InvalidInvocation { .. }),
+        "{}: {outcome:?}",
+        t.name
+    );
+    stderr
+}
+
 async fn agent_run(t: &Target, prompt: &str, resume: Option<&str>) -> baton_agent::RunReport {
     let agent = Agent::new(AgentConfig {
         program: t.wrapper.clone(),
@@ -171,7 +184,7 @@ async fn a_resume_value_that_is_no_session_id_is_resume_not_found() {
 #[tokio::test]
 async fn a_session_id_that_is_no_uuid_is_refused() {
     for t in targets() {
-        let (outcome, code, stderr) = raw(
+        let stderr = refused(
             &t,
             &[
                 "-p",
@@ -183,16 +196,10 @@ async fn a_session_id_that_is_no_uuid_is_refused() {
                 "--verbose",
             ],
         );
-        assert_eq!(code, 1, "{}", t.name);
         assert_eq!(
             stderr.trim(),
             "Error: Invalid session ID. Must be a valid UUID.",
             "{}",
-            t.name
-        );
-        assert!(
-            matches!(outcome, Outcome::InvalidInvocation { .. }),
-            "{}: {outcome:?}",
             t.name
         );
     }
@@ -201,17 +208,11 @@ async fn a_session_id_that_is_no_uuid_is_refused() {
 #[tokio::test]
 async fn stream_json_without_verbose_is_refused() {
     for t in targets() {
-        let (outcome, code, stderr) = raw(&t, &["-p", "hi", "--output-format", "stream-json"]);
-        assert_eq!(code, 1, "{}", t.name);
+        let stderr = refused(&t, &["-p", "hi", "--output-format", "stream-json"]);
         assert_eq!(
             stderr.trim(),
             "Error: When using --print, --output-format=stream-json requires --verbose",
             "{}",
-            t.name
-        );
-        assert!(
-            matches!(outcome, Outcome::InvalidInvocation { .. }),
-            "{}: {outcome:?}",
             t.name
         );
     }
@@ -220,7 +221,7 @@ async fn stream_json_without_verbose_is_refused() {
 #[tokio::test]
 async fn session_id_with_resume_needs_fork_session() {
     for t in targets() {
-        let (outcome, code, stderr) = raw(
+        let stderr = refused(
             &t,
             &[
                 "-p",
@@ -233,16 +234,10 @@ async fn session_id_with_resume_needs_fork_session() {
                 "--verbose",
             ],
         );
-        assert_eq!(code, 1, "{}", t.name);
         // 2.1.329 says "... also needs --fork-session."; 2.1.197 says "... if --fork-session is also specified."
         assert!(
             stderr.starts_with("Error: --session-id") && stderr.contains("--fork-session"),
             "{}: {stderr}",
-            t.name
-        );
-        assert!(
-            matches!(outcome, Outcome::InvalidInvocation { .. }),
-            "{}: {outcome:?}",
             t.name
         );
     }
@@ -251,17 +246,11 @@ async fn session_id_with_resume_needs_fork_session() {
 #[tokio::test]
 async fn unknown_flags_are_refused() {
     for t in targets() {
-        let (outcome, code, stderr) = raw(&t, &["-p", "hi", "--frobnicate"]);
-        assert_eq!(code, 1, "{}", t.name);
+        let stderr = refused(&t, &["-p", "hi", "--frobnicate"]);
         assert_eq!(
             stderr.trim(),
             "error: unknown option '--frobnicate'",
             "{}",
-            t.name
-        );
-        assert!(
-            matches!(outcome, Outcome::InvalidInvocation { .. }),
-            "{}: {outcome:?}",
             t.name
         );
     }
