@@ -1,5 +1,6 @@
 //! Agent runs against the emulator binary: sessions, resume, compaction, and the child's isolation.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use baton_agent::{Agent, AgentConfig, Outcome, RunRequest};
@@ -142,28 +143,33 @@ async fn resuming_an_unknown_session_is_classified_as_missing() {
     assert!(report.stderr_tail.contains("No conversation found"));
 }
 
+/// A stand-in CLI written as a shell script `body` in `dir`, and a request to run it there.
+fn script_cli(dir: &Path, body: &str) -> (PathBuf, RunRequest) {
+    let script = dir.join("script-claude");
+    std::fs::write(&script, format!("#!/bin/sh\n{body}")).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let req = RunRequest {
+        cwd: dir.to_path_buf(),
+        prompt: "x".into(),
+        ..RunRequest::default()
+    };
+    (script, req)
+}
+
 #[tokio::test]
 async fn a_cancelled_run_is_ended_and_reaped() {
     let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("slow-claude");
     // Prints its init line, then a grandchild that would outlive a careless kill.
-    std::fs::write(
-        &script,
-        "#!/bin/sh\necho '{\"type\":\"system\",\"subtype\":\"init\",\"session_id\":\"s-1\"}'\nsleep 300 &\necho $! > \"$PWD/grandchild.pid\"\nwait\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (script, req) = script_cli(
+        dir.path(),
+        "echo '{\"type\":\"system\",\"subtype\":\"init\",\"session_id\":\"s-1\"}'\nsleep 300 &\necho $! > \"$PWD/grandchild.pid\"\nwait\n",
+    );
     let agent = Agent::new(AgentConfig {
         program: script,
         kill_step: Duration::from_millis(300),
         ..AgentConfig::default()
     });
     let cancel = CancellationToken::new();
-    let req = RunRequest {
-        cwd: dir.path().to_path_buf(),
-        prompt: "x".into(),
-        ..RunRequest::default()
-    };
     let trigger = cancel.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -187,20 +193,13 @@ async fn a_cancelled_run_is_ended_and_reaped() {
 #[tokio::test]
 async fn a_silent_child_is_ended_by_the_idle_watchdog() {
     let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("mute-claude");
-    std::fs::write(&script, "#!/bin/sh\nsleep 300\n").unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (script, req) = script_cli(dir.path(), "sleep 300\n");
     let agent = Agent::new(AgentConfig {
         program: script,
         idle: Duration::from_millis(300),
         kill_step: Duration::from_millis(200),
         ..AgentConfig::default()
     });
-    let req = RunRequest {
-        cwd: dir.path().to_path_buf(),
-        prompt: "x".into(),
-        ..RunRequest::default()
-    };
     let report = agent.run(&req, &CancellationToken::new()).await.unwrap();
     assert!(
         matches!(report.outcome, Outcome::Hung { .. }),
@@ -433,10 +432,11 @@ async fn a_supervised_run_behaves_like_a_direct_one() {
 #[tokio::test]
 async fn a_chatty_child_is_ended_by_the_wall_clock_watchdog() {
     let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("chatty-claude");
     // Output keeps the idle watchdog quiet; only the wall clock can end this.
-    std::fs::write(&script, "#!/bin/sh\nwhile true; do echo '{\"type\":\"system\",\"subtype\":\"status\",\"session_id\":\"s\"}'; sleep 0.05; done\n").unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (script, req) = script_cli(
+        dir.path(),
+        "while true; do echo '{\"type\":\"system\",\"subtype\":\"status\",\"session_id\":\"s\"}'; sleep 0.05; done\n",
+    );
     let agent = Agent::new(AgentConfig {
         program: script,
         wall_clock: Duration::from_millis(600),
@@ -444,11 +444,6 @@ async fn a_chatty_child_is_ended_by_the_wall_clock_watchdog() {
         kill_step: Duration::from_millis(200),
         ..AgentConfig::default()
     });
-    let req = RunRequest {
-        cwd: dir.path().to_path_buf(),
-        prompt: "x".into(),
-        ..RunRequest::default()
-    };
     let report = agent.run(&req, &CancellationToken::new()).await.unwrap();
     match &report.outcome {
         Outcome::Hung { detail } => assert!(detail.contains("wall-clock"), "{detail}"),
