@@ -173,3 +173,54 @@ fn budget_limit_from_its_result_subtype() {
     );
     assert!(!outcome.is_retryable());
 }
+
+/// Every real stream in the fixtures, with the exit code its CLI ended with.
+const STREAMS: [(&str, i32); 5] = [
+    ("v2.1.195-success.stream.jsonl", 0),
+    ("v2.1.329-compact-failed.stream.jsonl", 1),
+    ("v2.1.329-fork.stream.jsonl", 0),
+    ("v2.1.329-not-logged-in.stream.jsonl", 1),
+    ("v2.1.329-resume-missing.stream.jsonl", 1),
+];
+
+#[test]
+fn a_stream_cut_off_before_its_result_line_ends_is_never_a_success() {
+    let text = fixture("v2.1.195-success.stream.jsonl");
+    let result_line = text
+        .lines()
+        .find(|l| l.contains(r#""type":"result""#))
+        .expect("the fixture has a result line");
+    let result_ends = text.find(result_line).unwrap() + result_line.len();
+    for cut in (0..=text.len()).filter(|&i| text.is_char_boundary(i)) {
+        let state = parse(&text[..cut]);
+        let outcome = classify(&state, Some(Exit::Code(0)), "", Stop::Natural, false, 0);
+        if cut < result_ends {
+            assert!(
+                matches!(outcome, Outcome::Crashed { .. }),
+                "cut at {cut}: {outcome:?}"
+            );
+        } else {
+            assert_eq!(outcome, Outcome::Success, "cut at {cut}");
+        }
+    }
+}
+
+#[test]
+fn a_stream_with_any_byte_damaged_is_classified_without_a_panic() {
+    // Each byte is damaged once, with a replacement that takes turns: a quote, a brace, an
+    // escape, a line break or a byte that is not UTF-8.
+    let replacements = [b'"', b'}', b'\\', b'\n', 0xff];
+    for (name, exit) in STREAMS {
+        let bytes = fixture(name).into_bytes();
+        for at in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[at] = replacements[at % replacements.len()];
+            let state = parse(&String::from_utf8_lossy(&damaged));
+            let outcome = classify(&state, Some(Exit::Code(exit)), "", Stop::Natural, false, 0);
+            // Only a result line that still parses can make a run a success.
+            if outcome == Outcome::Success {
+                assert!(state.result.is_some(), "{name}, byte {at}");
+            }
+        }
+    }
+}
