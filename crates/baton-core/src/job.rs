@@ -3,8 +3,6 @@
 //! The same rules are published as a JSON Schema (`job.schema.json`, see [`JOB_SCHEMA`]) so that a
 //! backend in another language can check a job before it enqueues it; a test keeps the two in step.
 
-use std::path::{Component, Path};
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -90,8 +88,65 @@ pub struct Job {
     pub previous_session_id: Option<String>,
     /// The project's directory, relative to `BATON_WORKSPACE_ROOT`.
     pub project_path: String,
-    /// When the job was enqueued.
+    /// When the job was enqueued: RFC 3339 with a four-digit year, `T` and `Z` or an offset, as the
+    /// published schema's pattern says.
+    #[serde(deserialize_with = "rfc3339")]
     pub enqueued_at: DateTime<Utc>,
+}
+
+/// Reads a timestamp as strictly as the schema's pattern does. chrono's own parsing is lenient (it
+/// took `202 -11-21T05:00:00Z` for the year 202), which let the worker accept jobs the schema
+/// refuses.
+fn rfc3339<'de, D: serde::Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_timestamp(&text).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "enqueued_at {text:?} is not an RFC 3339 timestamp like 2026-11-21T05:00:00Z"
+        ))
+    })
+}
+
+/// `text` as a UTC timestamp if it has the shape `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)`
+/// and names a real instant.
+fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
+    let b = text.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let shape = digits(0..4)
+        && b.get(4) == Some(&b'-')
+        && digits(5..7)
+        && b.get(7) == Some(&b'-')
+        && digits(8..10)
+        && b.get(10) == Some(&b'T')
+        && digits(11..13)
+        && b.get(13) == Some(&b':')
+        && digits(14..16)
+        && b.get(16) == Some(&b':')
+        && digits(17..19);
+    if !shape {
+        return None;
+    }
+    let mut rest = &text[19..];
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let n = fraction.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 {
+            return None;
+        }
+        rest = &fraction[n..];
+    }
+    let zone = rest.as_bytes();
+    let zone_ok = rest == "Z"
+        || (zone.len() == 6
+            && matches!(zone[0], b'+' | b'-')
+            && zone[1..3].iter().all(u8::is_ascii_digit)
+            && zone[3] == b':'
+            && zone[4..6].iter().all(u8::is_ascii_digit));
+    if !zone_ok {
+        return None;
+    }
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// Bounds that depend on configuration rather than on the format.
@@ -299,39 +354,24 @@ pub fn validate_project_path(path: &str) -> Result<(), JobError> {
             format!("{path:?} is absolute; it must be relative to BATON_WORKSPACE_ROOT"),
         ));
     }
-    for component in Path::new(path).components() {
-        match component {
-            Component::Normal(part) => {
-                let part = part.to_str().unwrap_or_default();
-                let safe = !part.is_empty()
-                    && part
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-                if !safe {
-                    return Err(JobError::invalid(
-                        FIELD,
-                        format!(
-                            "{path:?} has the component {part:?}; allowed are letters, digits, '.', '_' and '-'"
-                        ),
-                    ));
-                }
+    // Split by hand: `Path::components` drops empty and inner `.` components, so it took `a/./b`,
+    // `a//b` and `a/`, which the schema refuses.
+    for part in path.split('/') {
+        let why = match part {
+            ".." => format!("{path:?} contains '..' and could leave BATON_WORKSPACE_ROOT"),
+            "." => format!("{path:?} contains '.'; give the plain relative path"),
+            "" => format!("{path:?} has an empty component (a doubled or trailing '/')"),
+            _ if part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) =>
+            {
+                continue;
             }
-            Component::ParentDir => {
-                return Err(JobError::invalid(
-                    FIELD,
-                    format!("{path:?} contains '..' and could leave BATON_WORKSPACE_ROOT"),
-                ));
-            }
-            Component::CurDir => {
-                return Err(JobError::invalid(
-                    FIELD,
-                    format!("{path:?} contains '.'; give the plain relative path"),
-                ));
-            }
-            Component::RootDir | Component::Prefix(_) => {
-                return Err(JobError::invalid(FIELD, format!("{path:?} is absolute")));
-            }
-        }
+            _ => format!(
+                "{path:?} has the component {part:?}; allowed are letters, digits, '.', '_' and '-'"
+            ),
+        };
+        return Err(JobError::invalid(FIELD, why));
     }
     Ok(())
 }
@@ -387,6 +427,33 @@ mod tests {
                 true,
             ),
             ("version 2", with("v", 2.into()), false),
+            (
+                "a '.' inside the path",
+                with("project_path", "a/./b".into()),
+                false,
+            ),
+            ("a doubled '/'", with("project_path", "a//b".into()), false),
+            ("a trailing '/'", with("project_path", "a/".into()), false),
+            (
+                "a three-digit year",
+                with("enqueued_at", "202 -11-21T05:00:00Z".into()),
+                false,
+            ),
+            (
+                "a day the month does not have",
+                with("enqueued_at", "2026-02-30T05:00:00Z".into()),
+                false,
+            ),
+            (
+                "a lowercase t",
+                with("enqueued_at", "2026-11-21t05:00:00Z".into()),
+                false,
+            ),
+            (
+                "an offset and a fraction",
+                with("enqueued_at", "2026-11-21T05:00:00.123+02:00".into()),
+                true,
+            ),
             ("unknown kind", with("kind", "delete".into()), false),
             ("missing prompt", without("prompt"), false),
             (
@@ -435,13 +502,60 @@ mod tests {
         }
     }
 
+    /// The published schema, its formats asserted as a strict consumer would.
+    fn schema_validator() -> jsonschema::Validator {
+        let schema: serde_json::Value = serde_json::from_str(JOB_SCHEMA).unwrap();
+        jsonschema::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .expect("schema compiles")
+    }
+
     #[test]
     fn published_schema_agrees_with_rust_validation() {
-        let schema: serde_json::Value = serde_json::from_str(JOB_SCHEMA).unwrap();
-        let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+        let validator = schema_validator();
         for (name, job, ok) in cases() {
             assert_eq!(validator.is_valid(&job), ok, "schema disagrees on {name}");
         }
+    }
+
+    #[test]
+    fn schema_and_rust_validation_agree_on_every_damaged_job() {
+        // A payload is damaged one byte at a time, with a replacement that takes turns; whatever
+        // still parses as JSON must be judged alike by the published schema and by the worker.
+        let validator = schema_validator();
+        let replacements = [b'"', b'0', b'-', b'/', b' ', b'.', 0xff, b'x'];
+        let mut parsed = 0;
+        for job in [valid(), cases()[1].1.clone()] {
+            let bytes = job.to_string().into_bytes();
+            for at in 0..bytes.len() {
+                for (k, &replacement) in replacements.iter().enumerate() {
+                    if (at + k) % 2 == 1 {
+                        continue;
+                    }
+                    let mut damaged = bytes.clone();
+                    damaged[at] = replacement;
+                    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&damaged) else {
+                        assert!(matches!(
+                            Job::from_json(&damaged, &Limits::default()),
+                            Err(JobError::NotJson(_))
+                        ));
+                        continue;
+                    };
+                    parsed += 1;
+                    let rust = Job::from_json(&damaged, &Limits::default());
+                    assert_eq!(
+                        validator.is_valid(&value),
+                        rust.is_ok(),
+                        "schema and worker disagree on {value}: {rust:?}"
+                    );
+                }
+            }
+        }
+        assert!(
+            parsed > 100,
+            "too few damaged payloads still parsed: {parsed}"
+        );
     }
 
     #[test]
