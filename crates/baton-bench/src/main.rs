@@ -170,15 +170,17 @@ impl Bench {
         Ok(q)
     }
 
-    /// Stops every worker with SIGTERM and waits for them.
+    /// Stops every worker with SIGTERM and waits for them. Each is signalled once: a worker already
+    /// waited for is no longer ours, and its pid may belong to another process by now.
     fn stop_workers(&mut self) {
-        for w in &mut self.workers {
+        let mut workers = std::mem::take(&mut self.workers);
+        for w in &workers {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(w.id() as i32),
                 nix::sys::signal::Signal::SIGTERM,
             );
         }
-        for w in &mut self.workers {
+        for w in &mut workers {
             let _ = w.wait();
         }
     }
@@ -199,6 +201,22 @@ impl Bench {
             let _ = q.delete_all_keys().await;
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for Bench {
+    /// A bench that failed part-way stops its workers all the same: left running, they would poll
+    /// Redis and Postgres for good and take CPU from every later measurement. What it leaves for a
+    /// look (the scratch folder with the workers' logs, the database) is named.
+    fn drop(&mut self) {
+        self.stop_workers();
+        if self.dir.exists() {
+            eprintln!(
+                "baton-bench: ended before its cleanup; the workers' logs are in {} and the ledger in database {}",
+                self.dir.display(),
+                self.db_name
+            );
+        }
     }
 }
 
