@@ -365,7 +365,8 @@ impl PgWaits {
             .ok()
     }
 
-    /// Samples every [`PgWaits::EVERY`] until `stop`, leaving out the backends of the sampler and of `watcher`.
+    /// Samples every [`PgWaits::EVERY`] until `stop`, leaving out the backends of the sampler and of
+    /// `watcher`.
     async fn sample(
         mut self,
         watcher: i32,
@@ -581,7 +582,7 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
         "before",
     )
     .await?;
-    let agent_before_cpu = machine.per_job(args.jobs);
+    let agent_before_machine = machine.per_job(args.jobs);
     let driver_before = (own_cpu() - driver) / args.jobs as f64;
     let before = xact_commits(&bench.admin_url, &bench.db_name).await?;
     let mut pids = Vec::new();
@@ -721,12 +722,12 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
         "after",
     )
     .await?;
-    let agent_after_cpu = machine.per_job(args.jobs);
+    let agent_after_machine = machine.per_job(args.jobs);
     let driver_after = (own_cpu() - driver) / args.jobs as f64;
     let driver_cpu = (driver_before + driver_after) / 2.0;
     let agent_jobs = (agent_before + agent_after) / 2.0;
-    let agent_cpu = (agent_before_cpu.busy + agent_after_cpu.busy) / 2.0;
-    let agent_switches = (agent_before_cpu.switches + agent_after_cpu.switches) / 2.0;
+    let agent_cpu = (agent_before_machine.busy + agent_after_machine.busy) / 2.0;
+    let agent_switches = (agent_before_machine.switches + agent_after_machine.switches) / 2.0;
     let machine = Machine::read();
     let (ledger_jobs, record_tx) = ledger_limit(&ledger, lanes, args.jobs, args.projects).await?;
     let ledger_machine = machine.per_job(args.jobs);
