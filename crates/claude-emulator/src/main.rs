@@ -731,17 +731,22 @@ impl Output {
 /// scheduler's count of it (`/proc/self/schedstat`) was tried and overshot by milliseconds on a
 /// loaded machine, dating processes before the worker had spawned them. `None` if the clock fails.
 fn created_at(now: chrono::DateTime<chrono::Utc>) -> Option<chrono::DateTime<chrono::Utc>> {
-    use nix::time::{ClockId, clock_gettime};
-    let cpu = std::time::Duration::from(clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).ok()?);
+    let cpu = cpu_time(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)?;
     Some(now - chrono::Duration::from_std(cpu).ok()?)
 }
 
 /// CPU this process has used so far (user and system, its exec included), in milliseconds; lets the
 /// benchmark compare what a CLI run costs inside the pipeline with what it costs alone.
 fn process_cpu_ms() -> Option<f64> {
-    use nix::time::{ClockId, clock_gettime};
-    let cpu = std::time::Duration::from(clock_gettime(ClockId::CLOCK_PROCESS_CPUTIME_ID).ok()?);
+    let cpu = cpu_time(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID)?;
     Some(cpu.as_secs_f64() * 1000.0)
+}
+
+/// The CPU time `clock` has counted; `None` if the clock fails.
+fn cpu_time(clock: nix::time::ClockId) -> Option<std::time::Duration> {
+    nix::time::clock_gettime(clock)
+        .ok()
+        .map(std::time::Duration::from)
 }
 
 /// Appends one line about this run to `CLAUDE_EMULATOR_LOG`; `ended_at` is null for a run that
