@@ -26,15 +26,18 @@ sqlx-prepare:
     scripts/with-services bash -c 'db="${DATABASE_URL%/*}/baton_sqlx_prepare"; psql "${DATABASE_URL%/*}/postgres" -qc "DROP DATABASE IF EXISTS baton_sqlx_prepare" -c "CREATE DATABASE baton_sqlx_prepare" && DATABASE_URL="$db" sqlx migrate run --source migrations && SQLX_OFFLINE=false DATABASE_URL="$db" cargo sqlx prepare --workspace -- --all-targets'
 
 # Install the real claude CLI into a scratch folder and run the conformance suite against it and the
-# emulator. No credentials are used: the real CLI only shows its error paths.
+# emulator. No credentials are used: the real CLI only shows its error paths. The install follows npm's
+# `latest` (or BATON_CLAUDE_CLI_VERSION), so a new CLI release is checked as soon as it is published.
 conformance-real:
     #!/usr/bin/env bash
     set -euo pipefail
     dir="${BATON_CLAUDE_CLI_DIR:-$HOME/.cache/baton/claude-cli}"
     mkdir -p "$dir"
-    if [ ! -x "$dir/node_modules/.bin/claude" ]; then
-      echo "installing @anthropic-ai/claude-code into $dir"
-      if ! npm install --prefix "$dir" --no-audit --no-fund --loglevel=error @anthropic-ai/claude-code; then
+    want="${BATON_CLAUDE_CLI_VERSION:-$(npm view @anthropic-ai/claude-code version 2>/dev/null || true)}"
+    have="$(node -p 'require(process.argv[1]).version' "$dir/node_modules/@anthropic-ai/claude-code/package.json" 2>/dev/null || true)"
+    if [ ! -x "$dir/node_modules/.bin/claude" ] || { [ -n "$want" ] && [ "$want" != "$have" ]; }; then
+      echo "installing @anthropic-ai/claude-code@${want:-latest} into $dir${have:+ (had $have)}"
+      if ! npm install --prefix "$dir" --no-audit --no-fund --loglevel=error "@anthropic-ai/claude-code@${want:-latest}"; then
         if [ "${BATON_CONFORMANCE_OPTIONAL:-0}" = 1 ]; then
           echo "warning: could not install the real CLI; skipping its conformance run" >&2
           exit 0
@@ -43,6 +46,8 @@ conformance-real:
       fi
     fi
     echo "real CLI: $("$dir/node_modules/.bin/claude" --version)"
+    # The suite runs the emulator beside the real CLI, from the debug build.
+    cargo build -p claude-emulator --bins
     BATON_REAL_CLAUDE="$dir/node_modules/.bin/claude" cargo test -p baton-agent --test conformance
 
 # Benchmark the pipeline against the machine's own limits (release build; see README for the table).
