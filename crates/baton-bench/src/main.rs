@@ -33,6 +33,11 @@ use sqlx::Connection;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+/// The share of the cores' time the hypervisor may take during a phase before the run's fractions
+/// are called unreliable. On the fourteenth round's VM the host took 0.4% over a quiet half hour and
+/// 6.4% over a slow twenty minutes, in which a CLI process cost two to three times its usual CPU.
+const STEAL_WARNING: f64 = 0.02;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
     Fast,
@@ -810,6 +815,35 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
         redis_machine.switches,
         agent_switches + ledger_machine.switches + redis_machine.switches
     );
+    // A VM's cores are lent: in a stretch where the host takes them away, everything runs slower,
+    // the CLI's many short processes more than the rest, and the fractions above compare a faster
+    // machine with a slower one.
+    let stolen = [
+        ("the pipeline", pipeline.stolen),
+        ("the CLI limit before it", agent_before_machine.stolen),
+        ("after it", agent_after_machine.stolen),
+        ("the ledger's limit", ledger_machine.stolen),
+        ("Redis's", redis_machine.stolen),
+    ];
+    println!(
+        "cores' time taken by the hypervisor (steal): {}",
+        stolen
+            .iter()
+            .map(|(phase, share)| format!("{phase} {:.1}%", 100.0 * share))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if let Some((phase, share)) = stolen
+        .iter()
+        .filter(|(_, share)| *share > STEAL_WARNING)
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+    {
+        println!(
+            "warning: the hypervisor took {:.1}% of the cores' time during {phase}; this run compared \
+             a slower machine with a faster one, so its fractions do not hold: run it again",
+            100.0 * share
+        );
+    }
     let limit_cli: Vec<f64> = ["before", "after"]
         .iter()
         .filter_map(|label| cli_cpu_per_run(&bench.dir.join(format!("limit-runs-{label}.jsonl"))))
@@ -1375,49 +1409,77 @@ fn own_cpu() -> f64 {
 
 /// What the whole machine has done since it started: CPU seconds spent working, over every core and
 /// process (user, nice, system, irq and softirq in `/proc/stat`; idle, I/O wait and time stolen by
-/// the hypervisor are not work), and context switches. The difference of two readings is what a
-/// phase cost, whoever spent it.
+/// the hypervisor are not work), context switches, and the seconds the hypervisor gave this
+/// machine's cores to someone else while they had work (steal). The difference of two readings is
+/// what a phase cost, whoever spent it.
 #[derive(Clone, Copy)]
 struct Machine {
     busy: f64,
     switches: f64,
+    stolen: f64,
+    at: Instant,
+}
+
+/// What the machine did during one phase of the bench, from a [`Machine`] reading to its end.
+#[derive(Clone, Copy)]
+struct Spent {
+    /// CPU seconds of work per job.
+    busy: f64,
+    /// Context switches per job.
+    switches: f64,
+    /// The share of the cores' time the hypervisor took away. Every figure of a phase where this is
+    /// more than a few percent measured a slower machine than the phases around it.
+    stolen: f64,
 }
 
 impl Machine {
     fn read() -> Machine {
-        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-        let ticks: Vec<f64> = stat
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .split_whitespace()
-            .skip(1)
-            .map(|x| x.parse().unwrap_or(0.0))
-            .collect();
-        let switches = stat
-            .lines()
-            .find_map(|l| l.strip_prefix("ctxt "))
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or(0.0);
+        let (busy, stolen, switches) =
+            parse_stat(&std::fs::read_to_string("/proc/stat").unwrap_or_default());
         Machine {
-            // In USER_HZ, which Linux fixes at 100 per second.
-            busy: [0, 1, 2, 5, 6]
-                .iter()
-                .filter_map(|&i| ticks.get(i))
-                .sum::<f64>()
-                / 100.0,
+            busy,
             switches,
+            stolen,
+            at: Instant::now(),
         }
     }
 
     /// What the machine has done per job since this reading, over `jobs`.
-    fn per_job(&self, jobs: usize) -> Machine {
+    fn per_job(&self, jobs: usize) -> Spent {
         let now = Machine::read();
-        Machine {
+        let core_seconds = now.at.duration_since(self.at).as_secs_f64() * cores() as f64;
+        Spent {
             busy: (now.busy - self.busy) / jobs as f64,
             switches: (now.switches - self.switches) / jobs as f64,
+            stolen: if core_seconds > 0.0 {
+                (now.stolen - self.stolen) / core_seconds
+            } else {
+                0.0
+            },
         }
     }
+}
+
+/// Busy seconds, stolen seconds and context switches from the text of `/proc/stat`. Missing
+/// fields read as zero: an older kernel without the steal column simply reports none.
+fn parse_stat(stat: &str) -> (f64, f64, f64) {
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // In USER_HZ, which Linux fixes at 100 per second.
+    let seconds =
+        |fields: &[usize]| fields.iter().filter_map(|&i| ticks.get(i)).sum::<f64>() / 100.0;
+    let switches = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("ctxt "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0.0);
+    (seconds(&[0, 1, 2, 5, 6]), seconds(&[7]), switches)
 }
 
 fn cores() -> usize {
@@ -1450,4 +1512,27 @@ fn machine() -> String {
         })
         .unwrap_or_else(|| "unknown CPU".into());
     format!("{cores} cores ({cpu}), {mem_gib:.0} GiB")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_reads_work_steal_and_switches_apart() {
+        // user nice system idle iowait irq softirq steal guest guest_nice
+        let stat = "cpu  1000 20 300 5000 400 6 70 800 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\nctxt 123456\nbtime 1\n";
+        let (busy, stolen, switches) = parse_stat(stat);
+        // Idle, I/O wait and steal are not work.
+        assert_eq!(busy, (1000.0 + 20.0 + 300.0 + 6.0 + 70.0) / 100.0);
+        assert_eq!(stolen, 8.0);
+        assert_eq!(switches, 123456.0);
+    }
+
+    #[test]
+    fn stat_without_a_steal_column_reports_none_stolen() {
+        let (busy, stolen, switches) = parse_stat("cpu  100 0 100 900 0 0 0\nctxt 7\n");
+        assert_eq!((busy, stolen, switches), (2.0, 0.0, 7.0));
+        assert_eq!(parse_stat(""), (0.0, 0.0, 0.0));
+    }
 }
