@@ -50,6 +50,7 @@ async fn a_small_bench_prints_the_pipeline_the_limits_and_the_fractions_and_clea
         "the workers used ",
         "; the CLI limit's lanes, which only drive the CLI as a worker does, ",
         "cores' time taken by the hypervisor (steal): the pipeline ",
+        "% of the CLI limit at the CLI's speed during the pipeline (",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
     }

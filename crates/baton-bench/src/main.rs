@@ -854,6 +854,17 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
         println!(
             "a CLI run's own CPU, as the process measured it: {pipeline:.2} ms in the pipeline, {limit:.2} ms in the CLI limit"
         );
+        // Every CLI run does the same work, so its CPU tells the machine's speed at the time, and
+        // the CLI limit's throughput follows that cost. A VM's speed drifts between the phases of
+        // one run; scaled to the CLI's cost during the pipeline, the limit is compared at one speed.
+        // It also counts as drift what the pipeline's neighbours add to a CLI run, hence both lines.
+        if pipeline > 0.0 {
+            let scaled = agent_jobs * limit / pipeline;
+            println!(
+                "pipeline {jobs_per_s:.1} jobs/s = {:.0}% of the CLI limit at the CLI's speed during the pipeline ({agent_jobs:.1} jobs/s x {limit:.2} / {pipeline:.2} ms a run = {scaled:.1} jobs/s)",
+                100.0 * jobs_per_s / scaled
+            );
+        }
     }
     bench.cleanup().await;
     Ok(())
