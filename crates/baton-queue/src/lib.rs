@@ -617,6 +617,23 @@ impl Queue {
         Ok(self.event_cmd(event).query_async(&mut conn).await?)
     }
 
+    /// Publishes progress events in order, in one round trip (none for no events).
+    pub async fn publish_events(
+        &self,
+        events: &[&baton_core::events::Event],
+    ) -> Result<(), QueueError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for event in events {
+            pipe.add_command(self.event_cmd(event)).ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await?;
+        Ok(())
+    }
+
     /// The `XADD` that appends `event` to the trimmed events stream.
     fn event_cmd(&self, event: &baton_core::events::Event) -> redis::Cmd {
         let mut cmd = redis::cmd("XADD");

@@ -465,6 +465,29 @@ async fn a_checkpoint_and_its_events_are_written_together_in_order() {
 }
 
 #[tokio::test]
+async fn events_published_together_arrive_in_order_and_write_no_checkpoint() {
+    use baton_core::events::{Event, EventType};
+    let q = queue().await;
+    let from = q.last_event_id().await.unwrap();
+    let build_id = uuid::Uuid::new_v4().to_string();
+    let started = Event::new(EventType::RunStarted, &build_id, "p1");
+    let finished = Event::new(EventType::RunFinished, &build_id, "p1");
+    q.publish_events(&[&started, &finished]).await.unwrap();
+    q.publish_events(&[]).await.unwrap();
+    let mut reader = q.event_reader(&from).await.unwrap();
+    let kinds: Vec<EventType> = reader
+        .next(Duration::from_millis(200))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.build_id == build_id)
+        .map(|e| e.event)
+        .collect();
+    assert_eq!(kinds, [EventType::RunStarted, EventType::RunFinished]);
+    assert_eq!(q.load_checkpoint(&build_id).await.unwrap(), None);
+}
+
+#[tokio::test]
 async fn a_job_start_publishes_its_event_and_reads_the_checkpoint_in_one_call() {
     use baton_core::events::{Event, EventType};
     let q = queue().await;
