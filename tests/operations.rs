@@ -141,6 +141,92 @@ async fn every_state_change_is_published_as_an_event() {
     );
 }
 
+/// Every command Redis runs while it lives, as `MONITOR` prints them (one line each).
+struct RedisMonitor {
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl RedisMonitor {
+    async fn start(redis_url: &str) -> RedisMonitor {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let addr = redis_url
+            .trim_start_matches("redis://")
+            .rsplit('@')
+            .next()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
+        let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        socket.write_all(b"MONITOR\r\n").await.unwrap();
+        let mut reader = tokio::io::BufReader::new(socket).lines();
+        let first = reader.next_line().await.unwrap();
+        assert_eq!(first.as_deref(), Some("+OK"), "MONITOR refused");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let reader = tokio::spawn(async move {
+            while let Ok(Some(line)) = reader.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        RedisMonitor { lines, reader }
+    }
+
+    /// The lines seen so far that contain every one of `parts`.
+    fn matching(&self, parts: &[&str]) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| parts.iter().all(|p| l.contains(p)))
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for RedisMonitor {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_over_within_the_progress_window_sends_its_progress_with_its_end() {
+    let mut env = TestEnv::new().await;
+    let monitor = RedisMonitor::start(&env.redis_url).await;
+    // A window no run of the emulator at zero latency outlasts, so the test does not hang on timing.
+    env.start_worker_with(&[("BATON_PROGRESS_WINDOW", "10")]);
+    let build = env.enqueue("windowed", "windowed-v1", "create", "Build it");
+    env.wait_finished(&build, LIMIT);
+    let events = build_events(&env, &build).await;
+    let types: Vec<&str> = events
+        .iter()
+        .map(|(_, e)| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(types.len(), 14, "{types:?}");
+    assert_eq!(
+        &types[1..4],
+        ["run_started", "session_seen", "run_finished"],
+        "every event still goes out, in order"
+    );
+    let key = format!("\"claude:session:{build}\"");
+    env.wait_until(LIMIT, "the monitor to see the last checkpoint", || {
+        monitor.matching(&["\"SET\"", &key]).len() >= 4
+    });
+    let checkpoints = monitor.matching(&["\"SET\"", &key]);
+    assert_eq!(
+        checkpoints.len(),
+        4,
+        "one checkpoint per run, not one at its start and one at its end: {checkpoints:#?}"
+    );
+    assert!(
+        checkpoints.iter().all(|c| c.contains("finished")),
+        "no start checkpoint: {checkpoints:#?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_starting_cli_gets_its_run_started_before_it_names_a_session() {
     let mut env = TestEnv::new().await;

@@ -114,6 +114,11 @@ pub struct Config {
     #[arg(long, env = "BATON_RETRY_MAX_DELAY", default_value_t = 120.0)]
     pub retry_max_delay_secs: f64,
 
+    /// Seconds a run's first progress (`run_started`, then the checkpoint of the session the CLI
+    /// names) may wait to ride with a later write, saving Redis round trips; 0 sends each at once.
+    #[arg(long, env = "BATON_PROGRESS_WINDOW", default_value_t = 0.05)]
+    pub progress_window_secs: f64,
+
     /// Seconds between probes of the CLI while paused on an authentication failure.
     #[arg(long, env = "BATON_AUTH_PROBE_INTERVAL", default_value_t = 60.0)]
     pub auth_probe_interval_secs: f64,
@@ -199,6 +204,14 @@ impl Config {
             auth_probe_interval: secs("BATON_AUTH_PROBE_INTERVAL", self.auth_probe_interval_secs)?,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             max_held: self.max_held.max(self.concurrency.max(1)),
+            progress_window: {
+                let v = self.progress_window_secs;
+                anyhow::ensure!(
+                    v.is_finite() && (0.0..=60.0).contains(&v),
+                    "BATON_PROGRESS_WINDOW must be between 0 and 60 seconds, not {v}"
+                );
+                Duration::from_secs_f64(v)
+            },
         };
         // A worker stops its runs once it has gone three quarters of the claim timeout without a
         // heartbeat (see `job::Hold`): heartbeats must come well within that, or a slow one would
@@ -254,6 +267,8 @@ pub struct Scheduling {
     pub shutdown_grace: Duration,
     /// Most entries held at once.
     pub max_held: usize,
+    /// How long a run's first progress may wait to ride with a later write.
+    pub progress_window: Duration,
 }
 
 #[cfg(test)]
@@ -288,5 +303,26 @@ mod tests {
         assert!(parse("15", "30").is_ok(), "exactly half");
         let err = parse("16", "30").expect_err("more than half").to_string();
         assert!(err.contains("at most half of BATON_CLAIM_IDLE"), "{err}");
+    }
+
+    #[test]
+    fn the_progress_window_defaults_to_50_ms_and_takes_zero_but_not_less() {
+        let window = |args: &[&str]| {
+            let mut argv = vec!["baton-worker"];
+            argv.extend(args);
+            Config::try_parse_from(argv)
+                .expect("parses")
+                .scheduling()
+                .map(|s| s.progress_window)
+        };
+        assert_eq!(window(&[]).unwrap(), Duration::from_millis(50));
+        assert_eq!(
+            window(&["--progress-window-secs", "0"]).unwrap(),
+            Duration::ZERO
+        );
+        let err = window(&["--progress-window-secs=-1"])
+            .expect_err("negative")
+            .to_string();
+        assert!(err.contains("BATON_PROGRESS_WINDOW"), "{err}");
     }
 }

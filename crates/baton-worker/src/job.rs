@@ -18,9 +18,16 @@ use tracing::{Instrument, error, info, info_span, warn};
 use crate::config::Scheduling;
 use crate::metrics::Metrics;
 
-/// How long a run's `run_started` event waits to ride with the checkpoint of the session the CLI
-/// names; past it, the event goes out on its own.
-const START_EVENT_WINDOW: std::time::Duration = std::time::Duration::from_millis(50);
+/// A run's progress not yet sent to Redis: its events in the order they happened (`run_finished`
+/// last, once the run is over) and the start checkpoint they would have ridden with, held back so
+/// that a short run sends everything with its end in one round trip.
+#[derive(Debug, Default)]
+pub(crate) struct Unsent {
+    /// The checkpoint of the session the run named, not yet saved.
+    started: Option<Checkpoint>,
+    /// Events not yet published, in order.
+    events: Vec<Event>,
+}
 
 /// How a job's processing ended; the scheduler ends its entry accordingly.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,6 +253,23 @@ impl JobContext {
         }
     }
 
+    /// Sends what a run held back, in one round trip: its start checkpoint, if it named a session,
+    /// with its events.
+    async fn flush(&self, unsent: Unsent) {
+        let events: Vec<&Event> = unsent.events.iter().collect();
+        let sent = match &unsent.started {
+            Some(checkpoint) => {
+                self.queue
+                    .save_checkpoint_with_events(checkpoint, &events)
+                    .await
+            }
+            None => self.queue.publish_events(&events).await,
+        };
+        if let Err(e) = sent {
+            warn!(error = %e, "could not save the checkpoint or publish progress events");
+        }
+    }
+
     /// Counts a ledger error.
     fn ledger_error(&self, e: &LedgerError) {
         match e {
@@ -441,7 +465,7 @@ impl JobContext {
                     cp.session_id.clone()
                 })
                 .or_else(|| chain.clone());
-            let (report, finished, fell_back) = self
+            let (report, unsent, fell_back) = self
                 .run_with_retries(job, cwd, step, target, chain.as_deref(), claim, signals)
                 .await?;
             if fell_back {
@@ -461,7 +485,7 @@ impl JobContext {
             let (note, new_session) = match judged {
                 Ok(judged) => judged,
                 Err(stop) => {
-                    self.publish(&finished).await;
+                    self.flush(unsent).await;
                     return Err(stop);
                 }
             };
@@ -476,9 +500,10 @@ impl JobContext {
                 note: note.as_deref(),
                 completes: i + 1 == plan.len(),
             };
-            // The checkpoint is the fast path and the ledger the truth: neither waits for the other,
-            // and the run's last event rides with the checkpoint.
-            let last_events = [&finished];
+            // The checkpoint is the fast path and the ledger the truth: neither waits for the other.
+            // The run's events not yet sent ride with its last checkpoint, which supersedes the
+            // start checkpoint a short run held back.
+            let last_events: Vec<&Event> = unsent.events.iter().collect();
             let checkpoint = self.checkpoint(
                 job,
                 step,
@@ -501,8 +526,9 @@ impl JobContext {
     }
 
     /// Runs a step until it succeeds, fails for good, or its attempts run out. Returns the last
-    /// report, its `run_finished` event (not yet published, so the caller can send it with what it
-    /// writes next), and whether the chain's session was lost and the step ran fresh instead.
+    /// report, what the last run has not yet sent (its `run_finished` event at least, so the caller
+    /// can send it with what it writes next), and whether the chain's session was lost and the step
+    /// ran fresh instead.
     #[allow(clippy::too_many_arguments)]
     async fn run_with_retries(
         &self,
@@ -513,7 +539,7 @@ impl JobContext {
         chain: Option<&str>,
         claim: &Claim,
         signals: &JobSignals,
-    ) -> Result<(RunReport, Event, bool), Stopped> {
+    ) -> Result<(RunReport, Unsent, bool), Stopped> {
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(self.scheduling.retry_min_delay)
             .with_max_delay(self.scheduling.retry_max_delay)
@@ -523,7 +549,7 @@ impl JobContext {
         let mut fell_back = false;
         let mut attempt = 1u32;
         loop {
-            let (report, finished) = self
+            let (report, unsent) = self
                 .run_step(job, cwd, step, target.as_deref(), signals)
                 .await?;
             if let Outcome::ResumeNotFound { .. } = report.outcome {
@@ -536,7 +562,7 @@ impl JobContext {
                             "the cut-off run's session is gone; resuming the one before it"
                         );
                         target = chain.map(str::to_string);
-                        self.publish(&finished).await;
+                        self.flush(unsent).await;
                         continue;
                     }
                     Some(missing) if !fell_back => {
@@ -547,7 +573,7 @@ impl JobContext {
                         );
                         self.metrics.decision("fallback");
                         // Published first, so a ledger error below does not lose the run's end.
-                        self.publish(&finished).await;
+                        self.flush(unsent).await;
                         self.ledger
                             .record_resume_fallback(job, claim.fence, step, missing)
                             .await?;
@@ -555,15 +581,15 @@ impl JobContext {
                         fell_back = true;
                         continue;
                     }
-                    _ => return Ok((report, finished, fell_back)),
+                    _ => return Ok((report, unsent, fell_back)),
                 }
             }
             if !report.outcome.is_retryable() {
-                return Ok((report, finished, fell_back));
+                return Ok((report, unsent, fell_back));
             }
             let Some(mut delay) = delays.next() else {
                 warn!(step = step.name(), attempts = attempt, outcome = %report.outcome, "no run attempts left");
-                return Ok((report, finished, fell_back));
+                return Ok((report, unsent, fell_back));
             };
             if let Outcome::RateLimited {
                 retry_after: Some(after),
@@ -577,7 +603,9 @@ impl JobContext {
                 target = report.session_id.clone();
             }
             attempt += 1;
-            self.publish(&finished).await;
+            // Sent now: a worker that dies while waiting leaves the run's session in the
+            // checkpoint, for its successor to resume.
+            self.flush(unsent).await;
             warn!(step = step.name(), outcome = %report.outcome, retry_in_ms = delay.as_millis() as u64, attempt, "retrying the run");
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -594,7 +622,7 @@ impl JobContext {
         step: Step,
         session: Option<&str>,
         signals: &JobSignals,
-    ) -> Result<(RunReport, Event), Stopped> {
+    ) -> Result<(RunReport, Unsent), Stopped> {
         if let Some(why) = self.hold_lapsed(step, "not starting a run") {
             return Err(Stopped::Interrupted(why));
         }
@@ -614,42 +642,47 @@ impl JobContext {
             kill: signals.lost.clone(),
             session_seen: Some(seen_tx),
         };
-        // Progress is published while the CLI starts, in order: the run started, then its session
-        // (checkpointed as soon as the CLI names it). A CLI names its session moments after it
-        // starts, so both events usually ride with that checkpoint in one round trip; one that
-        // takes longer gets its `run_started` on its own first.
+        // Progress goes out while the CLI runs, in order: the run started, then its session
+        // (checkpointed, so that a successor can resume a run cut off mid-turn). A CLI names its
+        // session moments after it starts, so both events ride with that checkpoint in one round
+        // trip; one that takes longer than the window gets its `run_started` on its own first. A
+        // run that is over within the window sends everything with its end instead, whose
+        // checkpoint supersedes the start's: at zero latency that saves a round trip per run.
+        let ended = CancellationToken::new();
         let progress = {
             let this = self.clone();
             let job = job.clone();
+            let ended = ended.clone();
             async move {
+                let deadline = tokio::time::Instant::now() + this.scheduling.progress_window;
                 let mut seen_rx = seen_rx;
-                let mut pending = Some(started);
-                let named = match tokio::time::timeout(START_EVENT_WINDOW, &mut seen_rx).await {
+                let mut unsent = Unsent {
+                    started: None,
+                    events: vec![started],
+                };
+                let named = match tokio::time::timeout_at(deadline, &mut seen_rx).await {
                     Ok(named) => named,
                     Err(_) => {
-                        if let Some(started) = pending.take() {
-                            this.publish(&started).await;
-                        }
+                        this.flush(std::mem::take(&mut unsent)).await;
                         seen_rx.await
                     }
                 };
-                match named {
-                    Ok(session) => {
-                        let mut seen =
-                            Event::new(EventType::SessionSeen, &job.build_id, &job.project_id);
-                        seen.step = Some(step.name().to_string());
-                        seen.session_id = Some(session.clone());
-                        let events: Vec<&Event> = pending.iter().chain([&seen]).collect();
-                        this.checkpoint(&job, step, &session, &[], Phase::Started, &events)
-                            .await;
-                    }
-                    // The run ended without naming a session.
-                    Err(_) => {
-                        if let Some(started) = pending.take() {
-                            this.publish(&started).await;
-                        }
-                    }
+                // Without a session named, the run is over: its start rides with its end.
+                let Ok(session) = named else {
+                    return unsent;
+                };
+                let mut seen = Event::new(EventType::SessionSeen, &job.build_id, &job.project_id);
+                seen.step = Some(step.name().to_string());
+                seen.session_id = Some(session.clone());
+                unsent.events.push(seen);
+                unsent.started = Some(checkpoint_of(&job, step, &session, &[], Phase::Started));
+                tokio::select! {
+                    biased;
+                    _ = ended.cancelled() => return unsent,
+                    _ = tokio::time::sleep_until(deadline) => {}
                 }
+                this.flush(unsent).await;
+                Unsent::default()
             }
         };
         let span = info_span!(
@@ -657,19 +690,31 @@ impl JobContext {
             step = step.name(),
             session_in = session.unwrap_or("-")
         );
-        let (report, ()) = tokio::join!(
-            self.agent.run_with(&request, hooks).instrument(span),
-            progress
-        );
-        let report = report.map_err(|e| Stopped::Interrupted(e.to_string()))?;
+        let run = async {
+            let report = self.agent.run_with(&request, hooks).instrument(span).await;
+            ended.cancel();
+            report
+        };
+        let (report, mut unsent) = tokio::join!(run, progress);
+        let report = match report {
+            Ok(report) => report,
+            Err(e) => {
+                self.flush(unsent).await;
+                return Err(Stopped::Interrupted(e.to_string()));
+            }
+        };
+        // Taken over: the successor owns the build's checkpoint now, so nothing held is written.
         if signals.lost.is_cancelled() {
             return Err(Stopped::Fenced);
         }
         // The supervisor ended it, most likely: not the job's fault, so no attempt is spent on it
         // and it is never dead-lettered for it. A run that succeeded is still recorded (fenced).
+        // Another replica may own the job by now, so only the events go out, not the checkpoint.
         if !matches!(report.outcome, Outcome::Success)
             && let Some(why) = self.hold_lapsed(step, "the run was stopped")
         {
+            unsent.started = None;
+            self.flush(unsent).await;
             return Err(Stopped::Interrupted(why));
         }
         info!(
@@ -689,7 +734,8 @@ impl JobContext {
         finished.step = Some(step.name().to_string());
         finished.session_id = report.session_id.clone();
         finished.outcome = Some(report.outcome.label().to_string());
-        Ok((report, finished))
+        unsent.events.push(finished);
+        Ok((report, unsent))
     }
 
     /// Why `step` cannot go on, when this worker's hold on its jobs has run out: another replica
@@ -713,15 +759,7 @@ impl JobContext {
         phase: Phase,
         events: &[&Event],
     ) {
-        let checkpoint = Checkpoint {
-            session_id: session.to_string(),
-            build_id: job.build_id.clone(),
-            project_path: job.project_path.clone(),
-            files_created: files.to_vec(),
-            step: step.name().to_string(),
-            phase,
-            updated_at: chrono::Utc::now(),
-        };
+        let checkpoint = checkpoint_of(job, step, session, files, phase);
         // The ledger is the source of truth; a lost checkpoint only costs the fast path.
         let saved = self
             .queue
@@ -798,6 +836,25 @@ fn metrics(report: &RunReport) -> RunMetrics {
 }
 
 /// The text a panic carried, as `panic!` and `expect` give it.
+/// The checkpoint of `job` at `step`, as of now.
+fn checkpoint_of(
+    job: &Job,
+    step: Step,
+    session: &str,
+    files: &[String],
+    phase: Phase,
+) -> Checkpoint {
+    Checkpoint {
+        session_id: session.to_string(),
+        build_id: job.build_id.clone(),
+        project_path: job.project_path.clone(),
+        files_created: files.to_vec(),
+        step: step.name().to_string(),
+        phase,
+        updated_at: chrono::Utc::now(),
+    }
+}
+
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
