@@ -439,6 +439,19 @@ async fn a_checkpoint_round_trips_with_an_hour_to_live() {
     assert_eq!(q.load_checkpoint("no-such-build").await.unwrap(), None);
 }
 
+/// The kinds of `build_id`'s events published after `from`, in order.
+async fn event_kinds(q: &Queue, from: &str, build_id: &str) -> Vec<baton_core::events::EventType> {
+    let mut reader = q.event_reader(from).await.unwrap();
+    reader
+        .next(Duration::from_millis(200))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.build_id == build_id)
+        .map(|e| e.event)
+        .collect()
+}
+
 #[tokio::test]
 async fn a_checkpoint_and_its_events_are_written_together_in_order() {
     let q = queue().await;
@@ -452,15 +465,7 @@ async fn a_checkpoint_and_its_events_are_written_together_in_order() {
         .await
         .unwrap();
     assert_eq!(q.load_checkpoint(&build_id).await.unwrap(), Some(cp));
-    let mut reader = q.event_reader(&from).await.unwrap();
-    let kinds: Vec<EventType> = reader
-        .next(Duration::from_millis(200))
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.build_id == build_id)
-        .map(|e| e.event)
-        .collect();
+    let kinds = event_kinds(&q, &from, &build_id).await;
     assert_eq!(kinds, [EventType::RunStarted, EventType::SessionSeen]);
 }
 
@@ -474,15 +479,7 @@ async fn events_published_together_arrive_in_order_and_write_no_checkpoint() {
     let finished = Event::new(EventType::RunFinished, &build_id, "p1");
     q.publish_events(&[&started, &finished]).await.unwrap();
     q.publish_events(&[]).await.unwrap();
-    let mut reader = q.event_reader(&from).await.unwrap();
-    let kinds: Vec<EventType> = reader
-        .next(Duration::from_millis(200))
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.build_id == build_id)
-        .map(|e| e.event)
-        .collect();
+    let kinds = event_kinds(&q, &from, &build_id).await;
     assert_eq!(kinds, [EventType::RunStarted, EventType::RunFinished]);
     assert_eq!(q.load_checkpoint(&build_id).await.unwrap(), None);
 }
