@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 /// last, once the run is over) and the start checkpoint they would have ridden with, held back so
 /// that a short run sends everything with its end in one round trip.
 #[derive(Debug, Default)]
-pub(crate) struct Unsent {
+struct Unsent {
     /// The checkpoint of the session the run named, not yet saved.
     started: Option<Checkpoint>,
     /// Events not yet published, in order.
