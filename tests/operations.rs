@@ -618,3 +618,24 @@ async fn enqueue_wait_takes_the_end_from_the_ledger_when_the_final_event_never_c
     assert_eq!(v["status"], "failed");
     assert_eq!(v["error"], "build: boom");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn baton_whose_reader_went_away_exits_quietly_instead_of_panicking() {
+    let mut env = TestEnv::new().await;
+    env.start_worker();
+    let build = env.enqueue("piped", "piped-v1", "create", "Build it");
+    env.wait_finished(&build, LIMIT);
+    // As `baton status X | head -1` once the reader has its line: the pipe's reading end is gone.
+    let mut child = env
+        .command("baton")
+        .args(["status", &build])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+}

@@ -11,6 +11,29 @@ use baton_producer::{Producer, ProducerError};
 use baton_queue::Queue;
 use clap::{Parser, Subcommand};
 
+/// Prints a line to stdout as `println!` does, except that a reader that went away (a closed pipe,
+/// as after `head`) ends `baton` quietly, with the status a shell gives a tool SIGPIPE ended (141),
+/// instead of a panic.
+macro_rules! out {
+    () => {
+        write_out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Writes to stdout; see [`out!`].
+fn write_out(args: std::fmt::Arguments) {
+    if let Err(e) = std::io::stdout().write_fmt(args) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("baton: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "baton",
@@ -252,13 +275,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Migrate => {
             ledger(&cli.database_url).await?.migrate().await?;
-            println!("migrations applied");
+            out!("migrations applied");
             Ok(ExitCode::SUCCESS)
         }
         Command::Chain { project, json } => {
             let chain = ledger(&cli.database_url).await?.chain(&project).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&chain)?);
+                out!("{}", serde_json::to_string_pretty(&chain)?);
             } else {
                 print_chain(&project, &chain);
             }
@@ -268,7 +291,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             match ledger(&cli.database_url).await?.build_state(&build).await {
                 Ok(state) => {
                     if json {
-                        println!("{}", serde_json::to_string_pretty(&state)?);
+                        out!("{}", serde_json::to_string_pretty(&state)?);
                     } else {
                         print_status(&state);
                     }
@@ -285,7 +308,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stats { json } => {
             let stats = ledger(&cli.database_url).await?.stats().await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&stats)?);
+                out!("{}", serde_json::to_string_pretty(&stats)?);
             } else {
                 print_stats(&stats);
             }
@@ -299,7 +322,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await
         {
             Ok(ended) => {
-                println!(
+                out!(
                     "project {project}: session {} ended; the next job starts fresh",
                     ended.as_deref().unwrap_or("(none)")
                 );
@@ -353,13 +376,13 @@ async fn dlq(cli: Services<'_>, command: DlqCommand) -> anyhow::Result<ExitCode>
         DlqCommand::List { limit, json } => {
             let letters = queue.dead_letters(limit).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&letters)?);
+                out!("{}", serde_json::to_string_pretty(&letters)?);
             } else if letters.is_empty() {
-                println!("no dead letters on {}", queue.dead_stream());
+                out!("no dead letters on {}", queue.dead_stream());
             } else {
                 for l in &letters {
                     let f = |k: &str| l.fields.get(k).map(String::as_str).unwrap_or("-");
-                    println!(
+                    out!(
                         "{}  entry {}  attempts {}  {}",
                         l.id,
                         f("stream_id"),
@@ -373,11 +396,11 @@ async fn dlq(cli: Services<'_>, command: DlqCommand) -> anyhow::Result<ExitCode>
         DlqCommand::Show { id, json } => match queue.dead_letter_entry(&id).await? {
             Some(letter) => {
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&letter)?);
+                    out!("{}", serde_json::to_string_pretty(&letter)?);
                 } else {
-                    println!("dead letter {}", letter.id);
+                    out!("dead letter {}", letter.id);
                     for (k, v) in &letter.fields {
-                        println!("{k:<13} {v}");
+                        out!("{k:<13} {v}");
                     }
                 }
                 Ok(ExitCode::SUCCESS)
@@ -423,10 +446,10 @@ async fn dlq(cli: Services<'_>, command: DlqCommand) -> anyhow::Result<ExitCode>
                 }
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&replayed)?);
+                out!("{}", serde_json::to_string_pretty(&replayed)?);
             } else {
                 for r in &replayed {
-                    println!(
+                    out!(
                         "replayed {} as entry {}",
                         r["dead_letter"].as_str().unwrap_or("-"),
                         r["stream_id"].as_str().unwrap_or("-")
@@ -440,9 +463,9 @@ async fn dlq(cli: Services<'_>, command: DlqCommand) -> anyhow::Result<ExitCode>
                 .purge_dead_letters(if all { None } else { id.as_deref() })
                 .await?;
             if json {
-                println!("{}", serde_json::json!({"purged": purged}));
+                out!("{}", serde_json::json!({"purged": purged}));
             } else {
-                println!("purged {purged} dead letters");
+                out!("purged {purged} dead letters");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -452,10 +475,10 @@ async fn dlq(cli: Services<'_>, command: DlqCommand) -> anyhow::Result<ExitCode>
 async fn sync_check(database_url: &str, json: bool) -> anyhow::Result<ExitCode> {
     let report = ledger(database_url).await?.sync_check().await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        out!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         for p in &report.projects {
-            println!(
+            out!(
                 "{:<12} {}  project={} version={} transition={}",
                 if p.synced { "SYNCED" } else { "OUT_OF_SYNC" },
                 p.project_id,
@@ -464,7 +487,7 @@ async fn sync_check(database_url: &str, json: bool) -> anyhow::Result<ExitCode> 
                 p.transition_session.as_deref().unwrap_or("-"),
             );
         }
-        println!(
+        out!(
             "sync rate {:.1}% ({} of {} projects)",
             report.rate * 100.0,
             report.synced,
@@ -516,13 +539,17 @@ async fn requeue(
         if !json {
             let idle_since = build.updated_at.format("%Y-%m-%d %H:%M:%S UTC");
             match &stream_id {
-                Some(id) => println!(
+                Some(id) => out!(
                     "requeued build {} ({}, {}, unchanged since {idle_since}) as entry {id}",
-                    build.build_id, build.project_id, build.status
+                    build.build_id,
+                    build.project_id,
+                    build.status
                 ),
-                None => println!(
+                None => out!(
                     "would requeue build {} ({}, {}, unchanged since {idle_since})",
-                    build.build_id, build.project_id, build.status
+                    build.build_id,
+                    build.project_id,
+                    build.status
                 ),
             }
         }
@@ -535,9 +562,9 @@ async fn requeue(
         }));
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        out!("{}", serde_json::to_string_pretty(&report)?);
     } else if stale.is_empty() {
-        println!("no unfinished build has gone unchanged for {idle_for}");
+        out!("no unfinished build has gone unchanged for {idle_for}");
     }
     Ok(if skipped == 0 {
         ExitCode::SUCCESS
@@ -568,37 +595,43 @@ async fn prune(database_url: &str, older_than: &str, json: bool) -> anyhow::Resu
     };
     let report = ledger(database_url).await?.prune(cutoff).await?;
     if json {
-        println!("{}", serde_json::to_string(&report)?);
+        out!("{}", serde_json::to_string(&report)?);
     } else {
-        println!(
+        out!(
             "pruned {} transitions and {} usage rows older than {older_than}",
-            report.transitions, report.metrics
+            report.transitions,
+            report.metrics
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn print_stats(s: &baton_ledger::reports::Stats) {
-    println!("projects                {}", s.projects);
-    println!(
+    out!("projects                {}", s.projects);
+    out!(
         "with sessions           {} ({:.1}% adoption)",
         s.projects_with_sessions,
         s.adoption_rate * 100.0
     );
-    println!("active in the last hour {}", s.active_last_hour);
-    println!(
+    out!("active in the last hour {}", s.active_last_hour);
+    out!(
         "resumes                 {} ok, {} failed ({:.1}% success)",
         s.resumed_runs,
         s.resume_failures,
         s.resume_success_rate * 100.0
     );
     for (reason, n) in &s.fresh_starts {
-        println!("fresh starts            {reason}: {n}");
+        out!("fresh starts            {reason}: {n}");
     }
     for (source, u) in &s.usage_by_source {
-        println!(
+        out!(
             "usage {:<17} {} runs, {} in / {} out tokens, {} cache read, ${:.4}",
-            source, u.runs, u.input_tokens, u.output_tokens, u.cache_read_input_tokens, u.cost_usd
+            source,
+            u.runs,
+            u.input_tokens,
+            u.output_tokens,
+            u.cache_read_input_tokens,
+            u.cost_usd
         );
     }
 }
@@ -668,9 +701,9 @@ async fn enqueue(
         }
         Ok(done) => {
             if args.json {
-                println!("{}", serde_json::to_string(&done)?);
+                out!("{}", serde_json::to_string(&done)?);
             } else {
-                println!("{}", done.build_id);
+                out!("{}", done.build_id);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -713,9 +746,10 @@ impl Follow<'_> {
         let mut reader = self.queue.event_reader(from).await?;
         let deadline = timeout.map(|t| std::time::Instant::now() + t);
         if !self.json {
-            println!(
+            out!(
                 "build {} enqueued as entry {}; following its progress",
-                self.done.build_id, self.done.stream_id
+                self.done.build_id,
+                self.done.stream_id
             );
         }
         let mut open_line = false;
@@ -726,7 +760,7 @@ impl Follow<'_> {
         loop {
             if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
                 if open_line {
-                    println!();
+                    out!();
                 }
                 let state = if started {
                     "still running"
@@ -776,14 +810,14 @@ impl Follow<'_> {
             // The ledger said the job ended one read ago, and its final event has still not come.
             if let Some(state) = ended_in_ledger.take() {
                 if open_line {
-                    println!();
+                    out!();
                 }
                 let completed = state.status == "completed";
                 let session = state.runs.last().map(|r| r.new_session_id.clone());
                 if !self.json {
                     let line =
                         ended_line(completed, session.as_deref(), state.last_error.as_deref());
-                    println!("{line}");
+                    out!("{line}");
                 }
                 return Ok(self.end(completed, session, state.last_error));
             }
@@ -830,14 +864,14 @@ impl Follow<'_> {
         } else if tty {
             // One line per step, rewritten until the step finishes.
             let step_line = matches!(event.event, EventType::RunStarted | EventType::SessionSeen);
-            print!("\r\x1b[2K{line}");
+            write_out(format_args!("\r\x1b[2K{line}"));
             if !step_line {
-                println!();
+                out!();
             }
             let _ = std::io::stdout().flush();
             step_line
         } else {
-            println!("{line}");
+            out!("{line}");
             false
         }
     }
@@ -845,7 +879,7 @@ impl Follow<'_> {
     /// The job ended: the final JSON object with `--json`, and the exit code.
     fn end(&self, completed: bool, session: Option<String>, error: Option<String>) -> ExitCode {
         if self.json {
-            println!(
+            out!(
                 "{}",
                 serde_json::json!({
                     "build_id": self.done.build_id,
@@ -878,10 +912,10 @@ fn ended_line(completed: bool, session: Option<&str>, error: Option<&str>) -> St
 
 fn print_chain(project: &str, chain: &[Transition]) {
     if chain.is_empty() {
-        println!("project {project}: no sessions recorded");
+        out!("project {project}: no sessions recorded");
         return;
     }
-    println!("session chain of project {project} (oldest first):");
+    out!("session chain of project {project} (oldest first):");
     for t in chain {
         let step = t.step.as_deref().unwrap_or("-");
         let build = t.build_id.as_deref().unwrap_or("-");
@@ -896,7 +930,7 @@ fn print_chain(project: &str, chain: &[Transition]) {
         } else {
             ""
         };
-        println!(
+        out!(
             "  #{:<4} {}  {:<9} {:<25} build {}  {} -> {}{}",
             t.id,
             t.created_at.format("%Y-%m-%d %H:%M:%S"),
@@ -911,20 +945,20 @@ fn print_chain(project: &str, chain: &[Transition]) {
 }
 
 fn print_status(s: &BuildState) {
-    println!("build     {}", s.build_id);
-    println!("status    {}", s.status);
-    println!("kind      {}", s.kind);
-    println!("project   {}  version {}", s.project_id, s.version_id);
+    out!("build     {}", s.build_id);
+    out!("status    {}", s.status);
+    out!("kind      {}", s.kind);
+    out!("project   {}  version {}", s.project_id, s.version_id);
     match &s.current_step {
-        Some(current) => println!("step      {current} (running)"),
-        None => println!("step      {}", s.step.as_deref().unwrap_or("-")),
+        Some(current) => out!("step      {current} (running)"),
+        None => out!("step      {}", s.step.as_deref().unwrap_or("-")),
     }
-    println!("attempt   {}", s.attempt);
+    out!("attempt   {}", s.attempt);
     if let Some(e) = &s.last_error {
-        println!("error     {e}");
+        out!("error     {e}");
     }
     for r in &s.runs {
-        println!(
+        out!(
             "run       {:<25} {} -> {}",
             r.step,
             r.old_session_id.as_deref().unwrap_or("(fresh)"),
