@@ -45,7 +45,7 @@ stop_worker() {
 }
 trap stop_worker EXIT
 
-field() { awk -v k="$1" '$1 == k { print $2; exit }'; }
+field() { awk -v k="$1" '!found && $1 == k { print $2; found = 1 }'; }
 
 wait_build() {
   local build=$1 status=""
@@ -61,10 +61,11 @@ wait_build() {
   die "build $build still $status after 5 minutes"
 }
 
-# The session a build's run of STEP left (or resumed, with `old`).
+# The session a build's run of STEP left (or resumed, with `old`). awk reads to the end: quitting
+# at the first match would close the pipe while `baton` may still be writing.
 run_session() {
   "$BIN/baton" status "$1" | awk -v step="$2" -v which="$3" \
-    '$1 == "run" && $2 == step { print (which == "old" ? $3 : $5); exit }'
+    '!found && $1 == "run" && $2 == step { print (which == "old" ? $3 : $5); found = 1 }'
 }
 
 PROJECT=demo-$(date +%Y%m%d-%H%M%S)
@@ -84,7 +85,7 @@ UPDATE=$(awk 'NR == 1 { print $2 }' "$STATE/update.log")
 wait_build "$UPDATE"
 RESUMED=$(run_session "$UPDATE" build old)
 
-METRICS=$(grep -o 'serving /metrics[^ ]* .*addr=[0-9.:]*' "$STATE/worker.log" | grep -o 'addr=[0-9.:]*' | cut -d= -f2 | head -n 1)
+METRICS=$(grep -o 'serving /metrics[^ ]* .*addr=[0-9.:]*' "$STATE/worker.log" | grep -o 'addr=[0-9.:]*' | cut -d= -f2 | awk 'NR == 1')
 if [ -n "$METRICS" ] && command -v curl >/dev/null 2>&1; then
   say "the worker's metrics (http://$METRICS/metrics)"
   curl -fsS "http://$METRICS/metrics" | grep -E '^baton_(jobs_total|agent_runs_total|resume_decisions_total)' || true
