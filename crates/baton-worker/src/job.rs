@@ -19,12 +19,12 @@ use crate::config::Scheduling;
 use crate::metrics::Metrics;
 
 /// A run's progress not yet sent to Redis: its events in the order they happened (`run_finished`
-/// last, once the run is over) and the start checkpoint they would have ridden with, held back so
-/// that a short run sends everything with its end in one round trip.
+/// last, once the run is over) and the checkpoint they ride with, held back so that a short run
+/// sends everything with its end in one round trip.
 #[derive(Debug, Default)]
 struct Unsent {
-    /// The checkpoint of the session the run named, not yet saved.
-    started: Option<Checkpoint>,
+    /// The checkpoint the events ride with: the named session's, until the run's end replaces it.
+    checkpoint: Option<Checkpoint>,
     /// Events not yet published, in order.
     events: Vec<Event>,
 }
@@ -253,11 +253,11 @@ impl JobContext {
         }
     }
 
-    /// Sends what a run held back, in one round trip: its start checkpoint, if it named a session,
-    /// with its events.
+    /// Sends what a run held back, in one round trip: its checkpoint, if it has one, with its
+    /// events. The ledger is the source of truth; a lost checkpoint only costs the fast path.
     async fn flush(&self, unsent: Unsent) {
         let events: Vec<&Event> = unsent.events.iter().collect();
-        let sent = match &unsent.started {
+        let sent = match &unsent.checkpoint {
             Some(checkpoint) => {
                 self.queue
                     .save_checkpoint_with_events(checkpoint, &events)
@@ -500,18 +500,19 @@ impl JobContext {
                 note: note.as_deref(),
                 completes: i + 1 == plan.len(),
             };
-            // The checkpoint is the fast path and the ledger the truth: neither waits for the other.
-            // The run's events not yet sent ride with its last checkpoint, which supersedes the
-            // start checkpoint a short run held back.
-            let last_events: Vec<&Event> = unsent.events.iter().collect();
-            let checkpoint = self.checkpoint(
-                job,
-                step,
-                &new_session,
-                &report.files_created,
-                Phase::Finished,
-                &last_events,
-            );
+            // The checkpoint is the fast path and the ledger the truth: neither waits for the
+            // other. The run's events not yet sent ride with its last checkpoint, which supersedes
+            // the start checkpoint a short run held back.
+            let checkpoint = self.flush(Unsent {
+                checkpoint: Some(checkpoint_of(
+                    job,
+                    step,
+                    &new_session,
+                    &report.files_created,
+                    Phase::Finished,
+                )),
+                events: unsent.events,
+            });
             let ((), recorded) = tokio::join!(checkpoint, self.ledger.record_run(&record));
             match recorded? {
                 Recorded::Written => completed = record.completes,
@@ -657,7 +658,7 @@ impl JobContext {
                 let deadline = tokio::time::Instant::now() + this.scheduling.progress_window;
                 let mut seen_rx = seen_rx;
                 let mut unsent = Unsent {
-                    started: None,
+                    checkpoint: None,
                     events: vec![started],
                 };
                 let named = match tokio::time::timeout_at(deadline, &mut seen_rx).await {
@@ -675,7 +676,7 @@ impl JobContext {
                 seen.step = Some(step.name().to_string());
                 seen.session_id = Some(session.clone());
                 unsent.events.push(seen);
-                unsent.started = Some(checkpoint_of(&job, step, &session, &[], Phase::Started));
+                unsent.checkpoint = Some(checkpoint_of(&job, step, &session, &[], Phase::Started));
                 tokio::select! {
                     biased;
                     _ = ended.cancelled() => return unsent,
@@ -713,7 +714,7 @@ impl JobContext {
         if !matches!(report.outcome, Outcome::Success)
             && let Some(why) = self.hold_lapsed(step, "the run was stopped")
         {
-            unsent.started = None;
+            unsent.checkpoint = None;
             self.flush(unsent).await;
             return Err(Stopped::Interrupted(why));
         }
@@ -748,26 +749,6 @@ impl JobContext {
                 ago.as_secs_f64()
             )
         })
-    }
-
-    async fn checkpoint(
-        &self,
-        job: &Job,
-        step: Step,
-        session: &str,
-        files: &[String],
-        phase: Phase,
-        events: &[&Event],
-    ) {
-        let checkpoint = checkpoint_of(job, step, session, files, phase);
-        // The ledger is the source of truth; a lost checkpoint only costs the fast path.
-        let saved = self
-            .queue
-            .save_checkpoint_with_events(&checkpoint, events)
-            .await;
-        if let Err(e) = saved {
-            warn!(error = %e, "could not save the checkpoint or its event");
-        }
     }
 
     /// The project's folder under the workspace root, created on first sight. Refuses a path that
