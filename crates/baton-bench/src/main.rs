@@ -4,8 +4,10 @@
 //! Modes:
 //! - `fast` (default): N jobs over P projects with the emulator at zero latency; reports jobs/s,
 //!   runs/s, enqueue-to-done latency, Baton's overhead per run, peak RSS per worker, Postgres
-//!   transactions and WAL flushes per job, what Postgres's backends wait for; then the three limits alone (CLI runs, ledger transactions, Redis
-//!   operations of a job) and the pipeline's throughput as a fraction of the tightest.
+//!   transactions and WAL flushes per job, what Postgres's backends wait for; then the three limits
+//!   alone (CLI runs, ledger transactions, Redis operations of a job), the pipeline's throughput as
+//!   a fraction of the tightest, the ledger's commit floor (a job's transactions as bare durable
+//!   commits), and the CPU a job may cost for the pipeline to reach 70% of the tightest limit.
 //! - `slow`: runs of `--latency-ms` with many jobs in flight; reports memory per in-flight job and
 //!   throughput across concurrency and replica counts.
 //! - `failover`: kills one of two workers mid-run and reports how long its jobs took to resume.
@@ -737,15 +739,16 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
     let (ledger_jobs, record_tx) = ledger_limit(&ledger, lanes, args.jobs, args.projects).await?;
     let ledger_machine = machine.per_job(args.jobs);
     let ledger_cpu = ledger_machine.busy;
+    let (floor_jobs, floor_machine) = commit_floor(&bench.db_url, lanes, args.jobs).await?;
     let redis_job_count = args.jobs.max(lanes);
     let machine = Machine::read();
     let redis_jobs = redis_limit(&bench, lanes, redis_job_count).await?;
     let redis_machine = machine.per_job(redis_job_count);
     let redis_cpu = redis_machine.busy;
     let tightest = [
-        ("CLI runs", agent_jobs),
-        ("ledger", ledger_jobs),
-        ("Redis", redis_jobs),
+        ("CLI runs", agent_jobs, agent_cpu),
+        ("ledger", ledger_jobs, ledger_cpu),
+        ("Redis", redis_jobs, redis_cpu),
     ]
     .into_iter()
     .min_by(|a, b| a.1.total_cmp(&b.1))
@@ -795,6 +798,23 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
         cpu_ms(pipeline_cpu),
         cpu_ms(pipeline_cpu - limits_cpu)
     );
+    println!(
+        "the ledger's commit floor, a job's {} transactions as one-row durable commits and nothing else, {lanes} at once: {floor_jobs:.1} jobs/s, {} of machine CPU per job, {:.0}% of the ledger's {}",
+        1 + Step::plan(JobKind::Update).len(),
+        cpu_ms(floor_machine.busy),
+        100.0 * floor_machine.busy / ledger_cpu,
+        cpu_ms(ledger_cpu)
+    );
+    let budget = Budget {
+        cores: cores(),
+        busy: pipeline_cpu * args.jobs as f64 / (wall * cores() as f64),
+        tightest,
+        others: limits_cpu - tightest.2,
+        others_at_floor: (tightest.0 != "ledger")
+            .then_some(limits_cpu - tightest.2 - ledger_cpu + floor_machine.busy),
+        pipeline: pipeline_cpu,
+    };
+    println!("{}", budget.line());
     // The CLI limit's lanes spawn, read and reap the CLI as a worker does and nothing else, so what a
     // worker spends beyond them is its own work: the part of the excess above that Baton can cut.
     let workers_cpu = cpu.workers / args.jobs as f64;
@@ -1092,6 +1112,50 @@ async fn ledger_limit(
     let jobs_per_s = jobs as f64 / started.elapsed().as_secs_f64();
     let record_busy = record_time.lock().expect("lock").as_secs_f64() / lanes as f64;
     Ok((jobs_per_s, jobs as f64 * 4.0 / record_busy))
+}
+
+/// The ledger's floor: each of a job's transactions reduced to the one thing a run's record cannot
+/// do without, a row written and durably committed. `lanes` connections of their own (as the
+/// workers' records have) each update their own row, so no lane waits for another's lock. Returns
+/// jobs/s and what the machine spent per job; what a job's real transactions cost beyond this is
+/// the ledger's own work (statements, indexes, constraints), the rest is the commit and the WAL's
+/// flush, which no schema can save.
+async fn commit_floor(db_url: &str, lanes: usize, jobs: usize) -> anyhow::Result<(f64, Spent)> {
+    let per_job = 1 + Step::plan(JobKind::Update).len();
+    let mut setup = sqlx::PgConnection::connect(db_url).await?;
+    sqlx::query("CREATE TABLE bench_commit_floor (lane integer PRIMARY KEY, n bigint NOT NULL)")
+        .execute(&mut setup)
+        .await?;
+    sqlx::query("INSERT INTO bench_commit_floor SELECT g, 0 FROM generate_series(0, $1 - 1) g")
+        .bind(i32::try_from(lanes)?)
+        .execute(&mut setup)
+        .await?;
+    let mut conns = Vec::with_capacity(lanes);
+    for _ in 0..lanes {
+        conns.push(sqlx::PgConnection::connect(db_url).await?);
+    }
+    let commits = jobs * per_job;
+    let machine = Machine::read();
+    let started = Instant::now();
+    let mut set = JoinSet::new();
+    for (lane, mut conn) in conns.into_iter().enumerate() {
+        let share = commits / lanes + usize::from(lane < commits % lanes);
+        let lane = i32::try_from(lane)?;
+        set.spawn(async move {
+            for _ in 0..share {
+                sqlx::query("UPDATE bench_commit_floor SET n = n + 1 WHERE lane = $1")
+                    .bind(lane)
+                    .execute(&mut conn)
+                    .await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r??;
+    }
+    let jobs_per_s = jobs as f64 / started.elapsed().as_secs_f64();
+    Ok((jobs_per_s, machine.per_job(jobs)))
 }
 
 /// Jobs/s of Redis alone: each job's queue operations at `lanes` at once.
@@ -1545,6 +1609,55 @@ fn steal_warning(stolen: &[(&str, f64)]) -> Option<String> {
     })
 }
 
+/// The share of the tightest limit the pipeline is to reach (the target `just bench` is held to).
+const TARGET: f64 = 0.70;
+
+/// What a job may cost for the pipeline to reach [`TARGET`] of the tightest limit, and what it
+/// did cost. Throughput on a CPU-bound machine is busy cores over CPU per job, so the target fixes
+/// a budget per job; set against what the limits spend alone, it shows how much room is left.
+struct Budget {
+    cores: usize,
+    /// The share of the cores' time the pipeline kept busy.
+    busy: f64,
+    /// The tightest limit: its name, jobs/s and machine CPU per job.
+    tightest: (&'static str, f64, f64),
+    /// The other two limits' machine CPU per job together.
+    others: f64,
+    /// The same with the ledger at its commit floor, unless the ledger is the tightest.
+    others_at_floor: Option<f64>,
+    /// The pipeline's machine CPU per job.
+    pipeline: f64,
+}
+
+impl Budget {
+    /// Machine CPU seconds a job may cost.
+    fn per_job(&self) -> f64 {
+        self.cores as f64 * self.busy / (TARGET * self.tightest.1)
+    }
+
+    fn line(&self) -> String {
+        let ms = |s: f64| format!("{:.2} ms", s * 1000.0);
+        let (name, _, tightest_cpu) = self.tightest;
+        let budget = self.per_job();
+        let floor = self
+            .others_at_floor
+            .map(|f| format!(" ({} with the ledger at its commit floor)", ms(f)))
+            .unwrap_or_default();
+        format!(
+            "budget for {:.0}% of the tightest limit with {:.0}% of the cores busy, as in the \
+             pipeline: {} of machine CPU per job, which leaves {} beside the {name} limit's {}; \
+             the other two limits alone took {}{floor}, the pipeline {} beside it",
+            100.0 * TARGET,
+            100.0 * self.busy,
+            ms(budget),
+            ms(budget - tightest_cpu),
+            ms(tightest_cpu),
+            ms(self.others),
+            ms(self.pipeline - tightest_cpu),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1572,6 +1685,37 @@ mod tests {
             "{line}"
         );
         assert!(line.contains("during Redis's;"), "{line}");
+    }
+
+    #[test]
+    fn the_budget_is_what_a_job_may_cost_at_the_target_with_the_cores_as_busy() {
+        let budget = Budget {
+            cores: 2,
+            busy: 0.9,
+            tightest: ("CLI runs", 180.0, 0.008),
+            others: 0.003,
+            others_at_floor: Some(0.002),
+            pipeline: 0.0125,
+        };
+        // 2 cores x 90% / (70% x 180 jobs/s) = 14.29 ms a job, 6.29 ms beyond the CLI's 8 ms.
+        assert!((budget.per_job() - 0.014_285_7).abs() < 1e-6);
+        let line = budget.line();
+        assert!(
+            line.starts_with("budget for 70% of the tightest limit with 90% of the cores busy"),
+            "{line}"
+        );
+        assert!(
+            line.contains(
+                ": 14.29 ms of machine CPU per job, which leaves 6.29 ms beside the CLI runs limit's 8.00 ms;"
+            ),
+            "{line}"
+        );
+        assert!(line.contains("alone took 3.00 ms (2.00 ms with the ledger at its commit floor), the pipeline 4.50 ms beside it"), "{line}");
+        let ledger_tightest = Budget {
+            others_at_floor: None,
+            ..budget
+        };
+        assert!(!ledger_tightest.line().contains("floor"));
     }
 
     #[test]
