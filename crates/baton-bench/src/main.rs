@@ -800,7 +800,7 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
     );
     println!(
         "the ledger's commit floor, a job's {} transactions as one-row durable commits and nothing else, {lanes} at once: {floor_jobs:.1} jobs/s, {} of machine CPU per job, {:.0}% of the ledger's {}",
-        1 + Step::plan(JobKind::Update).len(),
+        job_transactions(),
         cpu_ms(floor_machine.busy),
         100.0 * floor_machine.busy / ledger_cpu,
         cpu_ms(ledger_cpu)
@@ -1121,7 +1121,6 @@ async fn ledger_limit(
 /// the ledger's own work (statements, indexes, constraints), the rest is the commit and the WAL's
 /// flush, which no schema can save.
 async fn commit_floor(db_url: &str, lanes: usize, jobs: usize) -> anyhow::Result<(f64, Spent)> {
-    let per_job = 1 + Step::plan(JobKind::Update).len();
     let mut setup = sqlx::PgConnection::connect(db_url).await?;
     sqlx::query("CREATE TABLE bench_commit_floor (lane integer PRIMARY KEY, n bigint NOT NULL)")
         .execute(&mut setup)
@@ -1134,7 +1133,7 @@ async fn commit_floor(db_url: &str, lanes: usize, jobs: usize) -> anyhow::Result
     for _ in 0..lanes {
         conns.push(sqlx::PgConnection::connect(db_url).await?);
     }
-    let commits = jobs * per_job;
+    let commits = jobs * job_transactions();
     let machine = Machine::read();
     let started = Instant::now();
     let mut set = JoinSet::new();
@@ -1156,6 +1155,11 @@ async fn commit_floor(db_url: &str, lanes: usize, jobs: usize) -> anyhow::Result
     }
     let jobs_per_s = jobs as f64 / started.elapsed().as_secs_f64();
     Ok((jobs_per_s, machine.per_job(jobs)))
+}
+
+/// A build job's ledger transactions: its claim and one record per step.
+fn job_transactions() -> usize {
+    1 + Step::plan(JobKind::Update).len()
 }
 
 /// Jobs/s of Redis alone: each job's queue operations at `lanes` at once.
