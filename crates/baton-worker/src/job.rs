@@ -816,7 +816,6 @@ fn metrics(report: &RunReport) -> RunMetrics {
     }
 }
 
-/// The text a panic carried, as `panic!` and `expect` give it.
 /// The checkpoint of `job` at `step`, as of now.
 fn checkpoint_of(
     job: &Job,
@@ -836,6 +835,7 @@ fn checkpoint_of(
     }
 }
 
+/// The text a panic carried, as `panic!` and `expect` give it.
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
