@@ -52,11 +52,25 @@ async fn a_small_bench_prints_the_pipeline_the_limits_and_the_fractions_and_clea
         " of machine CPU per job, which leaves ",
         "the workers used ",
         "; the CLI limit's lanes, which only drive the CLI as a worker does, ",
+        " per job beyond its limits went: the CLI's processes ",
+        " in the ledger's limit), Redis ",
+        "; the rest ",
         "cores' time taken by the hypervisor (steal): the pipeline ",
         "% of the CLI limit at the CLI's speed during the pipeline (",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
     }
+    // The CLI limit's processes are counted, as the workers' reaped children are in the pipeline:
+    // a limit of no CPU would put the whole CLI into the excess.
+    let cli_limit: f64 = stdout
+        .split_once("ms in the pipeline, ")
+        .and_then(|(_, rest)| rest.split_once(" ms in the CLI limit)"))
+        .and_then(|(v, _)| v.parse().ok())
+        .unwrap_or_else(|| panic!("no CLI processes' CPU in the CLI limit in\n{stdout}"));
+    assert!(
+        cli_limit > 0.0,
+        "the CLI limit's processes cost nothing:\n{stdout}"
+    );
     // At least a claim and four records per job; a small run also shows the workers' start-up.
     let per_job: f64 = stdout
         .lines()

@@ -580,6 +580,7 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
     // by several percent within a minute, and the mean of the two brackets the pipeline's run.
     let machine = Machine::read();
     let driver = own_cpu();
+    let reaped = reaped_cpu();
     let agent_before = agent_limit(
         &bench,
         args.replicas,
@@ -591,6 +592,7 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
     .await?;
     let agent_before_machine = machine.per_job(args.jobs);
     let driver_before = (own_cpu() - driver) / args.jobs as f64;
+    let cli_before = (reaped_cpu() - reaped) / args.jobs as f64;
     let before = xact_commits(&bench.admin_url, &bench.db_name).await?;
     let mut pids = Vec::new();
     for _ in 0..args.replicas {
@@ -720,6 +722,7 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
     // The limits, each alone at the same concurrency.
     let machine = Machine::read();
     let driver = own_cpu();
+    let reaped = reaped_cpu();
     let agent_after = agent_limit(
         &bench,
         args.replicas,
@@ -731,19 +734,24 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
     .await?;
     let agent_after_machine = machine.per_job(args.jobs);
     let driver_after = (own_cpu() - driver) / args.jobs as f64;
+    let cli_after = (reaped_cpu() - reaped) / args.jobs as f64;
     let driver_cpu = (driver_before + driver_after) / 2.0;
     let agent_jobs = (agent_before + agent_after) / 2.0;
     let agent_cpu = (agent_before_machine.busy + agent_after_machine.busy) / 2.0;
     let agent_switches = (agent_before_machine.switches + agent_after_machine.switches) / 2.0;
     let machine = Machine::read();
+    let cpu_before = Cpu::sample(&[], &[]);
     let (ledger_jobs, record_tx) = ledger_limit(&ledger, lanes, args.jobs, args.projects).await?;
     let ledger_machine = machine.per_job(args.jobs);
+    let ledger_alone = Cpu::sample(&[], &[]).since(&cpu_before);
     let ledger_cpu = ledger_machine.busy;
     let (floor_jobs, floor_machine) = commit_floor(&bench.db_url, lanes, args.jobs).await?;
     let redis_job_count = args.jobs.max(lanes);
     let machine = Machine::read();
+    let cpu_before = Cpu::sample(&[], &[]);
     let redis_jobs = redis_limit(&bench, lanes, redis_job_count).await?;
     let redis_machine = machine.per_job(redis_job_count);
+    let redis_alone = Cpu::sample(&[], &[]).since(&cpu_before);
     let redis_cpu = redis_machine.busy;
     let tightest = [
         ("CLI runs", agent_jobs, agent_cpu),
@@ -824,6 +832,30 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
         cpu_ms(driver_cpu),
         cpu_ms(workers_cpu - driver_cpu)
     );
+    let per_job = |seconds: f64, jobs: usize| seconds / jobs as f64;
+    let excess = Excess {
+        pipeline: pipeline_cpu,
+        limits: limits_cpu,
+        cli: (
+            per_job(cpu.children, args.jobs),
+            (cli_before + cli_after) / 2.0,
+        ),
+        postgres: (
+            per_job(cpu.postgres, args.jobs),
+            per_job(ledger_alone.postgres, args.jobs),
+        ),
+        redis: (
+            per_job(cpu.redis, args.jobs),
+            per_job(redis_alone.redis, redis_job_count),
+        ),
+        clients: (
+            per_job(cpu.workers, args.jobs),
+            driver_cpu
+                + per_job(ledger_alone.bench, args.jobs)
+                + per_job(redis_alone.bench, redis_job_count),
+        ),
+    };
+    println!("{}", excess.line());
     // Each hand-off between processes (worker to Postgres or Redis and back, worker to CLI) is a
     // wakeup. A limit alone keeps its server busy, so it serves many requests per wakeup; in the
     // pipeline the servers sleep between a job's requests.
@@ -1471,6 +1503,12 @@ fn process_times(pid: u32) -> Option<(f64, f64)> {
     Some((at(11) + at(12), at(13) + at(14)))
 }
 
+/// CPU seconds of this process's reaped children: during the CLI limit, the CLI's processes and
+/// their supervisors, as a worker's reaped children are in the pipeline.
+fn reaped_cpu() -> f64 {
+    process_times(std::process::id()).map_or(0.0, |t| t.1)
+}
+
 /// CPU seconds this process has spent itself: its runtime and, during the CLI limit, the lanes that
 /// drive the CLI as a worker would.
 fn own_cpu() -> f64 {
@@ -1662,6 +1700,54 @@ impl Budget {
     }
 }
 
+/// Where the pipeline's machine CPU per job beyond its three limits went: each part of the pipeline
+/// as (in the pipeline, in its limit alone), all in seconds per job. The limits each had the machine
+/// to themselves; the pipeline's parts share its cores, so a part that costs more here pays for
+/// the sharing (caches another process emptied, a server woken for each request) or for work the
+/// limits leave out.
+struct Excess {
+    /// The pipeline's machine CPU per job.
+    pipeline: f64,
+    /// The three limits' machine CPU per job together.
+    limits: f64,
+    /// The CLI's processes (with their supervisors): the workers' reaped children, and the CLI
+    /// limit's.
+    cli: (f64, f64),
+    /// The Postgres server's processes: in the pipeline, and in the ledger's limit.
+    postgres: (f64, f64),
+    /// The Redis server: in the pipeline, and in Redis's limit.
+    redis: (f64, f64),
+    /// The clients: the workers, and the three limits' drivers (the CLI limit's lanes and the
+    /// ledger's and Redis's clients), which do the rest of a worker's work between them.
+    clients: (f64, f64),
+}
+
+impl Excess {
+    fn line(&self) -> String {
+        let ms = |s: f64| format!("{:+.2} ms", s * 1000.0);
+        let part = |name: &str, (pipeline, alone): (f64, f64), alone_name: &str| {
+            format!(
+                "{name} {} ({:.2} ms in the pipeline, {:.2} ms {alone_name})",
+                ms(pipeline - alone),
+                pipeline * 1000.0,
+                alone * 1000.0
+            )
+        };
+        let parts = [self.cli, self.postgres, self.redis, self.clients];
+        let named: f64 = parts.iter().map(|(p, a)| p - a).sum();
+        format!(
+            "where the pipeline's {} per job beyond its limits went: {}, {}, {}, {}; the rest {} \
+             (the bench, the kernel's threads and interrupts)",
+            ms(self.pipeline - self.limits),
+            part("the CLI's processes", self.cli, "in the CLI limit"),
+            part("Postgres", self.postgres, "in the ledger's limit"),
+            part("Redis", self.redis, "in its limit"),
+            part("the workers", self.clients, "for the limits' drivers"),
+            ms(self.pipeline - self.limits - named),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1720,6 +1806,56 @@ mod tests {
             ..budget
         };
         assert!(!ledger_tightest.line().contains("floor"));
+    }
+
+    #[test]
+    fn the_excess_is_each_part_against_its_limit_and_the_rest_is_what_no_part_accounts_for() {
+        let excess = Excess {
+            pipeline: 0.0130,
+            limits: 0.0093,
+            cli: (0.0064, 0.0057),
+            postgres: (0.0031, 0.0017),
+            redis: (0.0006, 0.0003),
+            clients: (0.0022, 0.0013),
+        };
+        let line = excess.line();
+        assert!(
+            line.starts_with("where the pipeline's +3.70 ms per job beyond its limits went: "),
+            "{line}"
+        );
+        assert!(
+            line.contains(
+                "the CLI's processes +0.70 ms (6.40 ms in the pipeline, 5.70 ms in the CLI limit), "
+            ),
+            "{line}"
+        );
+        assert!(
+            line.contains(
+                "Postgres +1.40 ms (3.10 ms in the pipeline, 1.70 ms in the ledger's limit), "
+            ),
+            "{line}"
+        );
+        assert!(
+            line.contains("Redis +0.30 ms (0.60 ms in the pipeline, 0.30 ms in its limit), "),
+            "{line}"
+        );
+        assert!(
+            line.contains(
+                "the workers +0.90 ms (2.20 ms in the pipeline, 1.30 ms for the limits' drivers); "
+            ),
+            "{line}"
+        );
+        // 3.70 - (0.70 + 1.40 + 0.30 + 0.90) = 0.40 ms that no part accounts for.
+        assert!(line.contains("; the rest +0.40 ms (the bench"), "{line}");
+        let cheaper = Excess {
+            postgres: (0.0015, 0.0017),
+            ..excess
+        };
+        assert!(
+            cheaper.line().contains("Postgres -0.20 ms"),
+            "{}",
+            cheaper.line()
+        );
     }
 
     #[test]
