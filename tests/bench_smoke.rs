@@ -55,6 +55,8 @@ async fn a_small_bench_prints_the_pipeline_the_limits_and_the_fractions_and_clea
         " per job beyond its limits went: the CLI's processes ",
         " in the ledger's limit), Redis ",
         "; the rest ",
+        // pg_stat_wal is there from Postgres 14; the project's scripts install 15.
+        "Postgres WAL flushes per job: the pipeline ",
         "cores' time taken by the hypervisor (steal): the pipeline ",
         "% of the CLI limit at the CLI's speed during the pipeline (",
     ] {

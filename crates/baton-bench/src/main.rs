@@ -625,16 +625,16 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
     let pipeline_cpu = pipeline.busy;
     stop_sampling.cancel();
     let (mut waits, shares) = sampling.await??;
+    let wall = (last - started).num_microseconds().unwrap_or(0) as f64 / 1e6;
+    let peak_rss: Vec<u64> = pids.iter().map(|p| rss_kib(*p, "VmHWM:")).collect();
+    bench.stop_workers();
+    // Backends flush their statistics when they exit; a busy one, only once a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = xact_commits(&bench.admin_url, &bench.db_name).await?;
     let wal = match (wal_before, waits.wal_flushes().await) {
         (Some(before), Some(after)) => Some((after.0 - before.0, after.1 - before.1)),
         _ => None,
     };
-    let wall = (last - started).num_microseconds().unwrap_or(0) as f64 / 1e6;
-    let peak_rss: Vec<u64> = pids.iter().map(|p| rss_kib(*p, "VmHWM:")).collect();
-    bench.stop_workers();
-    // Backends flush their statistics when they exit.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let after = xact_commits(&bench.admin_url, &bench.db_name).await?;
 
     let rows: Vec<BuildRow> = sqlx::query_as(
         "SELECT project_id, enqueued_at, started_at, finished_at FROM builds WHERE status = 'completed'",
@@ -741,9 +741,19 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
     let agent_switches = (agent_before_machine.switches + agent_after_machine.switches) / 2.0;
     let machine = Machine::read();
     let cpu_before = Cpu::sample(&[], &[]);
+    let wal_before = waits.wal_flushes().await;
     let (ledger_jobs, record_tx) = ledger_limit(&ledger, lanes, args.jobs, args.projects).await?;
     let ledger_machine = machine.per_job(args.jobs);
     let ledger_alone = Cpu::sample(&[], &[]).since(&cpu_before);
+    // Its backends report their WAL flushes when they exit, as the workers' did.
+    let pool = ledger.pool().clone();
+    drop(ledger);
+    pool.close().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ledger_wal = match (wal_before, waits.wal_flushes().await) {
+        (Some(before), Some(after)) => Some(after.0 - before.0),
+        _ => None,
+    };
     let ledger_cpu = ledger_machine.busy;
     let (floor_jobs, floor_machine) = commit_floor(&bench.db_url, lanes, args.jobs).await?;
     let redis_job_count = args.jobs.max(lanes);
@@ -856,6 +866,16 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
         ),
     };
     println!("{}", excess.line());
+    // A commit that finds its WAL already flushed by another's costs no flush of its own. Lanes
+    // that commit back to back share flushes; in the pipeline a lane commits when its run ends.
+    if let (Some((pipeline_flushes, _)), Some(ledger_flushes)) = (wal, ledger_wal) {
+        println!(
+            "Postgres WAL flushes per job: the pipeline {:.1}, the ledger's limit {:.1}, of {} commits",
+            pipeline_flushes as f64 / args.jobs as f64,
+            ledger_flushes as f64 / args.jobs as f64,
+            job_transactions()
+        );
+    }
     // Each hand-off between processes (worker to Postgres or Redis and back, worker to CLI) is a
     // wakeup. A limit alone keeps its server busy, so it serves many requests per wakeup; in the
     // pipeline the servers sleep between a job's requests.
