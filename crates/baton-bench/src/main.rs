@@ -7,7 +7,8 @@
 //!   transactions and WAL flushes per job, what Postgres's backends wait for; then the three limits
 //!   alone (CLI runs, ledger transactions, Redis operations of a job), the pipeline's throughput as
 //!   a fraction of the tightest, the ledger's commit floor (a job's transactions as bare durable
-//!   commits), and the CPU a job may cost for the pipeline to reach 70% of the tightest limit.
+//!   commits), the CPU a job may cost for the pipeline to reach 70% of the tightest limit, and where
+//!   the pipeline's CPU beyond the limits went, part by part.
 //! - `slow`: runs of `--latency-ms` with many jobs in flight; reports memory per in-flight job and
 //!   throughput across concurrency and replica counts.
 //! - `failover`: kills one of two workers mid-run and reports how long its jobs took to resume.
