@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use baton_tests::TestEnv;
+use baton_tests::{TestEnv, http_get};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -255,6 +255,16 @@ async fn garbage_on_the_stream_is_dead_lettered_and_the_worker_keeps_going() {
         reason(r#"{"other":"field"}"#).contains("no `job` field"),
         "{reasons:?}"
     );
+    // Each entry is counted once its stream entry has ended, which is just after the ledger says so.
+    let addr = env.http_addr(0);
+    let counted = [
+        "baton_jobs_total{kind=\"invalid\",outcome=\"dead_lettered\"} 4",
+        "baton_jobs_total{kind=\"create\",outcome=\"completed\"} 1",
+    ];
+    env.wait_until(LIMIT, "the jobs counted by kind", || {
+        let metrics = http_get(&addr, "/metrics").1;
+        counted.iter().all(|line| metrics.contains(line))
+    });
 }
 
 #[tokio::test(flavor = "multi_thread")]

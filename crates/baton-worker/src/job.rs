@@ -9,7 +9,7 @@ use baton_agent::{Agent, Outcome, RunHooks, RunReport, RunRequest};
 use baton_core::checkpoint::Phase;
 use baton_core::events::{Event, EventType};
 use baton_core::policy::{self, Decision, FreshReason, PolicyConfig};
-use baton_core::{BuildStatus, Checkpoint, Job, Limits, Step};
+use baton_core::{BuildStatus, Checkpoint, Job, JobKind, Limits, Step};
 use baton_ledger::{Claim, Ledger, LedgerError, Recorded, RunMetrics, RunRecord};
 use baton_queue::{Delivery, Queue, QueueError};
 use tokio_util::sync::CancellationToken;
@@ -173,13 +173,14 @@ pub struct JobSignals {
 
 impl JobContext {
     /// Runs one delivered entry to its end. Returns the end; when there is one, the progress event
-    /// announcing it, left for the caller to publish with the entry's ending; and the job's span, so
-    /// that what the caller logs while ending the entry carries the job's ids too.
+    /// announcing it, left for the caller to publish with the entry's ending; the job's span, so
+    /// that what the caller logs while ending the entry carries the job's ids too; and the job's
+    /// kind, when the entry held a valid job.
     pub async fn process(
         &self,
         delivery: &Delivery,
         signals: &JobSignals,
-    ) -> (JobEnd, Option<Event>, tracing::Span) {
+    ) -> (JobEnd, Option<Event>, tracing::Span, Option<JobKind>) {
         let job = match delivery
             .payload
             .as_deref()
@@ -193,7 +194,7 @@ impl JobContext {
                     reason,
                     attempts: 0,
                 };
-                return (end, None, info_span!("job", entry = %delivery.id));
+                return (end, None, info_span!("job", entry = %delivery.id), None);
             }
         };
         let span = info_span!("job", build_id = %job.build_id, project_id = %job.project_id, kind = %job.kind);
@@ -223,7 +224,7 @@ impl JobContext {
             event.error = end.reason().map(str::to_string);
             event
         });
-        (end, event, span)
+        (end, event, span, Some(job.kind))
     }
 
     /// Ends a job whose processing panicked: dead-lettered with the panic's message, so it can be

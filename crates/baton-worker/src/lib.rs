@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use baton_agent::Agent;
+use baton_core::JobKind;
 use baton_core::events::Event;
 use baton_ledger::Ledger;
 use baton_queue::{DeadLetter, Delivery, Ending, Holding, Queue, QueueError, Start};
@@ -574,7 +575,7 @@ impl Worker {
     async fn run_job(&self, delivery: Delivery, signals: JobSignals) {
         let started = std::time::Instant::now();
         self.ctx.metrics.jobs_in_flight.inc();
-        let (end, event, span) = self.ctx.process(&delivery, &signals).await;
+        let (end, event, span, kind) = self.ctx.process(&delivery, &signals).await;
         self.ctx.metrics.jobs_in_flight.dec();
         let end = if signals.lost.is_cancelled() {
             JobEnd::Fenced
@@ -593,16 +594,12 @@ impl Worker {
         self.end_entry(&delivery, &end, event.as_ref())
             .instrument(span)
             .await;
-        let kind = delivery
-            .payload
-            .as_deref()
-            .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
-            .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_string))
+        let kind = kind
             .filter(|_| !matches!(end, JobEnd::DeadLettered { attempts: 0, .. }))
-            .unwrap_or_else(|| "invalid".into());
+            .map_or("invalid", JobKind::as_str);
         self.ctx
             .metrics
-            .job_ended(&kind, end.outcome(), started.elapsed().as_secs_f64());
+            .job_ended(kind, end.outcome(), started.elapsed().as_secs_f64());
         self.state
             .lock()
             .expect("state lock")
