@@ -74,6 +74,12 @@ pub enum FreshReason {
     ResumeDisabled,
     /// The CLI could not find the session to resume.
     ResumeFallback,
+    /// The ledger holds no whole copy of the session's files (it outgrew
+    /// `BATON_TRANSCRIPT_MAX_BYTES`, or its worker could not read them), so it cannot be resumed on
+    /// any host.
+    TranscriptIncomplete,
+    /// The session was imported (`baton session import`).
+    Import,
 }
 
 impl FreshReason {
@@ -88,6 +94,8 @@ impl FreshReason {
             FreshReason::MaxOps => "max_ops",
             FreshReason::ResumeDisabled => "resume_disabled",
             FreshReason::ResumeFallback => "resume_fallback",
+            FreshReason::TranscriptIncomplete => "transcript_incomplete",
+            FreshReason::Import => "import",
         }
     }
 }

@@ -73,6 +73,9 @@ pub enum LedgerError {
         /// The project that has the version.
         owner: String,
     },
+    /// The session is in the ledger already (an import of a session Baton knows).
+    #[error("session {0} is in the ledger already")]
+    SessionKnown(String),
     /// The build is not in the ledger.
     #[error("no build {0} in the ledger")]
     UnknownBuild(String),
@@ -91,6 +94,15 @@ pub enum LedgerError {
         expected: String,
         /// The project's newest session now.
         actual: Option<String>,
+    },
+    /// A store of a session's files found the stored copy changed since the worker read it; the
+    /// worker sends the files whole instead.
+    #[error("the stored copy of {path} of session {session_id} changed while the run went on")]
+    TranscriptConflict {
+        /// The session.
+        session_id: String,
+        /// The file.
+        path: String,
     },
     /// The database answered something this version does not understand (a schema from another
     /// version of Baton).
@@ -156,6 +168,8 @@ pub struct RunRecord<'a> {
     /// This is the job's last run: a written record also marks the build completed, in the same
     /// transaction (an already recorded run does not; end the build with [`Ledger::finish_build`]).
     pub completes: bool,
+    /// What changed in the files of the session the run left, stored with the record.
+    pub transcript: Option<&'a TranscriptWrite>,
 }
 
 /// Usage of one run, as the CLI reported it.
@@ -496,16 +510,26 @@ impl Ledger {
     }
 
     /// Records one agent run in one transaction: the project's and version's session ids, the
-    /// transition and the usage row, and for the job's last run the build's completion. Refused
-    /// under a stale fence; a no-op when already recorded.
+    /// transition and the usage row, what changed in the session's files, and for the job's last
+    /// run the build's completion. Refused under a stale fence; a no-op when already recorded.
     pub async fn record_run(&self, run: &RunRecord<'_>) -> Result<Recorded, LedgerError> {
         let job = run.job;
         let m = &run.metrics;
-        // One function call, one round trip: see migrations/*_claim_function.sql.
+        let files = transcripts::Columns::of(run.transcript);
+        // One statement, one round trip: the record (migrations/*_claim_function.sql), then the
+        // session's files (migrations/*_transcripts.sql). A refusal by either undoes both.
         let mut conn = self.hot_connection().await?;
-        let written = sqlx::query_scalar!(
-            r#"SELECT baton_record_run(
-                   $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"#,
+        let written = sqlx::query!(
+            r#"WITH recorded AS (
+                   SELECT baton_record_run(
+                       $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+                       AS written)
+               SELECT r.written AS "written!",
+                      baton_store_transcript(
+                          p_project_id => $1, p_session_id => $19, p_paths => $20,
+                          p_base_lengths => $21, p_base_hashes => $22, p_lengths => $23,
+                          p_hashes => $24, p_data => $25, p_incomplete => $26) AS "stored!"
+               FROM recorded r"#,
             job.project_id,
             job.version_id,
             job.build_id,
@@ -524,20 +548,28 @@ impl Ledger {
             m.duration_ms,
             m.num_turns,
             run.completes,
+            run.new_session_id,
+            &files.paths,
+            &files.base_lengths,
+            &files.base_hashes,
+            &files.lengths,
+            &files.hashes,
+            &files.data,
+            run.transcript.and_then(|t| t.incomplete.as_deref()),
         )
         .fetch_one(&mut *conn.conn)
         .await;
         // Only a connection that answered goes back for the next call; after an error the pool
         // takes it, and checks it.
         let e = match written {
-            Ok(Some(true)) => {
+            Ok(row) if row.written => {
                 self.keep(conn);
                 return Ok(Recorded::Written);
             }
-            Ok(other) => {
-                return Err(LedgerError::Unexpected(format!(
-                    "baton_record_run answered {other:?}"
-                )));
+            Ok(_) => {
+                return Err(LedgerError::Unexpected(
+                    "baton_record_run answered false".into(),
+                ));
             }
             Err(e) => e,
         };
@@ -558,6 +590,15 @@ impl Ledger {
                 expected: run.old_session_id.unwrap_or_default().to_string(),
                 actual: Some(session.to_string()).filter(|s| !s.is_empty()),
             }),
+            // The detail names the file.
+            "transcript_conflict" => Err(LedgerError::TranscriptConflict {
+                session_id: run.new_session_id.to_string(),
+                path: fence.to_string(),
+            }),
+            "transcript_of_other_project" => Err(LedgerError::Unexpected(format!(
+                "session {} is stored under another project than {}",
+                run.new_session_id, job.project_id
+            ))),
             other => Err(LedgerError::Unexpected(format!(
                 "baton_record_run refused with {other:?}"
             ))),
@@ -881,6 +922,9 @@ async fn recorded_runs(
 }
 
 pub mod reports;
+pub mod transcripts;
+
+pub use transcripts::{StoredSession, TranscriptWrite};
 
 #[cfg(test)]
 mod tests;

@@ -97,6 +97,8 @@ pub struct PruneReport {
     pub transitions: u64,
     /// Metrics rows deleted.
     pub metrics: u64,
+    /// Stored session transcripts deleted (never a project's newest session's).
+    pub transcripts: u64,
 }
 
 fn ratio(part: i64, whole: i64) -> f64 {
@@ -109,7 +111,8 @@ fn ratio(part: i64, whole: i64) -> f64 {
 
 impl Ledger {
     /// Compares every project's session id with its newest version's and its newest transition's.
-    /// After a reset the project has no session, and only the transition must agree.
+    /// After a reset the project has no session, and only the transition must agree; after an
+    /// import, whose session no version has yet, likewise.
     pub async fn sync_check(&self) -> Result<SyncReport, LedgerError> {
         let rows = sqlx::query!(
             r#"SELECT p.project_id AS "project_id!",
@@ -119,6 +122,8 @@ impl Ledger {
                        ORDER BY v.ai_session_last_used_at DESC NULLS LAST, v.created_at DESC LIMIT 1) AS version_session,
                       (SELECT t.new_session_id FROM session_transitions t
                        WHERE t.project_id = p.project_id ORDER BY t.id DESC LIMIT 1) AS transition_session,
+                      (SELECT t.source FROM session_transitions t
+                       WHERE t.project_id = p.project_id ORDER BY t.id DESC LIMIT 1) AS transition_source,
                       EXISTS (SELECT 1 FROM session_transitions t WHERE t.project_id = p.project_id) AS "has_chain!"
                FROM projects p ORDER BY p.project_id"#
         )
@@ -128,8 +133,10 @@ impl Ledger {
             .into_iter()
             .map(|r| {
                 let transition_ok = !r.has_chain || r.project_session == r.transition_session;
-                let version_ok =
-                    r.project_session.is_none() || r.project_session == r.version_session;
+                // An imported session belongs to no version until a job resumes it.
+                let version_ok = r.project_session.is_none()
+                    || r.project_session == r.version_session
+                    || r.transition_source.as_deref() == Some("import");
                 SyncRow {
                     synced: transition_ok && version_ok,
                     project_id: r.project_id,
@@ -234,7 +241,8 @@ impl Ledger {
     }
 
     /// Deletes transitions and metrics older than `cutoff`, keeping each project's newest chain link
-    /// and its usage row, so the chain's head and the sync check survive.
+    /// and its usage row, so the chain's head and the sync check survive; and the stored
+    /// transcripts of sessions last stored before `cutoff` that are no project's newest.
     pub async fn prune(&self, cutoff: DateTime<Utc>) -> Result<PruneReport, LedgerError> {
         let mut tx = self.pool.begin().await?;
         let transitions = sqlx::query!(
@@ -255,10 +263,20 @@ impl Ledger {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        let transcripts = sqlx::query!(
+            r#"DELETE FROM session_transcripts s
+               WHERE s.updated_at < $1
+                 AND NOT EXISTS (SELECT 1 FROM projects p WHERE p.last_ai_session_id = s.session_id)"#,
+            cutoff
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         tx.commit().await?;
         Ok(PruneReport {
             transitions,
             metrics,
+            transcripts,
         })
     }
 }

@@ -5,7 +5,7 @@ use baton_core::policy::FreshReason;
 use baton_core::{JobKind, Limits, NewJob};
 use sqlx::PgPool;
 
-fn job(project: &str, version: &str, user: &str, kind: JobKind) -> Job {
+pub(crate) fn job(project: &str, version: &str, user: &str, kind: JobKind) -> Job {
     NewJob {
         kind: Some(kind),
         project_id: project.into(),
@@ -18,7 +18,7 @@ fn job(project: &str, version: &str, user: &str, kind: JobKind) -> Job {
     .unwrap()
 }
 
-fn run<'a>(
+pub(crate) fn run<'a>(
     job: &'a Job,
     fence: i64,
     step: Step,
@@ -44,6 +44,7 @@ fn run<'a>(
         },
         note: None,
         completes: false,
+        transcript: None,
     }
 }
 

@@ -1,0 +1,134 @@
+-- Session transcripts in the ledger, so that any replica can resume any session.
+--
+-- The CLI keeps a session as files on the disk of the host that ran it: `<id>.jsonl` and, beside
+-- it, a folder `<id>/` (tool results, subagents). Each run's files are stored here in the same
+-- statement that records the run, so a recorded run is resumable from any machine; before a run
+-- resumes a session, the worker writes the stored files back where the CLI looks.
+--
+-- A file is stored as pieces: the first store of a file sends it whole, later ones only the bytes
+-- added since (the transcript is append-only in practice). Each piece is compressed by the worker;
+-- Postgres stores it as it comes (EXTERNAL: no second compression attempt).
+
+CREATE TABLE session_transcripts (
+    session_id   varchar(255) PRIMARY KEY,
+    project_id   text NOT NULL REFERENCES projects (project_id) ON DELETE CASCADE,
+    -- Why the stored copy cannot be resumed (over BATON_TRANSCRIPT_MAX_BYTES, not found on the
+    -- worker); NULL when it is whole.
+    incomplete   text,
+    -- The files' total length, and what their pieces take compressed.
+    bytes        bigint NOT NULL DEFAULT 0,
+    stored_bytes bigint NOT NULL DEFAULT 0,
+    -- Stores that changed something.
+    stores       integer NOT NULL DEFAULT 0,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX session_transcripts_project_id_idx ON session_transcripts (project_id);
+CREATE INDEX session_transcripts_updated_at_idx ON session_transcripts (updated_at);
+
+CREATE TABLE session_transcript_files (
+    session_id varchar(255) NOT NULL REFERENCES session_transcripts (session_id) ON DELETE CASCADE,
+    -- Relative to the CLI's project folder: `<id>.jsonl`, or a path under `<id>/`.
+    path       text NOT NULL,
+    length     bigint NOT NULL CHECK (length >= 0),
+    sha256     bytea NOT NULL,
+    pieces     integer NOT NULL,
+    PRIMARY KEY (session_id, path)
+);
+
+CREATE TABLE session_transcript_pieces (
+    session_id varchar(255) NOT NULL,
+    path       text NOT NULL,
+    seq        integer NOT NULL,
+    data       bytea NOT NULL,
+    PRIMARY KEY (session_id, path, seq),
+    FOREIGN KEY (session_id, path) REFERENCES session_transcript_files (session_id, path)
+        ON DELETE CASCADE
+);
+ALTER TABLE session_transcript_pieces ALTER COLUMN data SET STORAGE EXTERNAL;
+
+-- A session a backend made before Baton, added with `baton session import`.
+ALTER TABLE session_transitions DROP CONSTRAINT session_transitions_source_check;
+ALTER TABLE session_transitions ADD CONSTRAINT session_transitions_source_check
+    CHECK (source IN ('build', 'metadata', 'compact', 'chat_plan', 'resume_fallback', 'reset',
+                      'fork', 'import'));
+
+-- Stores what changed in one session's files. For each file i: `p_base_lengths[i]` = 0 replaces
+-- the file with `p_data[i]`; otherwise `p_data[i]` is appended, provided the stored copy is still
+-- `p_base_lengths[i]` bytes with hash `p_base_hashes[i]` (else nothing is written and BT412
+-- `transcript_conflict` is raised, and the worker sends the file whole). `p_incomplete` marks the
+-- session as not resumable from the store, dropping what was stored. Returns the compressed bytes
+-- written.
+CREATE FUNCTION baton_store_transcript(
+    p_project_id text,
+    p_session_id text,
+    p_paths text[],
+    p_base_lengths bigint[],
+    p_base_hashes bytea[],
+    p_lengths bigint[],
+    p_hashes bytea[],
+    p_data bytea[],
+    p_incomplete text
+) RETURNS bigint
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_written bigint := 0;
+    v_length bigint;
+    v_sha bytea;
+    v_pieces integer;
+BEGIN
+    IF coalesce(cardinality(p_paths), 0) = 0 AND p_incomplete IS NULL THEN
+        RETURN 0;
+    END IF;
+    INSERT INTO session_transcripts AS t (session_id, project_id)
+        VALUES (p_session_id, p_project_id)
+        ON CONFLICT (session_id) DO UPDATE SET updated_at = now()
+        WHERE t.project_id = p_project_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'BT412', MESSAGE = 'transcript_of_other_project';
+    END IF;
+    IF p_incomplete IS NOT NULL THEN
+        DELETE FROM session_transcript_files f WHERE f.session_id = p_session_id;
+        UPDATE session_transcripts SET incomplete = p_incomplete, bytes = 0, stored_bytes = 0,
+            stores = stores + 1, updated_at = now()
+            WHERE session_id = p_session_id;
+        RETURN 0;
+    END IF;
+    FOR i IN 1 .. cardinality(p_paths) LOOP
+        SELECT f.length, f.sha256, f.pieces INTO v_length, v_sha, v_pieces
+            FROM session_transcript_files f
+            WHERE f.session_id = p_session_id AND f.path = p_paths[i] FOR UPDATE;
+        IF p_base_lengths[i] = 0 THEN
+            DELETE FROM session_transcript_pieces c
+                WHERE c.session_id = p_session_id AND c.path = p_paths[i];
+            INSERT INTO session_transcript_files AS f (session_id, path, length, sha256, pieces)
+                VALUES (p_session_id, p_paths[i], p_lengths[i], p_hashes[i], 1)
+                ON CONFLICT (session_id, path) DO UPDATE
+                SET length = EXCLUDED.length, sha256 = EXCLUDED.sha256, pieces = 1;
+            INSERT INTO session_transcript_pieces (session_id, path, seq, data)
+                VALUES (p_session_id, p_paths[i], 0, p_data[i]);
+        ELSIF v_length IS DISTINCT FROM p_base_lengths[i] OR v_sha IS DISTINCT FROM p_base_hashes[i] THEN
+            RAISE EXCEPTION USING ERRCODE = 'BT412', MESSAGE = 'transcript_conflict',
+                DETAIL = p_paths[i];
+        ELSE
+            INSERT INTO session_transcript_pieces (session_id, path, seq, data)
+                VALUES (p_session_id, p_paths[i], v_pieces, p_data[i]);
+            UPDATE session_transcript_files SET length = p_lengths[i], sha256 = p_hashes[i],
+                pieces = v_pieces + 1
+                WHERE session_id = p_session_id AND path = p_paths[i];
+        END IF;
+        v_written := v_written + octet_length(p_data[i]);
+    END LOOP;
+    UPDATE session_transcripts t SET
+        incomplete = NULL,
+        bytes = (SELECT coalesce(sum(f.length), 0) FROM session_transcript_files f
+                 WHERE f.session_id = p_session_id),
+        stored_bytes = (SELECT coalesce(sum(octet_length(c.data)), 0)
+                        FROM session_transcript_pieces c WHERE c.session_id = p_session_id),
+        stores = t.stores + 1,
+        updated_at = now()
+        WHERE t.session_id = p_session_id;
+    RETURN v_written;
+END;
+$$;
