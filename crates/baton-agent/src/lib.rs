@@ -335,6 +335,23 @@ impl Agent {
         }
     }
 
+    /// The folder the CLI keeps its sessions in, as its runs' environment sets it:
+    /// `CLAUDE_CONFIG_DIR`, or else `~/.claude` under the runs' `HOME`.
+    pub fn claude_config_dir(&self) -> PathBuf {
+        let var = |name: &str| {
+            self.child_vars
+                .iter()
+                .rev()
+                .find(|(k, v)| k == name && !v.is_empty())
+                .map(|(_, v)| PathBuf::from(v))
+        };
+        var("CLAUDE_CONFIG_DIR").unwrap_or_else(|| {
+            var("HOME")
+                .unwrap_or_else(|| PathBuf::from("/"))
+                .join(".claude")
+        })
+    }
+
     /// The configuration in use.
     pub fn config(&self) -> &AgentConfig {
         &self.config

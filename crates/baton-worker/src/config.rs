@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use clap::Parser;
 
+/// Default of `BATON_TRANSCRIPT_MAX_BYTES`: 128 MiB, several hundred turns of a real CLI session.
+pub const DEFAULT_TRANSCRIPT_MAX_BYTES: u64 = 128 * 1024 * 1024;
+
 /// `baton-worker`: takes build jobs from the Redis stream and runs them through the `claude` CLI.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "baton-worker", version, about)]
@@ -84,6 +87,17 @@ pub struct Config {
     /// `on` resumes sessions; `off` starts every job fresh.
     #[arg(long, env = "BATON_RESUME", default_value = "on", value_parser = ["on", "off"])]
     pub resume: String,
+
+    /// Largest total of one session's files (transcript and `<id>/` folder) kept in the ledger;
+    /// a larger session is recorded as incomplete and the next job starts fresh.
+    #[arg(long, env = "BATON_TRANSCRIPT_MAX_BYTES", default_value_t = DEFAULT_TRANSCRIPT_MAX_BYTES)]
+    pub transcript_max_bytes: u64,
+
+    /// Whether the CLI keeps a session's id when it resumes it (`keep`: current CLIs) or gives a
+    /// new one each time (`rolling`: CLIs up to about 1.0.120). With `keep`, a resume that comes
+    /// back under another id started fresh, and is recorded so.
+    #[arg(long, env = "BATON_CLI_SESSION_IDS", default_value = "keep", value_parser = ["keep", "rolling"])]
+    pub cli_session_ids: String,
 
     /// Jobs run at once by this worker.
     #[arg(long, env = "BATON_CONCURRENCY", default_value_t = 4)]

@@ -16,7 +16,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::config::Scheduling;
+pub use crate::end::JobEnd;
+pub use crate::hold::Hold;
 use crate::metrics::Metrics;
+use crate::transcripts::{Carried, TranscriptSettings};
 
 /// A run's progress not yet sent to Redis: its events in the order they happened (`run_finished`
 /// last, once the run is over) and the checkpoint they ride with, held back so that a short run
@@ -27,60 +30,6 @@ struct Unsent {
     checkpoint: Option<Checkpoint>,
     /// Events not yet published, in order.
     events: Vec<Event>,
-}
-
-/// How a job's processing ended; the scheduler ends its entry accordingly.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobEnd {
-    /// Every step ran: acknowledge the entry.
-    Completed {
-        /// The session the job left, when it ran any step.
-        session: Option<String>,
-    },
-    /// The job can never run as it is: dead-letter the entry.
-    DeadLettered {
-        /// Why.
-        reason: String,
-        /// Claims of the build so far.
-        attempts: u32,
-    },
-    /// A newer claim owns the job: drop the entry without writing.
-    Fenced,
-    /// The job was interrupted (shutdown, Redis or Postgres trouble, a spawn failure): hand the
-    /// entry back so a replica runs it again from its last recorded run.
-    HandBack(String),
-    /// The CLI's credentials failed: hand the entry back and pause this worker.
-    AuthFailed(String),
-}
-
-impl JobEnd {
-    /// The end as the `outcome` label of `baton_jobs_total` and of the `job ended` log line.
-    pub fn outcome(&self) -> &'static str {
-        match self {
-            JobEnd::Completed { .. } => "completed",
-            JobEnd::DeadLettered { .. } => "dead_lettered",
-            JobEnd::Fenced => "fenced",
-            JobEnd::HandBack(_) => "handed_back",
-            JobEnd::AuthFailed(_) => "auth_paused",
-        }
-    }
-
-    /// The session a completed job left, when it ran any step.
-    pub(crate) fn session(&self) -> Option<&str> {
-        match self {
-            JobEnd::Completed { session } => session.as_deref(),
-            _ => None,
-        }
-    }
-
-    /// Why the job did not complete, when it says.
-    pub(crate) fn reason(&self) -> Option<&str> {
-        match self {
-            JobEnd::DeadLettered { reason, .. } => Some(reason),
-            JobEnd::HandBack(why) | JobEnd::AuthFailed(why) => Some(why),
-            JobEnd::Completed { .. } | JobEnd::Fenced => None,
-        }
-    }
 }
 
 /// Why the steps stopped before the end.
@@ -123,43 +72,8 @@ pub struct JobContext {
     pub metrics: std::sync::Arc<Metrics>,
     /// This worker's hold on its entries, renewed by its heartbeats.
     pub hold: Hold,
-}
-
-/// This worker's hold on the entries it holds: when a heartbeat last renewed them, and how long a
-/// renewal counts. Past that, another replica may soon take the entries over, so the worker starts
-/// no run and its supervisor kills the runs under way ([`Agent::hold_runs_until`]): two runs must
-/// never resume one session at once, and a stalled worker cannot stop its own.
-#[derive(Clone)]
-pub struct Hold {
-    renewed: std::sync::Arc<std::sync::Mutex<std::time::Instant>>,
-    lasts: std::time::Duration,
-}
-
-impl Hold {
-    /// A hold renewed now that counts for three quarters of `claim_idle`: the rest is the margin
-    /// in which the runs end before a replica's claim can come.
-    pub fn new(claim_idle: std::time::Duration) -> Hold {
-        Hold {
-            renewed: std::sync::Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
-            lasts: claim_idle * 3 / 4,
-        }
-    }
-
-    /// Records a renewal by a heartbeat that started at `at` (Redis refreshed the entries after).
-    pub fn renew(&self, at: std::time::Instant) {
-        let mut renewed = self.renewed.lock().unwrap_or_else(|e| e.into_inner());
-        *renewed = (*renewed).max(at);
-    }
-
-    /// When the hold runs out unless renewed.
-    pub fn expires_at(&self) -> std::time::Instant {
-        *self.renewed.lock().unwrap_or_else(|e| e.into_inner()) + self.lasts
-    }
-
-    /// How long ago the hold ran out, if it has.
-    pub fn lapsed(&self) -> Option<std::time::Duration> {
-        std::time::Instant::now().checked_duration_since(self.expires_at())
-    }
+    /// Where the CLI keeps sessions on this host, and how much of one the ledger keeps.
+    pub transcripts: TranscriptSettings,
 }
 
 /// The tokens that end a job early.
@@ -420,25 +334,49 @@ impl JobContext {
             Some(last) => (Some(last.new_session_id.clone()), None),
             None => match policy::decide(job, &claim.project, &self.policy, chrono::Utc::now()) {
                 Decision::Resume { session_id, stale } => {
-                    self.metrics.decision("resumed");
                     if let Some(stale) = stale {
                         warn!(job_session = %stale, ledger_session = %session_id, "the job's previous_session_id is stale; resuming the project's newest");
-                    } else {
-                        info!(session = %session_id, "resuming the project's newest session");
                     }
                     (Some(session_id), None)
                 }
-                Decision::Fresh(reason) => {
-                    self.metrics.decision(&format!("fresh_{}", reason.as_str()));
-                    info!(reason = reason.as_str(), "starting a fresh session");
-                    (None, Some(reason))
-                }
+                Decision::Fresh(reason) => (None, Some(reason)),
                 Decision::Refuse(reason) => {
                     self.metrics.decision("refused");
                     return Err(Stopped::Failed(format!("refused: {reason}")));
                 }
             },
         };
+        // What the ledger holds of the chain's session: written back before each run resumes it
+        // (on a host that never saw it, or whose copy is stale), and the base of each store.
+        let mut carried = Carried::default();
+        if let Some(session) = chain.clone() {
+            let stored = self.ledger.stored_session(&session).await.map_err(|e| {
+                self.ledger_error(&e);
+                Stopped::Interrupted(format!("ledger: {e}"))
+            })?;
+            match stored.as_ref().and_then(|s| s.incomplete.as_deref()) {
+                // A new job does not resume what no host can have whole.
+                Some(why) if claim.recorded.is_empty() => {
+                    warn!(session = %session, reason = why, "the ledger has no whole copy of the session");
+                    chain = None;
+                    fresh_reason = Some(FreshReason::TranscriptIncomplete);
+                }
+                _ => carried = Carried::read(stored.as_ref(), &session),
+            }
+        }
+        if claim.recorded.is_empty() {
+            match (&chain, fresh_reason) {
+                (Some(session), _) => {
+                    self.metrics.decision("resumed");
+                    info!(session = %session, "resuming the project's newest session");
+                }
+                (None, Some(reason)) => {
+                    self.metrics.decision(&format!("fresh_{}", reason.as_str()));
+                    info!(reason = reason.as_str(), "starting a fresh session");
+                }
+                (None, None) => {}
+            }
+        }
         // A run cut off mid-turn left its session in the checkpoint (read while the job started):
         // resume that one, so its partial work is kept (falling back to the chain's session if the
         // CLI cannot find it).
@@ -467,7 +405,16 @@ impl JobContext {
                 })
                 .or_else(|| chain.clone());
             let (report, unsent, fell_back) = self
-                .run_with_retries(job, cwd, step, target, chain.as_deref(), claim, signals)
+                .run_with_retries(
+                    job,
+                    cwd,
+                    step,
+                    target,
+                    chain.as_deref(),
+                    claim,
+                    signals,
+                    &carried,
+                )
                 .await?;
             if fell_back {
                 chain = None;
@@ -490,6 +437,7 @@ impl JobContext {
                     return Err(stop);
                 }
             };
+            let transcript = self.transcript_write(cwd, &new_session, &carried).await;
             let record = RunRecord {
                 job,
                 fence: claim.fence,
@@ -500,6 +448,7 @@ impl JobContext {
                 fresh_reason: fresh_reason.take(),
                 note: note.as_deref(),
                 completes: i + 1 == plan.len(),
+                transcript: Some(&transcript),
             };
             // The checkpoint is the fast path and the ledger the truth: neither waits for the
             // other. The run's events not yet sent ride with its last checkpoint, which supersedes
@@ -515,8 +464,26 @@ impl JobContext {
                 events: unsent.events,
             });
             let ((), recorded) = tokio::join!(checkpoint, self.ledger.record_run(&record));
+            let whole;
+            let (recorded, stored) = match recorded {
+                Err(LedgerError::TranscriptConflict { path, .. }) => {
+                    warn!(%path, "the ledger's copy of the session changed since this job read it; storing its files whole");
+                    whole = self.transcript_write_whole(cwd, &new_session).await;
+                    let again = RunRecord {
+                        transcript: Some(&whole),
+                        ..record.clone()
+                    };
+                    (self.ledger.record_run(&again).await, &whole)
+                }
+                other => (other, &transcript),
+            };
             match recorded? {
-                Recorded::Written => completed = record.completes,
+                Recorded::Written => {
+                    completed = record.completes;
+                    let bytes: usize = stored.changes.iter().map(|c| c.data.len()).sum();
+                    self.metrics.transcript_stored_bytes.inc_by(bytes as u64);
+                    carried = carried.after(&new_session, stored);
+                }
                 Recorded::AlreadyRecorded => warn!(
                     step = step.name(),
                     "run was already recorded by an earlier claim"
@@ -541,6 +508,7 @@ impl JobContext {
         chain: Option<&str>,
         claim: &Claim,
         signals: &JobSignals,
+        carried: &Carried,
     ) -> Result<(RunReport, Unsent, bool), Stopped> {
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(self.scheduling.retry_min_delay)
@@ -551,9 +519,39 @@ impl JobContext {
         let mut fell_back = false;
         let mut attempt = 1u32;
         loop {
+            // The local copy of the session is made the ledger's before every run that resumes
+            // it: this host may never have seen it, or hold a copy a cut-off run left longer.
+            if let Some(t) = target.as_deref()
+                && carried.session.as_deref() == Some(t)
+            {
+                self.restore(cwd, carried).await.map_err(|why| {
+                    self.metrics.ledger_errors.inc();
+                    Stopped::Interrupted(why)
+                })?;
+            }
             let (report, unsent) = self
                 .run_step(job, cwd, step, target.as_deref(), signals)
                 .await?;
+            // A CLI that keeps ids and answers a resume under another id started a fresh session
+            // without the history: the run is kept, but recorded as the fresh start it was.
+            if let (true, Some(asked), Some(got)) = (
+                self.transcripts.keep_ids,
+                target.as_deref(),
+                report.session_id.as_deref(),
+            ) && asked != got
+                && !fell_back
+            {
+                warn!(
+                    step = step.name(),
+                    asked, got, "the CLI answered the resume in another session: it started fresh"
+                );
+                self.metrics.decision("fallback");
+                self.ledger
+                    .record_resume_fallback(job, claim.fence, step, asked)
+                    .await?;
+                fell_back = true;
+                target = None;
+            }
             if let Outcome::ResumeNotFound { .. } = report.outcome {
                 match target.as_deref() {
                     // The interrupted run's session is gone: go back to the chain's.

@@ -4,9 +4,12 @@
 //! `BATON_CONCURRENCY` jobs at once, and on shutdown hands back what it could not finish.
 
 pub mod config;
+pub mod end;
+pub mod hold;
 pub mod http;
 pub mod job;
 pub mod metrics;
+pub mod transcripts;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -94,17 +97,25 @@ impl Worker {
         std::fs::create_dir_all(&config.workspace_root)?;
         resolve_program(&config.claude_bin)?;
         let scheduling = config.scheduling()?;
+        let agent = Agent::new(config.agent());
+        let transcripts = transcripts::TranscriptSettings {
+            config_dir: agent.claude_config_dir(),
+            max_bytes: config.transcript_max_bytes,
+            keep_ids: config.cli_session_ids == "keep",
+        };
+        info!(config_dir = %transcripts.config_dir.display(), "the CLI keeps its sessions here; the ledger keeps a copy of each");
         Ok(Worker {
             ctx: JobContext {
                 queue,
                 ledger,
-                agent: Agent::new(config.agent()),
+                agent,
                 workspace_root: config.workspace_root.canonicalize()?,
                 limits: config.limits(),
                 policy: config.policy()?,
                 scheduling,
                 metrics: Arc::new(metrics::Metrics::new()),
                 hold: job::Hold::new(scheduling.claim_idle),
+                transcripts,
             },
             consumer: config.consumer_name(),
             state: Arc::new(Mutex::new(State::default())),

@@ -34,6 +34,13 @@ pub struct DecisionLabels {
     pub decision: String,
 }
 
+/// Labels of `baton_transcript_restores_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RestoreLabels {
+    /// Why the local copy was rewritten: `missing` or `stale`.
+    pub reason: String,
+}
+
 /// Every metric the worker exports.
 pub struct Metrics {
     registry: Registry,
@@ -67,6 +74,14 @@ pub struct Metrics {
     pub group_recreations: Counter,
     /// Times the shared Redis connection stopped answering and was replaced by a new one.
     pub redis_reconnects: Counter,
+    /// Compressed bytes of session files stored in the ledger with run records.
+    pub transcript_stored_bytes: Counter,
+    /// Session files written back from the ledger before a resume, by reason.
+    pub transcript_restores: Family<RestoreLabels, Counter>,
+    /// Time a restore took, from the ledger's answer to the files in place.
+    pub transcript_restore_duration: Histogram,
+    /// Sessions whose files could not be stored whole (too large, or not found after a run).
+    pub transcript_incomplete: Counter,
     /// The queue's own count of those, as last added to `redis_reconnects`.
     redis_reconnects_synced: AtomicU64,
 }
@@ -98,6 +113,10 @@ impl Metrics {
             lost_entries: Counter::default(),
             group_recreations: Counter::default(),
             redis_reconnects: Counter::default(),
+            transcript_stored_bytes: Counter::default(),
+            transcript_restores: Family::default(),
+            transcript_restore_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            transcript_incomplete: Counter::default(),
             redis_reconnects_synced: AtomicU64::new(0),
             registry: Registry::default(),
         };
@@ -171,6 +190,26 @@ impl Metrics {
             "redis_reconnects",
             "Times the shared Redis connection stopped answering and was replaced",
             m.redis_reconnects.clone(),
+        );
+        registry.register(
+            "transcript_stored_bytes",
+            "Compressed bytes of session files stored in the ledger with run records",
+            m.transcript_stored_bytes.clone(),
+        );
+        registry.register(
+            "transcript_restores",
+            "Session files written back from the ledger before a resume, by reason",
+            m.transcript_restores.clone(),
+        );
+        registry.register(
+            "transcript_restore_duration_seconds",
+            "Time a restore of a session's files from the ledger took",
+            m.transcript_restore_duration.clone(),
+        );
+        registry.register(
+            "transcript_incomplete",
+            "Sessions whose files could not be stored whole",
+            m.transcript_incomplete.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -262,6 +301,9 @@ mod tests {
             "baton_claims_total 1",
             "baton_lost_entries_total 0",
             "baton_group_recreations_total 0",
+            "baton_transcript_stored_bytes_total 0",
+            "baton_transcript_incomplete_total 0",
+            "# TYPE baton_transcript_restore_duration_seconds histogram",
             "baton_jobs_in_flight 0",
             "baton_job_duration_seconds_count 1",
             "# TYPE baton_agent_run_duration_seconds histogram",

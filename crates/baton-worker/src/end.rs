@@ -1,0 +1,55 @@
+//! How a job's processing ended, for the scheduler to end its entry.
+
+/// How a job's processing ended; the scheduler ends its entry accordingly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobEnd {
+    /// Every step ran: acknowledge the entry.
+    Completed {
+        /// The session the job left, when it ran any step.
+        session: Option<String>,
+    },
+    /// The job can never run as it is: dead-letter the entry.
+    DeadLettered {
+        /// Why.
+        reason: String,
+        /// Claims of the build so far.
+        attempts: u32,
+    },
+    /// A newer claim owns the job: drop the entry without writing.
+    Fenced,
+    /// The job was interrupted (shutdown, Redis or Postgres trouble, a spawn failure): hand the
+    /// entry back so a replica runs it again from its last recorded run.
+    HandBack(String),
+    /// The CLI's credentials failed: hand the entry back and pause this worker.
+    AuthFailed(String),
+}
+
+impl JobEnd {
+    /// The end as the `outcome` label of `baton_jobs_total` and of the `job ended` log line.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            JobEnd::Completed { .. } => "completed",
+            JobEnd::DeadLettered { .. } => "dead_lettered",
+            JobEnd::Fenced => "fenced",
+            JobEnd::HandBack(_) => "handed_back",
+            JobEnd::AuthFailed(_) => "auth_paused",
+        }
+    }
+
+    /// The session a completed job left, when it ran any step.
+    pub(crate) fn session(&self) -> Option<&str> {
+        match self {
+            JobEnd::Completed { session } => session.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Why the job did not complete, when it says.
+    pub(crate) fn reason(&self) -> Option<&str> {
+        match self {
+            JobEnd::DeadLettered { reason, .. } => Some(reason),
+            JobEnd::HandBack(why) | JobEnd::AuthFailed(why) => Some(why),
+            JobEnd::Completed { .. } | JobEnd::Fenced => None,
+        }
+    }
+}
