@@ -31,6 +31,9 @@ pub enum Fault {
     ExitAfterSuccess,
     /// The turn limit: `result` with `subtype:"error_max_turns"`, exit 1.
     MaxTurns,
+    /// A resume that silently starts a new session without the history, under a new id (CLI
+    /// regressions did this; see `shared/claude-cli.md`).
+    SilentFresh,
 }
 
 impl Fault {
@@ -44,6 +47,7 @@ impl Fault {
             "rate_limited" => Fault::RateLimited,
             "exit_after_success" => Fault::ExitAfterSuccess,
             "max_turns" => Fault::MaxTurns,
+            "silent_fresh" => Fault::SilentFresh,
             _ => return None,
         })
     }
@@ -59,6 +63,7 @@ impl Fault {
             Fault::RateLimited => "rate_limited",
             Fault::ExitAfterSuccess => "exit_after_success",
             Fault::MaxTurns => "max_turns",
+            Fault::SilentFresh => "silent_fresh",
         }
     }
 }

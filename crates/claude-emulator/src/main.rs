@@ -4,7 +4,11 @@
 //! stream-json in the real line shapes (see `shared/claude-cli.md`), keeps sessions as JSONL files where
 //! the real CLI keeps them, keeps the session id on `--resume` (or rolls it, as old CLIs did, with
 //! `CLAUDE_EMULATOR_SESSION_IDS=rolling`), and does visible work: it writes a file into its cwd and
-//! answers from the session's history.
+//! answers from the session's history. A prompt that asks what was asked before is answered with
+//! the session's earlier prompts; one that mentions a "large output" saves a tool result under
+//! `<id>/tool-results/` beside the transcript, as the real CLI does; one that asks for the "saved
+//! tool results" is answered with the first line of each. A resume whose transcript is absent fails
+//! as the real CLI's does.
 //!
 //! Environment:
 //! - `CLAUDE_CONFIG_DIR`: where sessions live (default `~/.claude`).
@@ -213,6 +217,10 @@ fn invoke(argv: &[String]) -> io::Result<Ended> {
             ));
         }
     };
+    // The regression: the history is found, then not used.
+    if fault == Some(Fault::SilentFresh) && resume_id.is_some() {
+        session = Session::create(&cwd, new_id());
+    }
     let run = Run {
         cwd: &cwd,
         model: &model,
@@ -356,6 +364,49 @@ fn asks_for_history(prompt: &str) -> bool {
     .any(|k| p.contains(k))
 }
 
+fn asks_for_tool_results(prompt: &str) -> bool {
+    prompt.to_lowercase().contains("saved tool results")
+}
+
+/// The first line of every tool result the session saved beside its transcript, as an answer.
+fn tool_results_answer(session: &Session) -> String {
+    let dir = session.side_folder().join("tool-results");
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    names.sort();
+    if names.is_empty() {
+        return "This session saved no tool results.".into();
+    }
+    let mut a = String::from("Saved tool results:");
+    for path in names {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        a.push_str(&format!("\n- {}", text.lines().next().unwrap_or("")));
+    }
+    a
+}
+
+/// A tool output too large for the transcript: the real CLI saves it under `<id>/tool-results/`
+/// and keeps a reference in the transcript.
+fn save_large_output(
+    session: &mut Session,
+    cwd: &Path,
+    turn_no: usize,
+    prompt: &str,
+) -> io::Result<()> {
+    let tool_id = format!("toolu_{}", uuid::Uuid::new_v4().simple());
+    let dir = session.side_folder().join("tool-results");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{tool_id}.txt"));
+    let first = format!("Output of turn {turn_no}: {prompt}");
+    std::fs::write(&path, format!("{first}\n{}\n", "x".repeat(40_000)))?;
+    session.push(
+        json!({"type": "user", "message": {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool_id, "content": format!("Output too large ({} bytes). Saved to {}", 40_000 + first.len() + 2, path.display())}]}}),
+        cwd,
+    );
+    Ok(())
+}
+
 fn turn(
     session: &mut Session,
     run: &Run<'_>,
@@ -404,7 +455,12 @@ fn turn(
         "# {file}\n\nWritten in turn {turn_no} of session {}.\n\nAsked: {prompt}\n",
         session.id
     );
-    let answer = if asks_for_history(prompt) {
+    if prompt.to_lowercase().contains("large output") {
+        save_large_output(session, cwd, turn_no, prompt)?;
+    }
+    let answer = if asks_for_tool_results(prompt) {
+        tool_results_answer(session)
+    } else if asks_for_history(prompt) {
         let mut a = String::from("Earlier prompts in this session:");
         for (i, p) in earlier.iter().enumerate() {
             a.push_str(&format!("\n{}. {p}", i + 1));

@@ -16,12 +16,37 @@ pub fn config_dir() -> PathBuf {
     PathBuf::from(home).join(".claude")
 }
 
-/// The CLI's name for a project folder: the cwd with every non-alphanumeric character as `-`.
+/// The CLI's name for a project folder, as CLI 2.1.332 makes it: the cwd with every UTF-16 unit
+/// that is not an ASCII letter or digit as `-`; past 200 characters, cut there and suffixed with `-`
+/// and the base-36 absolute value of the path's 32-bit `hash * 31 + unit` hash. (The emulator
+/// stands in for the CLI and shares no code with Baton, so it has its own copy of the rule.)
 pub fn encode_cwd(cwd: &Path) -> String {
-    cwd.to_string_lossy()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect()
+    let path = cwd.to_string_lossy();
+    let units: Vec<u16> = path.encode_utf16().collect();
+    let name: String = units
+        .iter()
+        .map(|&u| match u8::try_from(u) {
+            Ok(b) if b.is_ascii_alphanumeric() => char::from(b),
+            _ => '-',
+        })
+        .collect();
+    if name.len() <= 200 {
+        return name;
+    }
+    let hash = units.iter().fold(0i32, |h, &u| {
+        h.wrapping_shl(5).wrapping_sub(h).wrapping_add(i32::from(u))
+    });
+    let mut n = hash.unsigned_abs();
+    let mut digits = Vec::new();
+    loop {
+        digits.push(b"0123456789abcdefghijklmnopqrstuvwxyz"[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    digits.reverse();
+    format!("{}-{}", &name[..200], String::from_utf8_lossy(&digits))
 }
 
 /// One session transcript file and what it holds.
@@ -138,6 +163,11 @@ impl Session {
         self.lines.push(line);
     }
 
+    /// The session's folder beside its transcript (`<id>/`), where large tool results go.
+    pub fn side_folder(&self) -> PathBuf {
+        self.path.with_extension("")
+    }
+
     /// Appends the lines not yet in the file.
     pub fn save(&mut self) -> io::Result<()> {
         if let Some(dir) = self.path.parent() {
@@ -174,5 +204,9 @@ mod tests {
             "-srv-work-project-a"
         );
         assert_eq!(encode_cwd(Path::new("/tmp/a.b_c")), "-tmp-a-b-c");
+        // Seen from the real CLI 2.1.332.
+        let long = format!("/tmp/cc/{}/{}", "a".repeat(120), "b".repeat(100));
+        assert!(encode_cwd(Path::new(&long)).ends_with("bbb-yutexz"));
+        assert_eq!(encode_cwd(Path::new(&long)).len(), 207);
     }
 }
