@@ -1,0 +1,225 @@
+//! `baton session`: a project's session, and a session's stored files (export, import, show).
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use baton_ledger::{Ledger, LedgerError};
+use clap::Subcommand;
+
+use super::EXIT_INVALID;
+
+/// Default of `--max-bytes` and `BATON_TRANSCRIPT_MAX_BYTES`: as the worker's.
+const DEFAULT_MAX_BYTES: u64 = 128 * 1024 * 1024;
+
+/// `baton session ...`.
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// End the project's session: its next job starts fresh (recorded as `reset`).
+    Reset {
+        /// The project.
+        project: String,
+    },
+    /// Write a session's stored files as a `.tar.gz` (to standard output without `-o`).
+    Export {
+        /// The session.
+        session: String,
+        /// The file to write.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Add a session made before Baton (a `.jsonl` transcript, or an archive `export` wrote) as
+    /// the project's newest session: jobs naming it are accepted and resume it.
+    Import {
+        /// The project (created for `--user` when the ledger does not know it).
+        #[arg(long)]
+        project: String,
+        /// The project's owner.
+        #[arg(long, env = "BATON_USER", default_value = "local")]
+        user: String,
+        /// Largest total of the session's files accepted.
+        #[arg(long, env = "BATON_TRANSCRIPT_MAX_BYTES", default_value_t = DEFAULT_MAX_BYTES)]
+        max_bytes: u64,
+        /// The `.jsonl` or `.tar.gz` file.
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What the ledger holds of a session: its size, runs, when stored, first and last messages.
+    Show {
+        /// The session.
+        session: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs one `baton session` command.
+pub async fn run(ledger: Ledger, command: SessionCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        SessionCommand::Reset { project } => match ledger.reset_session(&project).await {
+            Ok(ended) => {
+                out!(
+                    "project {project}: session {} ended; the next job starts fresh",
+                    ended.as_deref().unwrap_or("(none)")
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(LedgerError::UnknownProject(p)) => {
+                eprintln!("baton: no project {p} in the ledger");
+                Ok(ExitCode::FAILURE)
+            }
+            Err(e) => Err(e.into()),
+        },
+        SessionCommand::Export { session, output } => export(&ledger, &session, output).await,
+        SessionCommand::Import {
+            project,
+            user,
+            max_bytes,
+            file,
+            json,
+        } => import(&ledger, &project, &user, max_bytes, &file, json).await,
+        SessionCommand::Show { session, json } => show(&ledger, &session, json).await,
+    }
+}
+
+async fn export(
+    ledger: &Ledger,
+    session: &str,
+    output: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    if output.is_none() && std::io::stdout().is_terminal() {
+        eprintln!("baton: not writing a .tar.gz to a terminal; use -o FILE or redirect the output");
+        return Ok(ExitCode::from(EXIT_INVALID));
+    }
+    let Some((stored, files)) = ledger.stored_files(session, None).await? else {
+        eprintln!("baton: the ledger holds no files of session {session}");
+        return Ok(ExitCode::FAILURE);
+    };
+    if let Some(why) = &stored.incomplete {
+        eprintln!("baton: the ledger holds no whole copy of session {session}: {why}");
+        return Ok(ExitCode::FAILURE);
+    }
+    let mut archive = Vec::new();
+    baton_transcript::archive::write_tar_gz(&files, &mut archive)?;
+    match output {
+        Some(path) => {
+            std::fs::write(&path, &archive)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+            eprintln!(
+                "baton: wrote session {session} ({} files, {} bytes) to {}",
+                files.len(),
+                stored.bytes,
+                path.display()
+            );
+        }
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            if let Err(e) = stdout.write_all(&archive).and_then(|()| stdout.flush()) {
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    return Ok(ExitCode::from(141));
+                }
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn import(
+    ledger: &Ledger,
+    project: &str,
+    user: &str,
+    max_bytes: u64,
+    file: &std::path::Path,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut bytes = Vec::new();
+    // One byte over the bound is enough to refuse it, whatever the file's size.
+    std::fs::File::open(file)
+        .and_then(|f| f.take(max_bytes.saturating_add(1)).read_to_end(&mut bytes))
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+    let imported = match baton_transcript::archive::read_import(name.as_deref(), &bytes, max_bytes)
+    {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("baton: cannot import {}: {e}", file.display());
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+    };
+    let previous = match ledger.import_session(project, user, &imported).await {
+        Ok(previous) => previous,
+        Err(e @ (LedgerError::SessionKnown(_) | LedgerError::NotOwner { .. })) => {
+            eprintln!("baton: cannot import {}: {e}", file.display());
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let total: usize = imported.files.iter().map(|f| f.bytes.len()).sum();
+    if json {
+        out!(
+            "{}",
+            serde_json::json!({
+                "session_id": imported.session_id,
+                "project_id": project,
+                "previous_session_id": previous,
+                "files": imported.files.len(),
+                "bytes": total,
+            })
+        );
+    } else {
+        out!(
+            "imported session {} into project {project} ({} files, {total} bytes); it is the project's newest session",
+            imported.session_id,
+            imported.files.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn show(ledger: &Ledger, session: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let Some((stored, files)) = ledger.stored_files(session, None).await? else {
+        eprintln!("baton: the ledger holds no files of session {session}");
+        return Ok(ExitCode::FAILURE);
+    };
+    let runs = ledger.session_runs(session).await?;
+    let messages = files
+        .first()
+        .map(|t| baton_transcript::conversation::messages(&t.bytes))
+        .unwrap_or_default();
+    let (first, last) = (messages.first(), messages.last());
+    if json {
+        let mut v = serde_json::to_value(&stored)?;
+        v["runs"] = runs.into();
+        v["messages"] = messages.len().into();
+        v["first_message"] = serde_json::to_value(first)?;
+        v["last_message"] = serde_json::to_value(last)?;
+        out!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    out!("session      {}", stored.session_id);
+    out!("project      {}", stored.project_id);
+    out!(
+        "stored       {} bytes in {} files ({} compressed), {} stores, last {}",
+        stored.bytes,
+        stored.files.len(),
+        stored.stored_bytes,
+        stored.stores,
+        stored.updated_at.to_rfc3339()
+    );
+    if let Some(why) = &stored.incomplete {
+        out!("incomplete   {why}");
+    }
+    out!("runs         {runs}");
+    out!("messages     {}", messages.len());
+    for (label, m) in [("first", first), ("last", last)] {
+        if let Some(m) = m {
+            let line = m.text.lines().next().unwrap_or_default();
+            out!("{label:<12} {}: {line}", m.role);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
