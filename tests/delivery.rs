@@ -10,30 +10,6 @@ use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(90);
 
-/// Fast liveness settings, so takeovers happen within seconds.
-fn fast(env: &mut TestEnv, claim_idle: &str) {
-    for (k, v) in [
-        ("BATON_HEARTBEAT", "0.3"),
-        ("BATON_CLAIM_IDLE", claim_idle),
-        ("BATON_RETRY_MIN_DELAY", "0.05"),
-        ("BATON_RETRY_MAX_DELAY", "0.2"),
-        ("BATON_AUTH_PROBE_INTERVAL", "0.3"),
-        ("BATON_SHUTDOWN_GRACE", "1"),
-    ] {
-        env.worker_env.push((k.into(), v.into()));
-    }
-}
-
-/// Makes the emulator take `latency_ms` over every run whose prompt contains `marker`.
-fn slow_prompts(env: &mut TestEnv, marker: &str, latency_ms: &str) {
-    for (k, v) in [
-        ("CLAUDE_EMULATOR_LATENCY_MS", latency_ms),
-        ("CLAUDE_EMULATOR_LATENCY_MATCH", marker),
-    ] {
-        env.worker_env.push((k.into(), v.into()));
-    }
-}
-
 /// Successful CLI runs, in every project, whose prompt contains `marker`.
 fn successful_runs_of(env: &TestEnv, marker: &str) -> usize {
     successful_runs(env)
@@ -126,19 +102,10 @@ fn assert_linear(env: &TestEnv, project: &str) {
     }
 }
 
-fn assert_in_sync(env: &TestEnv) {
-    let out = env.baton(&["sync-check"]);
-    assert!(
-        out.status.success(),
-        "sync-check: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_workers_jobs_finish_elsewhere_and_no_recorded_run_repeats() {
     let mut env = TestEnv::new().await;
-    fast(&mut env, "3");
+    env.fast_timing("3");
     env.worker_env
         .push(("CLAUDE_EMULATOR_LATENCY_MS".into(), "400".into()));
     env.start_worker_with(&[("BATON_CONCURRENCY", "3")]);
@@ -195,14 +162,14 @@ async fn a_dead_workers_jobs_finish_elsewhere_and_no_recorded_run_repeats() {
             "{project}: four runs recorded"
         );
     }
-    assert_in_sync(&env);
+    env.assert_in_sync();
 }
 
 /// Starts a worker whose `slow-build` runs take `latency_ms`, enqueues such a build of `project`,
 /// and stops the worker (SIGSTOP) once its run has started. Returns the build.
 fn stall_first_worker(env: &mut TestEnv, project: &str, latency_ms: &str) -> String {
-    fast(env, "2");
-    slow_prompts(env, "slow-build", latency_ms);
+    env.fast_timing("2");
+    env.slow_prompts("slow-build", latency_ms);
     env.start_worker();
     let build = env.enqueue(project, "v1", "create", "A slow-build of the app");
     env.wait_until(LIMIT, "the first worker's run starting", || {
@@ -248,7 +215,7 @@ async fn a_stalled_worker_cannot_overwrite_its_successor() {
         1,
         "the stalled worker's run never completed"
     );
-    assert_in_sync(&env);
+    env.assert_in_sync();
 }
 
 /// Watches worker 0's run and `build`'s claims until another worker claims the build, and fails
@@ -298,14 +265,14 @@ async fn a_stalled_workers_run_ends_before_a_replica_can_take_its_job_over() {
     assert_eq!(done["status"], "completed", "{done}");
     env.signal_worker(0, Signal::SIGCONT);
     assert_stalled_worker_stopped(&env, "stall-overlap");
-    assert_in_sync(&env);
+    env.assert_in_sync();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_cut_off_from_redis_stops_its_run_before_a_replica_takes_the_job_over() {
     let mut env = TestEnv::new().await;
-    fast(&mut env, "2");
-    slow_prompts(&mut env, "slow-build", "30000");
+    env.fast_timing("2");
+    env.slow_prompts("slow-build", "30000");
     let redis = RedisCut::start().await;
     env.start_worker_with(&[("REDIS_URL", &redis.url)]);
     let build = env.enqueue("cut-off", "v1", "create", "A slow-build of the app");
@@ -332,13 +299,13 @@ async fn a_worker_cut_off_from_redis_stops_its_run_before_a_replica_takes_the_jo
     let chain = env.baton_json(&["chain", "cut-off"]);
     assert_eq!(chain.as_array().unwrap().len(), 4, "{chain}");
     assert_linear(&env, "cut-off");
-    assert_in_sync(&env);
+    env.assert_in_sync();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_whose_redis_connections_go_silent_reconnects_and_runs_new_jobs() {
     let mut env = TestEnv::new().await;
-    fast(&mut env, "2");
+    env.fast_timing("2");
     let redis = RedisCut::start().await;
     env.start_worker_with(&[("REDIS_URL", &redis.url)]);
     let first = env.enqueue("silent", "v1", "create", "Build the app");
@@ -363,7 +330,7 @@ async fn a_worker_whose_redis_connections_go_silent_reconnects_and_runs_new_jobs
         "{metrics}"
     );
     assert_linear(&env, "silent");
-    assert_in_sync(&env);
+    env.assert_in_sync();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -387,7 +354,7 @@ async fn a_stalled_worker_whose_successor_already_finished_stops_its_run() {
 #[tokio::test(flavor = "multi_thread")]
 async fn runs_of_one_project_never_overlap_and_keep_enqueue_order() {
     let mut env = TestEnv::new().await;
-    fast(&mut env, "5");
+    env.fast_timing("5");
     env.worker_env
         .push(("CLAUDE_EMULATOR_LATENCY_MS".into(), "15".into()));
     env.start_worker();
@@ -448,15 +415,15 @@ async fn runs_of_one_project_never_overlap_and_keep_enqueue_order() {
         assert_eq!(&ran, builds, "{project}: jobs ran in enqueue order");
         assert_linear(&env, project);
     }
-    assert_in_sync(&env);
+    env.assert_in_sync();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_hands_a_long_run_back_to_another_worker_at_once() {
     let mut env = TestEnv::new().await;
     // A claim timeout far longer than the test may wait: only a handback can explain a quick takeover.
-    fast(&mut env, "120");
-    slow_prompts(&mut env, "long-run", "3000");
+    env.fast_timing("120");
+    env.slow_prompts("long-run", "3000");
     env.start_worker();
     let build = env.enqueue("handback", "v1", "create", "A long-run build");
     env.wait_until(LIMIT, "the first worker's run starting", || {
@@ -492,7 +459,7 @@ async fn sigterm_hands_a_long_run_back_to_another_worker_at_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_run_is_retried_then_dead_lettered_and_can_be_replayed() {
     let mut env = TestEnv::new().await;
-    fast(&mut env, "5");
+    env.fast_timing("5");
     let fault_file = env.dir.path().join("faults");
     std::fs::write(&fault_file, "crash").unwrap();
     env.worker_env.push((
@@ -552,13 +519,13 @@ async fn a_failing_run_is_retried_then_dead_lettered_and_can_be_replayed() {
         env.baton_json(&["dlq", "list"]).as_array().unwrap().len(),
         0
     );
-    assert_in_sync(&env);
+    env.assert_in_sync();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn transient_failures_are_retried_until_the_job_completes() {
     let mut env = TestEnv::new().await;
-    fast(&mut env, "5");
+    env.fast_timing("5");
     for (k, v) in [
         (
             "CLAUDE_EMULATOR_FAULT",
@@ -597,13 +564,13 @@ async fn transient_failures_are_retried_until_the_job_completes() {
     for i in 0..3 {
         assert_linear(&env, &format!("flaky-{i}"));
     }
-    assert_in_sync(&env);
+    env.assert_in_sync();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn expired_credentials_pause_the_worker_instead_of_draining_the_queue() {
     let mut env = TestEnv::new().await;
-    fast(&mut env, "5");
+    env.fast_timing("5");
     let fault_file = env.dir.path().join("faults");
     std::fs::write(&fault_file, "not_logged_in").unwrap();
     env.worker_env.push((
@@ -687,7 +654,7 @@ async fn chat_plan_runs_once_in_plan_mode_on_the_newest_session() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_compaction_that_fails_does_not_fail_the_job() {
     let mut env = TestEnv::new().await;
-    fast(&mut env, "5");
+    env.fast_timing("5");
     env.worker_env
         .push(("CLAUDE_EMULATOR_FAULT".into(), "crash".into()));
     env.worker_env
@@ -712,7 +679,7 @@ async fn a_compaction_that_fails_does_not_fail_the_job() {
         compact["old_session_id"], compact["new_session_id"],
         "the job keeps its session"
     );
-    assert_in_sync(&env);
+    env.assert_in_sync();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -752,8 +719,8 @@ async fn a_project_path_that_leaves_the_workspace_through_a_symlink_is_refused()
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_cut_off_mid_turn_is_resumed_not_redone() {
     let mut env = TestEnv::new().await;
-    fast(&mut env, "2");
-    slow_prompts(&mut env, "cut-off", "4000");
+    env.fast_timing("2");
+    env.slow_prompts("cut-off", "4000");
     env.start_worker();
     let build = env.enqueue("cutoff", "cutoff-v1", "create", "Build the cut-off app");
     env.wait_until(LIMIT, "the first run starting", || env.worker_has_child(0));
@@ -775,7 +742,9 @@ async fn a_run_cut_off_mid_turn_is_resumed_not_redone() {
     );
     let started_session = checkpoint["sessionId"].as_str().unwrap().to_string();
     env.signal_worker(0, Signal::SIGKILL);
-    env.start_worker();
+    // The host comes back (a restarted pod keeps its volume): the cut-off run's transcript, never
+    // recorded, is still on its disk.
+    env.start_worker_on("host-0", &[]);
     let done = env.wait_finished(&build, LIMIT);
     assert_eq!(done["status"], "completed", "{done}");
     // The successor resumed the cut-off run's session instead of starting over.
@@ -800,14 +769,14 @@ async fn a_run_cut_off_mid_turn_is_resumed_not_redone() {
         })
         .expect("the successor's build run");
     assert_eq!(resumed["session_in"], started_session.as_str());
-    assert_in_sync(&env);
+    env.assert_in_sync();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_redis_that_loses_its_data_loses_no_job_and_runs_no_project_twice_at_once() {
     let mut env = TestEnv::new().await;
-    fast(&mut env, "30");
-    slow_prompts(&mut env, "long-run", "3000");
+    env.fast_timing("30");
+    env.slow_prompts("long-run", "3000");
     env.start_worker();
     let running = env.enqueue("kept", "kept-v1", "create", "A long-run build");
     env.wait_until(LIMIT, "the job's run starting", || env.worker_has_child(0));
@@ -882,7 +851,7 @@ async fn a_redis_that_loses_its_data_loses_no_job_and_runs_no_project_twice_at_o
     );
     assert_linear(&env, "kept");
     assert_no_recorded_run_repeated(&env, &["after".into()]);
-    assert_in_sync(&env);
+    env.assert_in_sync();
     let (_, metrics) = baton_tests::http_get(&env.http_addr(0), "/metrics");
     for line in [
         "baton_lost_entries_total 2",

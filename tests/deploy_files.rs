@@ -205,3 +205,19 @@ fn systemd_knows_every_directive_of_the_unit() {
     );
     assert!(out.status.success() && said.trim().is_empty(), "{said}");
 }
+
+#[test]
+fn no_worker_shares_or_keeps_the_clis_config_folder() {
+    // Sessions travel through the ledger; a shared ~/.claude would hide that they must.
+    for file in ["compose.yaml", "k8s/worker.yaml"] {
+        let text = deploy(file);
+        for needle in [".claude", "CLAUDE_CONFIG_DIR"] {
+            let used = text
+                .lines()
+                .filter(|l| !l.trim_start().starts_with('#'))
+                .any(|l| l.contains(needle));
+            assert!(!used, "{file} mounts or sets {needle}");
+        }
+    }
+    assert!(deploy("README.md").contains("replicas need no\nshared or persistent `~/.claude`"));
+}

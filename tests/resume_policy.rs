@@ -148,8 +148,15 @@ async fn the_policy_holds_end_to_end() {
     let dead = env.dead_letter_count().await;
     assert_eq!(dead, 2, "both refusals are dead-lettered");
 
-    // The CLI loses alpha's session (its transcripts were cleaned up): the update falls back to fresh.
-    for entry in walk(&env.dir.path().join("claude-config")) {
+    // Alpha's session is lost everywhere (its transcripts were cleaned up on the host and pruned
+    // from the ledger): the update falls back to fresh.
+    let mut db = env.db().await;
+    sqlx::query("DELETE FROM session_transcripts WHERE session_id = $1")
+        .bind(&alpha_session)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    for entry in walk(&env.hosts_dir()) {
         if entry
             .file_name()
             .is_some_and(|n| n.to_string_lossy() == format!("{alpha_session}.jsonl"))

@@ -160,6 +160,8 @@ async fn rolling_session_ids_of_old_clis_are_followed() {
     let mut env = TestEnv::new().await;
     env.worker_env
         .push(("CLAUDE_EMULATOR_SESSION_IDS".into(), "rolling".into()));
+    env.worker_env
+        .push(("BATON_CLI_SESSION_IDS".into(), "rolling".into()));
     env.start_worker();
     let (created, updated) = create_then_update(&env, "legacy");
     let runs: Vec<&Value> = created["runs"]

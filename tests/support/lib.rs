@@ -1,6 +1,8 @@
 //! A test environment for end-to-end tests: a fresh Postgres database, a fresh stream, a scratch
-//! workspace and Claude config folder, and the real `baton` and `baton-worker` binaries driving the
-//! emulator. Needs Redis at `REDIS_URL` and Postgres at `DATABASE_URL` (the justfile provides them).
+//! workspace, and the real `baton` and `baton-worker` binaries driving the emulator. Every worker
+//! is its own host, as replicas are deployed: its own `HOME` and `CLAUDE_CONFIG_DIR`, so a session
+//! that does not travel between machines fails here as it would in production. Needs Redis at
+//! `REDIS_URL` and Postgres at `DATABASE_URL` (the justfile provides them).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -86,7 +88,6 @@ impl TestEnv {
             .env("BATON_GROUP", "baton-workers")
             .env("BATON_WORKSPACE_ROOT", self.workspace())
             .env("BATON_CLAUDE_BIN", claude_emulator::binary())
-            .env("CLAUDE_CONFIG_DIR", self.dir.path().join("claude-config"))
             .env("CLAUDE_EMULATOR_LOG", self.emulator_log())
             .env("BATON_LOG_FORMAT", "json")
             // Many workers share this machine: each takes a free port and logs it.
@@ -116,20 +117,48 @@ impl TestEnv {
         serde_json::from_slice(&out.stdout).expect("baton printed JSON")
     }
 
-    /// Starts a worker replica; its log goes to `worker-<n>.log` in the scratch folder.
+    /// Starts a worker replica on a host of its own; its log goes to `worker-<n>.log` in the
+    /// scratch folder.
     pub fn start_worker(&mut self) -> u32 {
         self.start_worker_with(&[])
     }
 
-    /// Starts a worker replica with extra environment on top of [`TestEnv::worker_env`].
+    /// Starts a worker replica on a host of its own (`host-<n>`), with extra environment on top of
+    /// [`TestEnv::worker_env`].
     pub fn start_worker_with(&mut self, extra: &[(&str, &str)]) -> u32 {
+        let host = format!("host-{}", self.workers.len());
+        self.start_worker_on(&host, extra)
+    }
+
+    /// The folders of the host named `host`: its `HOME`, and in it the CLI's config folder.
+    pub fn host_home(&self, host: &str) -> PathBuf {
+        self.dir.path().join("hosts").join(host)
+    }
+
+    /// The CLI's config folder (`CLAUDE_CONFIG_DIR`) on the host named `host`.
+    pub fn host_claude_dir(&self, host: &str) -> PathBuf {
+        self.host_home(host).join(".claude")
+    }
+
+    /// Every host's folders, under which each keeps its CLI's sessions.
+    pub fn hosts_dir(&self) -> PathBuf {
+        self.dir.path().join("hosts")
+    }
+
+    /// Starts a worker replica on the host named `host`: a host that ran a worker before keeps
+    /// its folders, as a restarted pod with its volume, or a VM, does.
+    pub fn start_worker_on(&mut self, host: &str, extra: &[(&str, &str)]) -> u32 {
         let log_path = self
             .dir
             .path()
             .join(format!("worker-{}.log", self.workers.len()));
         let log = std::fs::File::create(&log_path).expect("worker log");
+        let home = self.host_home(host);
+        std::fs::create_dir_all(&home).expect("the host's home");
         let child = self
             .command("baton-worker")
+            .env("HOME", &home)
+            .env("CLAUDE_CONFIG_DIR", self.host_claude_dir(host))
             .envs(
                 self.worker_env
                     .iter()
@@ -143,6 +172,42 @@ impl TestEnv {
         let pid = child.id();
         self.workers.push(child);
         pid
+    }
+
+    /// Short timings for workers started from now on: heartbeats, claims and retries in fractions
+    /// of a second, so faults show within a test's patience.
+    pub fn fast_timing(&mut self, claim_idle: &str) {
+        for (k, v) in [
+            ("BATON_HEARTBEAT", "0.3"),
+            ("BATON_CLAIM_IDLE", claim_idle),
+            ("BATON_RETRY_MIN_DELAY", "0.05"),
+            ("BATON_RETRY_MAX_DELAY", "0.2"),
+            ("BATON_AUTH_PROBE_INTERVAL", "0.3"),
+            ("BATON_SHUTDOWN_GRACE", "1"),
+        ] {
+            self.worker_env.push((k.into(), v.into()));
+        }
+    }
+
+    /// Makes the emulator take `latency_ms` over every run whose prompt contains `marker`, for
+    /// workers started from now on.
+    pub fn slow_prompts(&mut self, marker: &str, latency_ms: &str) {
+        for (k, v) in [
+            ("CLAUDE_EMULATOR_LATENCY_MS", latency_ms),
+            ("CLAUDE_EMULATOR_LATENCY_MATCH", marker),
+        ] {
+            self.worker_env.push((k.into(), v.into()));
+        }
+    }
+
+    /// Asserts that `baton sync-check` finds every project in sync.
+    pub fn assert_in_sync(&self) {
+        let out = self.baton(&["sync-check"]);
+        assert!(
+            out.status.success(),
+            "sync-check: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
 
     /// Enqueues a job with `baton enqueue --json`; returns its build id.

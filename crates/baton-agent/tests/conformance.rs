@@ -13,7 +13,26 @@ struct Target {
     name: &'static str,
     wrapper: PathBuf,
     project: PathBuf,
+    /// The CLI's config folder on this target's host.
+    config_dir: PathBuf,
+    program: PathBuf,
+    env: Vec<(String, String)>,
     _dir: tempfile::TempDir,
+}
+
+impl Target {
+    /// The same CLI on another host (a scratch home and config folder of its own), working in
+    /// `project`.
+    fn on_another_host(&self, project: &Path) -> Target {
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut t = target(self.name, &self.program, &env);
+        t.project = project.to_path_buf();
+        t
+    }
 }
 
 /// The emulator, and the real CLI when `BATON_REAL_CLAUDE` is set.
@@ -69,6 +88,12 @@ fn target(name: &'static str, program: &Path, env: &[(&str, &str)]) -> Target {
         name,
         wrapper,
         project,
+        config_dir: home.join(".claude"),
+        program: program.to_path_buf(),
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         _dir: dir,
     }
 }
@@ -283,5 +308,70 @@ async fn not_logged_in_is_an_auth_failure_and_keeps_the_session() {
             "{}: the id is kept on resume",
             t.name
         );
+    }
+}
+
+/// Where a session lives, checked against the real CLI: Baton restores a session at the path this
+/// rule gives, so the rule must be the CLI's, long paths included.
+#[tokio::test]
+async fn a_sessions_folder_is_named_by_the_clis_rule_even_for_long_paths() {
+    for t in targets() {
+        let long = t.project.join("a".repeat(120)).join("b".repeat(100));
+        std::fs::create_dir_all(&long).unwrap();
+        for project in [t.project.clone(), long] {
+            let here = t.on_another_host(&project);
+            let r = agent_run(&here, "not-logged-in-probe", None).await;
+            let id = r.session_id.expect("init names the session");
+            let cwd = project.canonicalize().unwrap();
+            let folder = baton_transcript::project_folder(&here.config_dir, &cwd);
+            assert!(
+                folder.join(format!("{id}.jsonl")).is_file(),
+                "{}: no transcript at {}; the config folder holds {:?}",
+                t.name,
+                folder.display(),
+                std::fs::read_dir(here.config_dir.join("projects")).map(|d| d
+                    .filter_map(Result::ok)
+                    .map(|e| e.file_name())
+                    .collect::<Vec<_>>())
+            );
+        }
+    }
+}
+
+/// A session moves between hosts as Baton moves it: unknown on a host that never ran it, found
+/// once its files are written there at the path the rule gives (the real CLI then fails only at
+/// login, under the same id).
+#[tokio::test]
+async fn a_session_restored_on_another_host_is_found_there() {
+    for t in targets() {
+        let first = agent_run(&t, "not-logged-in-probe", None).await;
+        let id = first.session_id.expect("init names the session");
+        let cwd = t.project.canonicalize().unwrap();
+        let folder = baton_transcript::project_folder(&t.config_dir, &cwd);
+        let files = baton_transcript::read_session(&folder, &id)
+            .unwrap()
+            .expect("the failed run left its transcript");
+
+        let other = t.on_another_host(&t.project);
+        let before = agent_run(&other, "not-logged-in-probe again", Some(&id)).await;
+        assert!(
+            matches!(before.outcome, Outcome::ResumeNotFound { .. }),
+            "{}: {:?}",
+            t.name,
+            before.outcome
+        );
+        let there = baton_transcript::project_folder(&other.config_dir, &cwd);
+        for f in &files {
+            baton_transcript::write_file(&there, &id, &f.path, &f.bytes).unwrap();
+        }
+        let after = agent_run(&other, "not-logged-in-probe again", Some(&id)).await;
+        assert!(
+            matches!(after.outcome, Outcome::AuthFailed { .. }),
+            "{}: {:?} {}",
+            t.name,
+            after.outcome,
+            after.stderr_tail
+        );
+        assert_eq!(after.session_id.as_deref(), Some(id.as_str()), "{}", t.name);
     }
 }
