@@ -27,7 +27,7 @@ use baton_agent::{Agent, AgentConfig, RunRequest};
 use baton_core::checkpoint::Phase;
 use baton_core::events::EventType;
 use baton_core::{JobKind, Limits, NewJob, Step};
-use baton_ledger::{Ledger, RunMetrics, RunRecord};
+use baton_ledger::Ledger;
 use baton_producer::Producer;
 use baton_queue::{Ending, Queue};
 use chrono::{DateTime, Utc};
@@ -35,6 +35,9 @@ use clap::{Parser, ValueEnum};
 use sqlx::Connection;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+mod ledger_limit;
+use ledger_limit::ledger_limit;
 
 /// The share of the cores' time the hypervisor may take during a phase before the run's fractions
 /// are called unreliable. On the fourteenth round's VM the host took 0.4% over a quiet half hour and
@@ -159,7 +162,16 @@ impl Bench {
             .env("BATON_METRICS_ADDR", "off")
             .env("BATON_LOG_FORMAT", "json")
             .env("BATON_LOG", "warn")
-            .env("CLAUDE_CONFIG_DIR", self.dir.join("claude"))
+            // Each worker is a host of its own, as replicas are: sessions travel through the ledger.
+            .env(
+                "HOME",
+                self.dir.join(format!("host-{}", self.workers.len())),
+            )
+            .env(
+                "CLAUDE_CONFIG_DIR",
+                self.dir
+                    .join(format!("host-{}/.claude", self.workers.len())),
+            )
             .env("CLAUDE_EMULATOR_LOG", self.emulator_log())
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
@@ -648,6 +660,9 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
     let overhead = Overhead::measure(&rows, &children);
     latency.sort_by(f64::total_cmp);
     let jobs_per_s = args.jobs as f64 / wall;
+    let (store_bytes, store_compressed, _) = ledger_limit::stored(&ledger).await?;
+    let per_run = |b: i64| b as f64 / runs_total.max(1) as f64;
+    let store_per_run = per_run(store_bytes).round() as usize;
 
     println!(
         "\n## Pipeline: {} jobs over {} projects, {} replicas x concurrency {}, emulator at zero latency\n",
@@ -719,6 +734,11 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
         );
     }
     println!("| {} | {} |", PgWaits::HEADING, shares.percentages());
+    println!(
+        "| transcript store: session bytes per run (new, as stored compressed) | {:.0} B, {:.0} B |",
+        per_run(store_bytes),
+        per_run(store_compressed)
+    );
 
     // The limits, each alone at the same concurrency.
     let machine = Machine::read();
@@ -740,10 +760,24 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
     let agent_jobs = (agent_before + agent_after) / 2.0;
     let agent_cpu = (agent_before_machine.busy + agent_after_machine.busy) / 2.0;
     let agent_switches = (agent_before_machine.switches + agent_after_machine.switches) / 2.0;
+    // The same without the session files, for what the transcript store costs the ledger.
+    let (plain_jobs, plain_record_tx) =
+        ledger_limit(&ledger, lanes, args.jobs, args.projects, None, "plain").await?;
     let machine = Machine::read();
     let cpu_before = Cpu::sample(&[], &[]);
     let wal_before = waits.wal_flushes().await;
-    let (ledger_jobs, record_tx) = ledger_limit(&ledger, lanes, args.jobs, args.projects).await?;
+    // The pipeline's runs stored this much of their sessions' files each; the ledger's limit stores
+    // as much with each record, as the workers' records do.
+
+    let (ledger_jobs, record_tx) = ledger_limit(
+        &ledger,
+        lanes,
+        args.jobs,
+        args.projects,
+        Some(store_per_run),
+        "store",
+    )
+    .await?;
     let ledger_machine = machine.per_job(args.jobs);
     let ledger_alone = Cpu::sample(&[], &[]).since(&cpu_before);
     // Its backends report their WAL flushes when they exit, as the workers' did.
@@ -780,8 +814,13 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
         cpu_ms(agent_cpu)
     );
     println!(
-        "| ledger: a job's transactions (claim, 4 records, the last completing the build); record_run alone {record_tx:.0} tx/s | {ledger_jobs:.1} | {} |",
+        "| ledger: a job's transactions (claim, 4 records with {store_per_run} new bytes of the session's transcript each, the last completing the build); record_run alone {record_tx:.0} tx/s | {ledger_jobs:.1} | {} |",
         cpu_ms(ledger_cpu)
+    );
+    println!(
+        "| the same without the transcript store: record_run alone {plain_record_tx:.0} tx/s (the store costs {:.0}% of the limit, {:.3} ms a record) | {plain_jobs:.1} | |",
+        100.0 * (1.0 - ledger_jobs / plain_jobs),
+        1000.0 / record_tx - 1000.0 / plain_record_tx
     );
     println!(
         "| Redis: a job's operations (enqueue, read, start, checkpoint read with an event, 4 checkpoints with 12 events, finish with an event) | {redis_jobs:.1} | {} |",
@@ -1096,75 +1135,6 @@ async fn cli_lane(
         schedule.done(project);
     }
     Ok(())
-}
-
-/// Jobs/s of the ledger alone: `jobs` jobs' transactions over `projects` projects at `lanes` at
-/// once; and record_run tx/s.
-async fn ledger_limit(
-    ledger: &Ledger,
-    lanes: usize,
-    jobs: usize,
-    projects: usize,
-) -> anyhow::Result<(f64, f64)> {
-    let schedule = Schedule::new(jobs, projects);
-    let started = Instant::now();
-    let record_time = Arc::new(std::sync::Mutex::new(Duration::ZERO));
-    let mut set = JoinSet::new();
-    for _ in 0..lanes {
-        let ledger = ledger.clone();
-        let record_time = record_time.clone();
-        let schedule = schedule.clone();
-        set.spawn(async move {
-            while let Some((project, round)) = schedule.next().await {
-                let job = NewJob {
-                    kind: Some(if round == 0 {
-                        JobKind::Create
-                    } else {
-                        JobKind::Update
-                    }),
-                    project_id: format!("ledger-{project}"),
-                    version_id: format!("ledger-{project}-v{round}"),
-                    user_id: "bench".into(),
-                    prompt: "x".into(),
-                    ..NewJob::default()
-                }
-                .into_job(&Limits::default())?;
-                let claim = ledger.claim_build(&job, None).await?;
-                let mut old: Option<String> = claim.project.last_session.clone();
-                // As a worker does: the last run's record also completes the build.
-                let plan = Step::plan(job.kind);
-                for (i, step) in plan.iter().enumerate() {
-                    let new = old
-                        .clone()
-                        .unwrap_or_else(|| format!("s-{project}-{round}"));
-                    let t = Instant::now();
-                    ledger
-                        .record_run(&RunRecord {
-                            job: &job,
-                            fence: claim.fence,
-                            step: *step,
-                            old_session_id: old.as_deref(),
-                            new_session_id: &new,
-                            metrics: RunMetrics::default(),
-                            fresh_reason: None,
-                            note: None,
-                            completes: i + 1 == plan.len(),
-                        })
-                        .await?;
-                    *record_time.lock().expect("lock") += t.elapsed();
-                    old = Some(new);
-                }
-                schedule.done(project);
-            }
-            anyhow::Ok(())
-        });
-    }
-    while let Some(r) = set.join_next().await {
-        r??;
-    }
-    let jobs_per_s = jobs as f64 / started.elapsed().as_secs_f64();
-    let record_busy = record_time.lock().expect("lock").as_secs_f64() / lanes as f64;
-    Ok((jobs_per_s, jobs as f64 * 4.0 / record_busy))
 }
 
 /// The ledger's floor: each of a job's transactions reduced to the one thing a run's record cannot
