@@ -15,17 +15,13 @@ CREATE TABLE session_transcripts (
     -- Why the stored copy cannot be resumed (over BATON_TRANSCRIPT_MAX_BYTES, not found on the
     -- worker); NULL when it is whole.
     incomplete   text,
-    -- The files' total length, and what their pieces take compressed.
-    bytes        bigint NOT NULL DEFAULT 0,
-    stored_bytes bigint NOT NULL DEFAULT 0,
-    -- Stores that changed something.
-    stores       integer NOT NULL DEFAULT 0,
-    created_at   timestamptz NOT NULL DEFAULT now(),
-    updated_at   timestamptz NOT NULL DEFAULT now()
+    created_at   timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX session_transcripts_project_id_idx ON session_transcripts (project_id);
-CREATE INDEX session_transcripts_updated_at_idx ON session_transcripts (updated_at);
 
+-- A store changes only the files it sends and adds their pieces: sizes, counts and times are read
+-- from these rows (`baton session show`, `prune`), never kept as totals that every run would have
+-- to write again.
 CREATE TABLE session_transcript_files (
     session_id varchar(255) NOT NULL REFERENCES session_transcripts (session_id) ON DELETE CASCADE,
     -- Relative to the CLI's project folder: `<id>.jsonl`, or a path under `<id>/`.
@@ -41,6 +37,7 @@ CREATE TABLE session_transcript_pieces (
     path       text NOT NULL,
     seq        integer NOT NULL,
     data       bytea NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (session_id, path, seq),
     FOREIGN KEY (session_id, path) REFERENCES session_transcript_files (session_id, path)
         ON DELETE CASCADE
@@ -73,6 +70,8 @@ CREATE FUNCTION baton_store_transcript(
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
+    v_owner text;
+    v_incomplete text;
     v_written bigint := 0;
     v_length bigint;
     v_sha bytea;
@@ -81,31 +80,38 @@ BEGIN
     IF coalesce(cardinality(p_paths), 0) = 0 AND p_incomplete IS NULL THEN
         RETURN 0;
     END IF;
-    INSERT INTO session_transcripts AS t (session_id, project_id)
-        VALUES (p_session_id, p_project_id)
-        ON CONFLICT (session_id) DO UPDATE SET updated_at = now()
-        WHERE t.project_id = p_project_id;
-    IF NOT FOUND THEN
+    -- No row locks of its own: the run's record, in the same statement, holds the project's row,
+    -- and a session belongs to one project, so no two stores of a session meet.
+    INSERT INTO session_transcripts (session_id, project_id) VALUES (p_session_id, p_project_id)
+        ON CONFLICT (session_id) DO NOTHING;
+    SELECT t.project_id, t.incomplete INTO v_owner, v_incomplete FROM session_transcripts t
+        WHERE t.session_id = p_session_id;
+    IF v_owner <> p_project_id THEN
         RAISE EXCEPTION USING ERRCODE = 'BT412', MESSAGE = 'transcript_of_other_project';
     END IF;
     IF p_incomplete IS NOT NULL THEN
         DELETE FROM session_transcript_files f WHERE f.session_id = p_session_id;
-        UPDATE session_transcripts SET incomplete = p_incomplete, bytes = 0, stored_bytes = 0,
-            stores = stores + 1, updated_at = now()
-            WHERE session_id = p_session_id;
+        UPDATE session_transcripts SET incomplete = p_incomplete WHERE session_id = p_session_id;
         RETURN 0;
+    END IF;
+    IF v_incomplete IS NOT NULL THEN
+        UPDATE session_transcripts SET incomplete = NULL WHERE session_id = p_session_id;
     END IF;
     FOR i IN 1 .. cardinality(p_paths) LOOP
         SELECT f.length, f.sha256, f.pieces INTO v_length, v_sha, v_pieces
             FROM session_transcript_files f
-            WHERE f.session_id = p_session_id AND f.path = p_paths[i] FOR UPDATE;
+            WHERE f.session_id = p_session_id AND f.path = p_paths[i];
         IF p_base_lengths[i] = 0 THEN
-            DELETE FROM session_transcript_pieces c
-                WHERE c.session_id = p_session_id AND c.path = p_paths[i];
-            INSERT INTO session_transcript_files AS f (session_id, path, length, sha256, pieces)
-                VALUES (p_session_id, p_paths[i], p_lengths[i], p_hashes[i], 1)
-                ON CONFLICT (session_id, path) DO UPDATE
-                SET length = EXCLUDED.length, sha256 = EXCLUDED.sha256, pieces = 1;
+            IF v_length IS NULL THEN
+                INSERT INTO session_transcript_files (session_id, path, length, sha256, pieces)
+                    VALUES (p_session_id, p_paths[i], p_lengths[i], p_hashes[i], 1);
+            ELSE
+                DELETE FROM session_transcript_pieces c
+                    WHERE c.session_id = p_session_id AND c.path = p_paths[i];
+                UPDATE session_transcript_files SET length = p_lengths[i], sha256 = p_hashes[i],
+                    pieces = 1
+                    WHERE session_id = p_session_id AND path = p_paths[i];
+            END IF;
             INSERT INTO session_transcript_pieces (session_id, path, seq, data)
                 VALUES (p_session_id, p_paths[i], 0, p_data[i]);
         ELSIF v_length IS DISTINCT FROM p_base_lengths[i] OR v_sha IS DISTINCT FROM p_base_hashes[i] THEN
@@ -120,15 +126,6 @@ BEGIN
         END IF;
         v_written := v_written + octet_length(p_data[i]);
     END LOOP;
-    UPDATE session_transcripts t SET
-        incomplete = NULL,
-        bytes = (SELECT coalesce(sum(f.length), 0) FROM session_transcript_files f
-                 WHERE f.session_id = p_session_id),
-        stored_bytes = (SELECT coalesce(sum(octet_length(c.data)), 0)
-                        FROM session_transcript_pieces c WHERE c.session_id = p_session_id),
-        stores = t.stores + 1,
-        updated_at = now()
-        WHERE t.session_id = p_session_id;
     RETURN v_written;
 END;
 $$;

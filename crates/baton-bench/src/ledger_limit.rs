@@ -108,26 +108,14 @@ pub async fn ledger_limit(
                             note: None,
                             completes: i + 1 == plan.len(),
                             transcript: write.as_ref(),
+                            result: None,
                         })
                         .await?;
                     *record_time.lock().expect("lock") += t.elapsed();
                     if let Some(write) = &write {
                         let mut all = grown.lock().expect("lock");
                         let g = all.entry(project).or_default();
-                        for c in &write.changes {
-                            let pieces = g
-                                .stored
-                                .iter()
-                                .find(|f| f.path == c.path && c.base_length > 0)
-                                .map_or(1, |f| f.pieces + 1);
-                            g.stored.retain(|f| f.path != c.path);
-                            g.stored.push(StoredFile {
-                                path: c.path.clone(),
-                                length: c.length,
-                                sha256: c.sha256.clone(),
-                                pieces,
-                            });
-                        }
+                        g.stored = baton_transcript::stored_after(&g.stored, &write.changes);
                     }
                     old = Some(new);
                 }
@@ -145,12 +133,12 @@ pub async fn ledger_limit(
 }
 
 /// What the pipeline's runs left in the transcript store: the sessions' bytes, what their pieces
-/// take compressed, and the stores that wrote something.
+/// take compressed, and how many pieces.
 pub async fn stored(ledger: &Ledger) -> anyhow::Result<(i64, i64, i64)> {
     Ok(sqlx::query_as(
-        "SELECT coalesce(sum(bytes), 0)::bigint, coalesce(sum(stored_bytes), 0)::bigint,
-                coalesce(sum(stores), 0)::bigint
-         FROM session_transcripts",
+        "SELECT (SELECT coalesce(sum(length), 0) FROM session_transcript_files)::bigint,
+                coalesce(sum(octet_length(data)), 0)::bigint, count(*)
+         FROM session_transcript_pieces",
     )
     .fetch_one(ledger.pool())
     .await?)

@@ -51,74 +51,132 @@ pub struct StoredSession {
     pub project_id: String,
     /// Why the stored copy cannot be resumed, when it cannot.
     pub incomplete: Option<String>,
-    /// The files' total length.
-    pub bytes: i64,
-    /// What the files take in the ledger, compressed.
-    pub stored_bytes: i64,
-    /// Stores that changed something.
-    pub stores: i32,
     /// When it was first stored.
     pub created_at: DateTime<Utc>,
-    /// When it was last stored.
-    pub updated_at: DateTime<Utc>,
     /// Its files, transcript first.
     pub files: Vec<StoredFile>,
 }
 
+/// How much a stored session takes, read from its files and pieces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TranscriptStats {
+    /// The files' total length.
+    pub bytes: i64,
+    /// What their pieces take in the ledger, compressed.
+    pub stored_bytes: i64,
+    /// Pieces stored: one per store that changed a file.
+    pub pieces: i64,
+    /// When the last piece was stored.
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
 impl Ledger {
     /// What the ledger holds of `session_id`'s files, without their content; `None` when nothing
-    /// was ever stored for it.
+    /// was ever stored for it. One statement, on the hot path's connection: a worker asks this
+    /// before each job that resumes a session.
     pub async fn stored_session(
         &self,
         session_id: &str,
     ) -> Result<Option<StoredSession>, LedgerError> {
-        let mut conn = self.pool.acquire().await?;
-        stored_session(&mut conn, session_id).await
+        let mut conn = self.hot_connection().await?;
+        let row = sqlx::query!(
+            r#"SELECT t.session_id, t.project_id, t.incomplete, t.created_at,
+                      coalesce(array_agg(f.path ORDER BY f.path LIKE '%/%', f.path)
+                               FILTER (WHERE f.path IS NOT NULL), '{}') AS "paths!: Vec<String>",
+                      coalesce(array_agg(f.length ORDER BY f.path LIKE '%/%', f.path)
+                               FILTER (WHERE f.path IS NOT NULL), '{}') AS "lengths!: Vec<i64>",
+                      coalesce(array_agg(f.sha256 ORDER BY f.path LIKE '%/%', f.path)
+                               FILTER (WHERE f.path IS NOT NULL), '{}') AS "hashes!: Vec<Vec<u8>>",
+                      coalesce(array_agg(f.pieces ORDER BY f.path LIKE '%/%', f.path)
+                               FILTER (WHERE f.path IS NOT NULL), '{}') AS "pieces!: Vec<i32>"
+               FROM session_transcripts t
+               LEFT JOIN session_transcript_files f ON f.session_id = t.session_id
+               WHERE t.session_id = $1
+               GROUP BY t.session_id, t.project_id, t.incomplete, t.created_at"#,
+            session_id
+        )
+        .fetch_optional(&mut *conn.conn)
+        .await?;
+        self.keep(conn);
+        Ok(row.map(|r| StoredSession {
+            files: r
+                .paths
+                .into_iter()
+                .zip(r.lengths)
+                .zip(r.hashes)
+                .zip(r.pieces)
+                .map(|(((path, length), sha256), pieces)| StoredFile {
+                    path,
+                    length,
+                    sha256,
+                    pieces,
+                })
+                .collect(),
+            session_id: r.session_id,
+            project_id: r.project_id,
+            incomplete: r.incomplete,
+            created_at: r.created_at,
+        }))
     }
 
-    /// The content of `session_id`'s files named in `paths` (every file when `None`), joined from
-    /// their pieces and checked against their stored length and hash, with what the ledger holds of
-    /// the session, both read from one snapshot.
+    /// How much `session_id` takes in the ledger (all zeros when nothing is stored).
+    pub async fn transcript_stats(&self, session_id: &str) -> Result<TranscriptStats, LedgerError> {
+        let r = sqlx::query!(
+            r#"SELECT (SELECT coalesce(sum(length), 0) FROM session_transcript_files
+                       WHERE session_id = $1)::bigint AS "bytes!",
+                      coalesce(sum(octet_length(data)), 0)::bigint AS "stored_bytes!",
+                      count(*) AS "pieces!",
+                      max(created_at) AS updated_at
+               FROM session_transcript_pieces WHERE session_id = $1"#,
+            session_id
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(TranscriptStats {
+            bytes: r.bytes,
+            stored_bytes: r.stored_bytes,
+            pieces: r.pieces,
+            updated_at: r.updated_at,
+        })
+    }
+
+    /// The content of `session_id`'s files named in `paths` (every file when `None`), each joined
+    /// from its pieces and checked against its stored length and hash, in one statement (so from
+    /// one snapshot). Empty when the ledger holds none of them.
     pub async fn stored_files(
         &self,
         session_id: &str,
         paths: Option<&[String]>,
-    ) -> Result<Option<(StoredSession, Vec<SessionFile>)>, LedgerError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query!("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *tx)
-            .await?;
-        let Some(session) = stored_session(&mut tx, session_id).await? else {
-            return Ok(None);
-        };
-        let wanted: Vec<String> = match paths {
-            Some(p) => p.to_vec(),
-            None => session.files.iter().map(|f| f.path.clone()).collect(),
-        };
+    ) -> Result<Vec<SessionFile>, LedgerError> {
         let rows = sqlx::query!(
-            r#"SELECT path, data FROM session_transcript_pieces
-               WHERE session_id = $1 AND path = ANY($2) ORDER BY path, seq"#,
+            r#"SELECT f.path, f.length, f.sha256, f.pieces,
+                      array_agg(c.data ORDER BY c.seq) AS "data!: Vec<Vec<u8>>"
+               FROM session_transcript_files f
+               JOIN session_transcript_pieces c ON c.session_id = f.session_id AND c.path = f.path
+               WHERE f.session_id = $1 AND ($2::text[] IS NULL OR f.path = ANY($2))
+               GROUP BY f.path, f.length, f.sha256, f.pieces
+               ORDER BY f.path LIKE '%/%', f.path"#,
             session_id,
-            &wanted
+            paths as Option<&[String]>
         )
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await?;
-        tx.commit().await?;
-        let mut files = Vec::new();
-        for stored in session.files.iter().filter(|f| wanted.contains(&f.path)) {
-            let pieces: Vec<Vec<u8>> = rows
-                .iter()
-                .filter(|r| r.path == stored.path)
-                .map(|r| r.data.clone())
-                .collect();
-            let bytes = baton_transcript::assemble(stored, &pieces)
-                .map_err(|e| LedgerError::Unexpected(format!("session {session_id}: {e}")))?;
-            files.push(SessionFile {
-                path: stored.path.clone(),
-                bytes,
-            });
-        }
-        Ok(Some((session, files)))
+        rows.into_iter()
+            .map(|r| {
+                let stored = StoredFile {
+                    path: r.path,
+                    length: r.length,
+                    sha256: r.sha256,
+                    pieces: r.pieces,
+                };
+                let bytes = baton_transcript::assemble(&stored, &r.data)
+                    .map_err(|e| LedgerError::Unexpected(format!("session {session_id}: {e}")))?;
+                Ok(SessionFile {
+                    path: stored.path,
+                    bytes,
+                })
+            })
+            .collect()
     }
 
     /// How many recorded runs left `session_id` (an import is no run).
@@ -210,41 +268,6 @@ impl Ledger {
         tx.commit().await?;
         Ok(project.last_ai_session_id)
     }
-}
-
-async fn stored_session(
-    conn: &mut sqlx::PgConnection,
-    session_id: &str,
-) -> Result<Option<StoredSession>, LedgerError> {
-    let Some(head) = sqlx::query!(
-        r#"SELECT session_id, project_id, incomplete, bytes, stored_bytes, stores, created_at, updated_at
-           FROM session_transcripts WHERE session_id = $1"#,
-        session_id
-    )
-    .fetch_optional(&mut *conn)
-    .await?
-    else {
-        return Ok(None);
-    };
-    let files = sqlx::query_as!(
-        StoredFile,
-        r#"SELECT path, length, sha256, pieces FROM session_transcript_files
-           WHERE session_id = $1 ORDER BY path LIKE '%/%', path"#,
-        session_id
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(Some(StoredSession {
-        session_id: head.session_id,
-        project_id: head.project_id,
-        incomplete: head.incomplete,
-        bytes: head.bytes,
-        stored_bytes: head.stored_bytes,
-        stores: head.stores,
-        created_at: head.created_at,
-        updated_at: head.updated_at,
-        files,
-    }))
 }
 
 #[cfg(test)]

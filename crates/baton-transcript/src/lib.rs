@@ -305,6 +305,27 @@ pub fn changes(local: &[SessionFile], stored: &[StoredFile]) -> Vec<FileChange> 
         .collect()
 }
 
+/// What the ledger holds of a session's files once `changes` are stored on top of `stored`: each
+/// changed file with its new length and hash, one piece more when appended to, one piece when
+/// replaced.
+pub fn stored_after(stored: &[StoredFile], changes: &[FileChange]) -> Vec<StoredFile> {
+    let mut files = stored.to_vec();
+    for change in changes {
+        let pieces = match files.iter().find(|f| f.path == change.path) {
+            Some(f) if change.base_length > 0 => f.pieces + 1,
+            _ => 1,
+        };
+        files.retain(|f| f.path != change.path);
+        files.push(StoredFile {
+            path: change.path.clone(),
+            length: change.length,
+            sha256: change.sha256.clone(),
+            pieces,
+        });
+    }
+    files
+}
+
 /// Whether the local copy of a stored file is the stored one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LocalState {
@@ -399,11 +420,30 @@ fn tempfile_in(dir: &Path) -> io::Result<(PathBuf, std::fs::File)> {
     ))
 }
 
+thread_local! {
+    /// One compressor per thread, reset for each use: making one allocates and clears several
+    /// hundred kilobytes of state, which cost more than compressing a run's few new kilobytes.
+    static COMPRESSOR: std::cell::RefCell<flate2::Compress> =
+        std::cell::RefCell::new(flate2::Compress::new(flate2::Compression::fast(), true));
+}
+
 /// Compresses stored bytes (zlib).
 pub fn compress(bytes: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
-    enc.write_all(bytes).expect("writing to memory");
-    enc.finish().expect("writing to memory")
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        c.reset();
+        let mut out = Vec::with_capacity(bytes.len() / 2 + 64);
+        loop {
+            let done = c.total_in() as usize;
+            let status = c
+                .compress_vec(&bytes[done..], &mut out, flate2::FlushCompress::Finish)
+                .expect("compressing in memory cannot fail");
+            if status == flate2::Status::StreamEnd {
+                return out;
+            }
+            out.reserve(out.capacity().max(64));
+        }
+    })
 }
 
 /// Joins a stored file's pieces back into its bytes and checks them against its length and hash.

@@ -275,3 +275,29 @@ fn a_conversation_is_read_from_both_transcript_shapes() {
         ]
     );
 }
+
+#[test]
+fn what_is_stored_after_a_write_follows_its_changes() {
+    let old = file("s.jsonl", "{\"a\":1}\n");
+    let side = file("s/tool-results/t", "x");
+    let stored = vec![stored(&old, 3), stored(&side, 1)];
+    let grown = file("s.jsonl", "{\"a\":1}\n{\"b\":2}\n");
+    let after = stored_after(&stored, &changes(std::slice::from_ref(&grown), &stored));
+    let transcript = after.iter().find(|f| f.path == "s.jsonl").unwrap();
+    assert_eq!(
+        (transcript.length, transcript.pieces),
+        (grown.bytes.len() as i64, 4)
+    );
+    assert_eq!(transcript.sha256, grown.sha256());
+    assert!(
+        after.contains(&stored[1]),
+        "an unchanged file stays as it was"
+    );
+    // Replaced whole: one piece again.
+    let rewritten = file("s.jsonl", "{\"z\":0}\n");
+    let after = stored_after(&stored, &changes(std::slice::from_ref(&rewritten), &stored));
+    assert_eq!(
+        after.iter().find(|f| f.path == "s.jsonl").unwrap().pieces,
+        1
+    );
+}

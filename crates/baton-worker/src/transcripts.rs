@@ -58,24 +58,36 @@ impl Carried {
                 files: Vec::new(),
             };
         }
-        let mut files = self.files_of(session).to_vec();
-        for change in &write.changes {
-            let pieces = match files.iter().find(|f| f.path == change.path) {
-                Some(f) if change.base_length > 0 => f.pieces + 1,
-                _ => 1,
-            };
-            files.retain(|f| f.path != change.path);
-            files.push(StoredFile {
-                path: change.path.clone(),
-                length: change.length,
-                sha256: change.sha256.clone(),
-                pieces,
-            });
-        }
+        let files = baton_transcript::stored_after(self.files_of(session), &write.changes);
         Carried {
             session: Some(session.to_string()),
             files,
         }
+    }
+}
+
+/// Sessions up to this size are read and hashed on the worker's own thread: a blocking-pool hop
+/// costs more than reading them (most are a few kilobytes); larger ones go to the blocking pool.
+const INLINE_BYTES: i64 = 1 << 20;
+
+/// Runs `f`, which reads files, on the blocking pool unless `small`.
+async fn file_work<T: Send + 'static>(
+    small: bool,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    if small {
+        Ok(f())
+    } else {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| format!("reading the session's files: {e}"))
+    }
+}
+
+impl Carried {
+    /// Whether what is known of the session is small enough to read on the worker's own thread.
+    fn small(&self) -> bool {
+        self.files.iter().map(|f| f.length).sum::<i64>() <= INLINE_BYTES
     }
 }
 
@@ -100,10 +112,11 @@ impl JobContext {
         let stored = carried.files.clone();
         let states = {
             let folder = folder.clone();
-            tokio::task::spawn_blocking(move || baton_transcript::local_state(&folder, &stored))
-                .await
-                .map_err(|e| format!("checking the session's files: {e}"))?
-                .map_err(|e| format!("checking the session's files: {e}"))?
+            file_work(carried.small(), move || {
+                baton_transcript::local_state(&folder, &stored)
+            })
+            .await?
+            .map_err(|e| format!("checking the session's files: {e}"))?
         };
         let stale: Vec<(String, LocalState)> = carried
             .files
@@ -116,22 +129,25 @@ impl JobContext {
             return Ok(());
         }
         let paths: Vec<String> = stale.iter().map(|(p, _)| p.clone()).collect();
-        let (_, files) = self
+        let files = self
             .ledger
             .stored_files(&session, Some(&paths))
             .await
-            .map_err(|e| format!("reading session {session} from the ledger: {e}"))?
-            .ok_or_else(|| format!("session {session} is no longer in the ledger"))?;
+            .map_err(|e| format!("reading session {session} from the ledger: {e}"))?;
+        if files.len() != paths.len() {
+            return Err(format!(
+                "the ledger no longer holds every file of session {session}"
+            ));
+        }
         let bytes: usize = files.iter().map(|f| f.bytes.len()).sum();
         let written = {
             let (folder, session) = (folder.clone(), session.clone());
-            tokio::task::spawn_blocking(move || {
+            file_work(carried.small(), move || {
                 files.iter().try_for_each(|f| {
                     baton_transcript::write_file(&folder, &session, &f.path, &f.bytes)
                 })
             })
-            .await
-            .map_err(|e| format!("restoring the session's files: {e}"))?
+            .await?
         };
         written.map_err(|e| format!("restoring session {session}: {e}"))?;
         let elapsed = started.elapsed();
@@ -174,13 +190,23 @@ impl JobContext {
     ) -> TranscriptWrite {
         let config_dir = self.transcripts.config_dir.clone();
         let (cwd, id) = (cwd.to_path_buf(), session.to_string());
-        let read = tokio::task::spawn_blocking(move || {
+        let max = self.transcripts.max_bytes;
+        let base = carried.files_of(session).to_vec();
+        // A session's files are read, hashed and compressed in one go, after its run: on the
+        // worker's thread while it is small.
+        let read = file_work(carried.small(), move || {
             let folder = baton_transcript::find_session(&config_dir, &cwd, &id)
                 .unwrap_or_else(|| baton_transcript::project_folder(&config_dir, &cwd));
-            baton_transcript::read_session(&folder, &id).map(|files| (folder, files))
+            baton_transcript::read_session(&folder, &id).map(|files| {
+                let files = files.map(|files| {
+                    let total: u64 = files.iter().map(|f| f.bytes.len() as u64).sum();
+                    let changes = (total <= max).then(|| baton_transcript::changes(&files, &base));
+                    (total, changes)
+                });
+                (folder, files)
+            })
         })
         .await;
-        let max = self.transcripts.max_bytes;
         let incomplete = |why: String| {
             warn!(session, reason = %why, "the session cannot be kept whole in the ledger; the next job starts fresh");
             self.metrics.transcript_incomplete.inc();
@@ -189,30 +215,20 @@ impl JobContext {
                 incomplete: Some(why),
             }
         };
-        let files = match read {
-            Ok(Ok((_, Some(files)))) => files,
-            Ok(Ok((folder, None))) => {
-                return incomplete(format!(
-                    "the CLI left no transcript of the session under {}",
-                    folder.display()
-                ));
-            }
-            Ok(Err(e)) => return incomplete(format!("reading the session's files: {e}")),
-            Err(e) => return incomplete(format!("reading the session's files: {e}")),
-        };
-        let total: u64 = files.iter().map(|f| f.bytes.len() as u64).sum();
-        if total > max {
-            return incomplete(format!(
+        match read {
+            Ok(Ok((_, Some((_, Some(changes)))))) => TranscriptWrite {
+                changes,
+                incomplete: None,
+            },
+            Ok(Ok((_, Some((total, None))))) => incomplete(format!(
                 "the session's files total {total} bytes, over BATON_TRANSCRIPT_MAX_BYTES ({max})"
-            ));
-        }
-        let base = carried.files_of(session).to_vec();
-        let changes = tokio::task::spawn_blocking(move || baton_transcript::changes(&files, &base))
-            .await
-            .unwrap_or_default();
-        TranscriptWrite {
-            changes,
-            incomplete: None,
+            )),
+            Ok(Ok((folder, None))) => incomplete(format!(
+                "the CLI left no transcript of the session under {}",
+                folder.display()
+            )),
+            Ok(Err(e)) => incomplete(format!("reading the session's files: {e}")),
+            Err(e) => incomplete(e),
         }
     }
 

@@ -34,11 +34,13 @@ async fn a_run_stores_its_files_with_its_record_and_later_runs_only_what_is_new(
     let mut record = run(&j, claim.fence, Step::Build, None, "s1");
     record.transcript = Some(&write);
     assert_eq!(ledger.record_run(&record).await.unwrap(), Recorded::Written);
-    let (stored, back) = ledger.stored_files("s1", None).await.unwrap().unwrap();
+    let stored = ledger.stored_session("s1").await.unwrap().unwrap();
+    let back = ledger.stored_files("s1", None).await.unwrap();
     assert_eq!(back, first);
     assert_eq!(stored.project_id, "p1");
-    assert_eq!(stored.bytes, 8 + 11);
-    assert!(stored.stored_bytes > 0);
+    let stats = ledger.transcript_stats("s1").await.unwrap();
+    assert_eq!((stats.bytes, stats.pieces), (8 + 11, 2));
+    assert!(stats.stored_bytes > 0 && stats.updated_at.is_some());
     assert_eq!(stored.files[0].path, "s1.jsonl", "the transcript first");
 
     // The next run appends to the transcript: one more piece, and only its bytes are sent.
@@ -52,20 +54,18 @@ async fn a_run_stores_its_files_with_its_record_and_later_runs_only_what_is_new(
     let mut record = run(&j, claim.fence, Step::Recommendations, Some("s1"), "s1");
     record.transcript = Some(&write);
     ledger.record_run(&record).await.unwrap();
-    let (stored, back) = ledger.stored_files("s1", None).await.unwrap().unwrap();
+    let stored = ledger.stored_session("s1").await.unwrap().unwrap();
+    let back = ledger.stored_files("s1", None).await.unwrap();
     assert_eq!(back, second);
     assert_eq!(stored.files[0].pieces, 2);
-    assert_eq!(stored.stores, 2);
+    assert_eq!(ledger.transcript_stats("s1").await.unwrap().pieces, 3);
 
     // Only the files asked for.
     let only = vec!["s1/tool-results/t1.txt".to_string()];
-    let (_, some) = ledger
-        .stored_files("s1", Some(&only))
-        .await
-        .unwrap()
-        .unwrap();
+    let some = ledger.stored_files("s1", Some(&only)).await.unwrap();
     assert_eq!(some, second[1..]);
-    assert!(ledger.stored_files("nope", None).await.unwrap().is_none());
+    assert!(ledger.stored_files("nope", None).await.unwrap().is_empty());
+    assert!(ledger.stored_session("nope").await.unwrap().is_none());
 }
 
 #[sqlx::test(migrator = "crate::MIGRATOR")]
@@ -81,7 +81,7 @@ async fn a_store_against_a_changed_copy_writes_neither_files_nor_record(pool: Pg
     let mut record = run(&j, claim.fence, Step::Build, None, "s1");
     record.transcript = Some(&write);
     ledger.record_run(&record).await.unwrap();
-    let (stored, _) = ledger.stored_files("s1", None).await.unwrap().unwrap();
+    let stored = ledger.stored_session("s1").await.unwrap().unwrap();
 
     // Computed against a copy the ledger no longer has.
     let mut stale = stored.files.clone();
@@ -115,7 +115,7 @@ async fn a_store_against_a_changed_copy_writes_neither_files_nor_record(pool: Pg
     };
     record.transcript = Some(&write);
     ledger.record_run(&record).await.unwrap();
-    let (_, back) = ledger.stored_files("s1", None).await.unwrap().unwrap();
+    let back = ledger.stored_files("s1", None).await.unwrap();
     assert_eq!(back, grown);
 }
 
@@ -144,7 +144,7 @@ async fn an_incomplete_session_keeps_its_reason_and_no_half_copy(pool: PgPool) {
         Some("over BATON_TRANSCRIPT_MAX_BYTES")
     );
     assert!(stored.files.is_empty());
-    assert_eq!(stored.bytes, 0);
+    assert_eq!(ledger.transcript_stats("s1").await.unwrap().bytes, 0);
 }
 
 fn imported(session: &str) -> Imported {
@@ -172,7 +172,7 @@ async fn an_imported_session_becomes_the_projects_newest(pool: PgPool) {
     assert_eq!(chain.len(), 1);
     assert_eq!(chain[0].source, "import");
     assert_eq!(chain[0].new_session_id.as_deref(), Some("s9"));
-    let (_, back) = ledger.stored_files("s9", None).await.unwrap().unwrap();
+    let back = ledger.stored_files("s9", None).await.unwrap();
     assert_eq!(back, imported("s9").files);
     assert!(ledger.sync_check().await.unwrap().projects[0].synced);
 

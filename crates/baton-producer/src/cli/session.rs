@@ -94,10 +94,11 @@ async fn export(
         eprintln!("baton: not writing a .tar.gz to a terminal; use -o FILE or redirect the output");
         return Ok(ExitCode::from(EXIT_INVALID));
     }
-    let Some((stored, files)) = ledger.stored_files(session, None).await? else {
+    let Some(stored) = ledger.stored_session(session).await? else {
         eprintln!("baton: the ledger holds no files of session {session}");
         return Ok(ExitCode::FAILURE);
     };
+    let files = ledger.stored_files(session, None).await?;
     if let Some(why) = &stored.incomplete {
         eprintln!("baton: the ledger holds no whole copy of session {session}: {why}");
         return Ok(ExitCode::FAILURE);
@@ -111,7 +112,7 @@ async fn export(
             eprintln!(
                 "baton: wrote session {session} ({} files, {} bytes) to {}",
                 files.len(),
-                stored.bytes,
+                files.iter().map(|f| f.bytes.len()).sum::<usize>(),
                 path.display()
             );
         }
@@ -181,11 +182,13 @@ async fn import(
 }
 
 async fn show(ledger: &Ledger, session: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let Some((stored, files)) = ledger.stored_files(session, None).await? else {
+    let Some(stored) = ledger.stored_session(session).await? else {
         eprintln!("baton: the ledger holds no files of session {session}");
         return Ok(ExitCode::FAILURE);
     };
+    let files = ledger.stored_files(session, None).await?;
     let runs = ledger.session_runs(session).await?;
+    let stats = ledger.transcript_stats(session).await?;
     let messages = files
         .first()
         .map(|t| baton_transcript::conversation::messages(&t.bytes))
@@ -194,6 +197,10 @@ async fn show(ledger: &Ledger, session: &str, json: bool) -> anyhow::Result<Exit
     if json {
         let mut v = serde_json::to_value(&stored)?;
         v["runs"] = runs.into();
+        v["bytes"] = stats.bytes.into();
+        v["stored_bytes"] = stats.stored_bytes.into();
+        v["pieces"] = stats.pieces.into();
+        v["updated_at"] = serde_json::to_value(stats.updated_at)?;
         v["messages"] = messages.len().into();
         v["first_message"] = serde_json::to_value(first)?;
         v["last_message"] = serde_json::to_value(last)?;
@@ -203,12 +210,14 @@ async fn show(ledger: &Ledger, session: &str, json: bool) -> anyhow::Result<Exit
     out!("session      {}", stored.session_id);
     out!("project      {}", stored.project_id);
     out!(
-        "stored       {} bytes in {} files ({} compressed), {} stores, last {}",
-        stored.bytes,
+        "stored       {} bytes in {} files ({} compressed, {} pieces), last {}",
+        stats.bytes,
         stored.files.len(),
-        stored.stored_bytes,
-        stored.stores,
-        stored.updated_at.to_rfc3339()
+        stats.stored_bytes,
+        stats.pieces,
+        stats
+            .updated_at
+            .map_or_else(|| "never".to_string(), |t| t.to_rfc3339())
     );
     if let Some(why) = &stored.incomplete {
         out!("incomplete   {why}");
