@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Baton end to end: migrate, start one worker, enqueue a `create` and then an `update` of one project,
-# wait for both, print the session chain, and check that the update resumed the session the create
-# left. Needs REDIS_URL and DATABASE_URL that answer (run it through scripts/with-services, as
+# Baton end to end: migrate, start a worker, enqueue a `create` of one project; then stop that worker
+# and start another on a "host" of its own (its own CLI config folder, as a second replica has),
+# enqueue an `update`, print the session chain, and check that the update resumed the session the
+# create left: the session travelled through the ledger. (With a real CLI both workers share its
+# config folder, which holds its login.) Needs REDIS_URL and DATABASE_URL that answer (run it through scripts/with-services, as
 # `just demo` does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,24 +28,35 @@ if [ -n "${BATON_CLAUDE_BIN:-}" ] && [ "$(basename "$BATON_CLAUDE_BIN")" != clau
   say "using the real Claude CLI: $BATON_CLAUDE_BIN ($("$BATON_CLAUDE_BIN" --version 2>/dev/null || echo 'version unknown'))"
 else
   export BATON_CLAUDE_BIN=$BIN/claude-emulator
-  # The emulator keeps its sessions here, away from a real ~/.claude.
-  export CLAUDE_CONFIG_DIR=$STATE/claude-emulator
+  # Each worker's emulator keeps its sessions in a folder of its own, away from a real ~/.claude.
+  HOSTS=$STATE/hosts
+  rm -rf "$HOSTS"
   say "using claude-emulator (set BATON_CLAUDE_BIN to a real claude CLI to use it instead)"
 fi
 
 say "applying migrations"
 "$BIN/baton" migrate
 
-say "starting a worker (log: $STATE/worker.log)"
-"$BIN/baton-worker" >"$STATE/worker.log" 2>&1 &
-WORKER=$!
+WORKER=""
+# start_worker NAME: a worker whose CLI keeps its sessions on host NAME; its log is $STATE/NAME.log.
+start_worker() {
+  LOG=$STATE/$1.log
+  say "starting a worker on $1 (log: $LOG)"
+  if [ -n "${HOSTS:-}" ]; then
+    CLAUDE_CONFIG_DIR=$HOSTS/$1/.claude "$BIN/baton-worker" >"$LOG" 2>&1 &
+  else
+    "$BIN/baton-worker" >"$LOG" 2>&1 &
+  fi
+  WORKER=$!
+}
 stop_worker() {
-  if kill -0 "$WORKER" 2>/dev/null; then
+  if [ -n "$WORKER" ] && kill -0 "$WORKER" 2>/dev/null; then
     kill -TERM "$WORKER" 2>/dev/null || true
     wait "$WORKER" 2>/dev/null || true
   fi
 }
 trap stop_worker EXIT
+start_worker host-a
 
 field() { awk -v k="$1" '!found && $1 == k { print $2; found = 1 }'; }
 
@@ -55,7 +68,7 @@ wait_build() {
       completed) return 0 ;;
       failed) "$BIN/baton" status "$build" >&2; die "build $build failed" ;;
     esac
-    kill -0 "$WORKER" 2>/dev/null || { tail -20 "$STATE/worker.log" >&2; die "the worker exited"; }
+    kill -0 "$WORKER" 2>/dev/null || { tail -20 "$LOG" >&2; die "the worker exited"; }
     sleep 0.5
   done
   die "build $build still $status after 5 minutes"
@@ -78,6 +91,8 @@ LEFT=$(run_session "$CREATE" compact new)
 [ -n "$LEFT" ] || LEFT=$(run_session "$CREATE" metadata.documentation new)
 echo "the create left session $LEFT"
 
+stop_worker
+start_worker host-b
 say "enqueueing an update of $PROJECT"
 "$BIN/baton" enqueue --project "$PROJECT" --version "$PROJECT-v2" --kind update --wait --timeout 300 \
   --previous-session "$LEFT" --prompt "Add due dates to the todo items in app.js" | tee "$STATE/update.log"
@@ -85,11 +100,18 @@ UPDATE=$(awk 'NR == 1 { print $2 }' "$STATE/update.log")
 wait_build "$UPDATE"
 RESUMED=$(run_session "$UPDATE" build old)
 
-METRICS=$(grep -o 'serving /metrics[^ ]* .*addr=[0-9.:]*' "$STATE/worker.log" | grep -o 'addr=[0-9.:]*' | cut -d= -f2 | awk 'NR == 1')
+METRICS=$(grep -o 'serving /metrics[^ ]* .*addr=[0-9.:]*' "$LOG" | grep -o 'addr=[0-9.:]*' | cut -d= -f2 | awk 'NR == 1')
 if [ -n "$METRICS" ] && command -v curl >/dev/null 2>&1; then
   say "the worker's metrics (http://$METRICS/metrics)"
-  curl -fsS "http://$METRICS/metrics" | grep -E '^baton_(jobs_total|agent_runs_total|resume_decisions_total)' || true
+  curl -fsS "http://$METRICS/metrics" | grep -E '^baton_(jobs_total|agent_runs_total|resume_decisions_total|transcript_restores_total)' || true
 fi
+if [ -n "${HOSTS:-}" ]; then
+  say "host-b never ran the create; it got the session's files from the ledger"
+  grep "restored the session's files" "$LOG" | head -1 || die "host-b did not restore the session"
+fi
+
+say "the session as the ledger keeps it"
+"$BIN/baton" session show "$LEFT"
 
 say "session chain of $PROJECT"
 "$BIN/baton" chain "$PROJECT"

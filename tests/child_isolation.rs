@@ -5,13 +5,6 @@ use std::time::{Duration, Instant};
 
 use baton_tests::{TestEnv, command_line, live_process, process_ids};
 
-/// Pids of live (not zombie) processes whose command line contains `needle`.
-fn processes_with(needle: &str) -> Vec<i32> {
-    process_ids()
-        .filter(|&pid| command_line(pid).contains(needle) && live_process(pid).is_some())
-        .collect()
-}
-
 /// Live (not zombie) processes in group `group`.
 fn group_members(group: i32) -> Vec<i32> {
     process_ids()
@@ -46,10 +39,18 @@ async fn a_killed_worker_takes_its_cli_child_with_it() {
         &format!("Build it ({marker})"),
     );
 
+    // The prompt (and its marker) reaches the CLI on stdin, so the CLI is found as the worker's
+    // child that runs the emulator.
+    let cli_of_worker = || {
+        process_ids().find(|&pid| {
+            live_process(pid).is_some_and(|p| p.parent == worker as i32)
+                && command_line(pid).contains("claude-emulator")
+        })
+    };
     wait_until(Duration::from_secs(30), "the CLI run starting", || {
-        !processes_with(&marker).is_empty()
+        cli_of_worker().is_some()
     });
-    let cli = processes_with(&marker)[0];
+    let cli = cli_of_worker().expect("found above");
     let group = live_process(cli).expect("the CLI runs").group;
     assert_eq!(group, cli, "the CLI leads a process group of its own");
     nix::sys::signal::kill(
@@ -60,7 +61,7 @@ async fn a_killed_worker_takes_its_cli_child_with_it() {
     wait_until(
         Duration::from_secs(10),
         "the CLI ending with the worker",
-        || processes_with(&marker).is_empty(),
+        || live_process(cli).is_none(),
     );
     wait_until(
         Duration::from_secs(10),

@@ -45,6 +45,17 @@ pub const DEFAULT_ENV_ALLOW: &[&str] = &[
     "CLAUDE_EMULATOR_*",
 ];
 
+/// What the real CLI answers when asked to bypass permissions as root, before doing anything.
+pub const BYPASS_AS_ROOT: &str =
+    "--dangerously-skip-permissions cannot be used with root/sudo privileges for security reasons";
+
+/// Why a run in `permission_mode` cannot start from this process: the CLI refuses
+/// `bypassPermissions` to root, so a worker running as root must not ask for it.
+pub fn refused_as_root(permission_mode: Option<&str>) -> Option<&'static str> {
+    (permission_mode == Some("bypassPermissions") && nix::unistd::geteuid().is_root())
+        .then_some(BYPASS_AS_ROOT)
+}
+
 /// Variables that never reach a child, whatever the allow-list says: the worker's own secrets.
 const ENV_DENY: &[&str] = &["DATABASE_URL", "REDIS_URL", "BATON_*"];
 
@@ -99,7 +110,8 @@ impl Default for AgentConfig {
 pub struct RunRequest {
     /// The project's directory; the child's cwd.
     pub cwd: PathBuf,
-    /// The prompt (`-p`).
+    /// The prompt, given on the CLI's standard input: an argument would show it to every user of
+    /// the host (`ps`).
     pub prompt: String,
     /// The session to resume, if any.
     pub resume: Option<String>,
@@ -111,6 +123,18 @@ pub struct RunRequest {
     pub max_turns: Option<u32>,
     /// `--permission-mode` (not kept on resume, so passed on every run).
     pub permission_mode: Option<String>,
+    /// `--allowed-tools`.
+    pub allowed_tools: Vec<String>,
+    /// `--disallowed-tools`.
+    pub disallowed_tools: Vec<String>,
+    /// `--fallback-model`.
+    pub fallback_model: Option<String>,
+    /// `--max-budget-usd`.
+    pub max_budget_usd: Option<f64>,
+    /// `--append-system-prompt`.
+    pub append_system_prompt: Option<String>,
+    /// `--mcp-config`.
+    pub mcp_config: Option<String>,
 }
 
 impl RunRequest {
@@ -119,18 +143,10 @@ impl RunRequest {
         self.prompt.trim() == "/compact"
     }
 
-    /// The CLI arguments for this request.
+    /// The CLI arguments for this request. The prompt is not among them: it goes to standard input.
     pub fn args(&self) -> Vec<String> {
-        // The prompt is positional; one that starts with '-' would be read as a flag, and a leading
-        // space changes nothing for the model.
-        let prompt = if self.prompt.starts_with('-') {
-            format!(" {}", self.prompt)
-        } else {
-            self.prompt.clone()
-        };
         let mut args = vec![
             "-p".to_string(),
-            prompt,
             "--output-format".into(),
             "stream-json".into(),
             "--verbose".into(),
@@ -142,14 +158,30 @@ impl RunRequest {
         if self.fork_session {
             args.push("--fork-session".into());
         }
-        if let Some(m) = &self.model {
-            args.extend(["--model".into(), m.clone()]);
-        }
-        if let Some(n) = self.max_turns {
-            args.extend(["--max-turns".into(), n.to_string()]);
-        }
-        if let Some(p) = &self.permission_mode {
-            args.extend(["--permission-mode".into(), p.clone()]);
+        // Values go with '=' so that one starting with '-' is never read as a flag.
+        let mut flag = |name: &str, value: Option<String>| {
+            if let Some(v) = value {
+                args.push(format!("--{name}={v}"));
+            }
+        };
+        flag("model", self.model.clone());
+        flag("fallback-model", self.fallback_model.clone());
+        flag("max-turns", self.max_turns.map(|n| n.to_string()));
+        flag("max-budget-usd", self.max_budget_usd.map(|b| b.to_string()));
+        flag("permission-mode", self.permission_mode.clone());
+        flag("append-system-prompt", self.append_system_prompt.clone());
+        flag("mcp-config", self.mcp_config.clone());
+        // These take several values: one flag, then each tool as a word of its own (a tool such as
+        // `Bash(npm run test)` has spaces). No tool starts with '-' (the job's validation sees to
+        // that), and the next flag ends the list.
+        for (name, tools) in [
+            ("--allowed-tools", &self.allowed_tools),
+            ("--disallowed-tools", &self.disallowed_tools),
+        ] {
+            if !tools.is_empty() {
+                args.push(name.to_string());
+                args.extend(tools.iter().cloned());
+            }
         }
         args
     }
@@ -178,6 +210,17 @@ pub struct RunReport {
     pub stderr_tail: String,
     /// The result's text.
     pub result_text: Option<String>,
+    /// The result's `subtype` (`success`, `error_max_turns`, ...), when a result came.
+    pub subtype: Option<String>,
+    /// Why the model's last message ended.
+    pub stop_reason: Option<String>,
+    /// Why the turn ended (`completed`, `max_turns`, `api_error`, ...), where reported.
+    pub terminal_reason: Option<String>,
+    /// The tool calls the permission mode refused.
+    pub permission_denials: Vec<serde_json::Value>,
+    /// Every file-writing tool call of the run was refused by its permissions (and there was at
+    /// least one): the run did nothing to the project, whatever its outcome says.
+    pub nothing_done: bool,
     /// The process printed its result but did not exit within the grace, and was ended.
     pub killed_after_result: bool,
     /// Stdout lines skipped as not JSON or too long.
@@ -397,7 +440,7 @@ impl Agent {
         cmd.current_dir(&req.cwd)
             .env_clear()
             .envs(self.child_vars.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
@@ -413,6 +456,17 @@ impl Agent {
                 source,
             })?;
         let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+        // The prompt, then end of input, as `echo prompt | claude -p` gives it. Written from a task
+        // of its own: a CLI that does not read it (one that fails first) must not block the run,
+        // and a broken pipe only means it did not.
+        let stdin = child.stdin.take().expect("stdin is piped");
+        let prompt = req.prompt.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let mut stdin = stdin;
+            let _ = stdin.write_all(prompt.as_bytes()).await;
+            let _ = stdin.shutdown().await;
+        });
         tracing::debug!(pid = ?pgid, resume = ?req.resume, "agent run started");
 
         let (tx, mut rx) = mpsc::channel(256);
@@ -541,6 +595,18 @@ impl Agent {
             exit,
             stderr_tail,
             result_text: result.result.clone(),
+            subtype: state.result.as_ref().map(|r| r.subtype.clone()),
+            stop_reason: result.stop_reason.clone(),
+            terminal_reason: result.terminal_reason.clone(),
+            nothing_done: {
+                let denied = result.denied_tool_ids();
+                !result.permission_denials.is_empty()
+                    && state
+                        .writing_tool_ids
+                        .iter()
+                        .all(|id| denied.contains(&id.as_str()))
+            },
+            permission_denials: result.permission_denials.clone(),
             killed_after_result,
             skipped_lines: state.skipped_lines + too_long,
             wall_ms,
@@ -732,24 +798,19 @@ mod tests {
     }
 
     #[test]
-    fn args_follow_the_contract() {
+    fn args_follow_the_contract_and_never_carry_the_prompt() {
         let req = RunRequest {
-            prompt: "--help me".into(),
+            prompt: "--help me with a secret plan".into(),
             resume: Some("-abc".into()),
             ..RunRequest::default()
         };
         let args = req.args();
         assert_eq!(
-            args[..5],
-            [
-                "-p",
-                " --help me",
-                "--output-format",
-                "stream-json",
-                "--verbose"
-            ]
+            args[..4],
+            ["-p", "--output-format", "stream-json", "--verbose"]
         );
         assert!(args.contains(&"--resume=-abc".to_string()));
+        assert!(args.iter().all(|a| !a.contains("secret plan")), "{args:?}");
     }
 
     #[tokio::test]

@@ -235,10 +235,12 @@ fn missing_resume_target(text: &str) -> Option<Option<String>> {
     })
 }
 
+/// Whether stderr refuses the command line: a flag error, or the refusal to bypass permissions as
+/// root (which the CLI prints without an `Error:`).
 fn is_flag_error(stderr: &str) -> bool {
     stderr.lines().any(|l| {
         let l = l.trim_start();
-        l.starts_with("Error:") || l.starts_with("error:")
+        l.starts_with("Error:") || l.starts_with("error:") || l.contains(crate::BYPASS_AS_ROOT)
     })
 }
 
@@ -296,8 +298,25 @@ fn classify_result(
         if text.contains("Not logged in") || text.contains("/login") {
             return Outcome::AuthFailed { detail: text };
         }
+        // The API's own status, where the CLI reports it, decides: a server error or a rate
+        // limit may pass, a refused request will not.
+        let retryable = match result.api_error_status {
+            Some(401 | 403) => return Outcome::AuthFailed { detail: text },
+            Some(429) => {
+                return Outcome::RateLimited {
+                    retry_after: None,
+                    detail: text,
+                };
+            }
+            Some(status) => status >= 500,
+            None => result.terminal_reason.as_deref() == Some("api_error"),
+        };
+        // A budget the CLI spent up is the job's to fix, however the CLI words it.
+        if result.terminal_reason.as_deref() == Some("budget_exhausted") {
+            return Outcome::BudgetLimit { detail: text };
+        }
         return Outcome::Failed {
-            retryable: result.terminal_reason.as_deref() == Some("api_error"),
+            retryable,
             detail: text,
         };
     }

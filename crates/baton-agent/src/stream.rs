@@ -60,6 +60,22 @@ pub struct ResultLine {
     pub duration_ms: Option<u64>,
     /// `num_turns`.
     pub num_turns: Option<u64>,
+    /// Why the model's last message ended (`end_turn`, `tool_use`, ...).
+    pub stop_reason: Option<String>,
+    /// The HTTP status of an API error, where the CLI reports one.
+    pub api_error_status: Option<u64>,
+    /// The tool calls the permission mode refused, as the CLI reports them.
+    pub permission_denials: Vec<Value>,
+}
+
+impl ResultLine {
+    /// The ids of the tool calls the permission mode refused.
+    pub fn denied_tool_ids(&self) -> Vec<&str> {
+        self.permission_denials
+            .iter()
+            .filter_map(|d| d.get("tool_use_id").and_then(Value::as_str))
+            .collect()
+    }
 }
 
 /// Everything a run's stdout told us, accumulated line by line.
@@ -71,6 +87,8 @@ pub struct StreamState {
     pub saw_init: bool,
     /// Files the run wrote or edited, in first-seen order.
     pub files_created: Vec<String>,
+    /// The ids of the tool calls that write files, to tell which a permission denial stopped.
+    pub writing_tool_ids: Vec<String>,
     /// Usage summed over distinct `message.id`s.
     pub usage: Usage,
     seen_messages: HashSet<String>,
@@ -181,6 +199,9 @@ impl StreamState {
             if !is_write {
                 continue;
             }
+            if let Some(id) = block.get("id").and_then(Value::as_str) {
+                self.writing_tool_ids.push(id.to_string());
+            }
             let input = block.get("input");
             let path = input
                 .and_then(|i| i.get("file_path").or_else(|| i.get("notebook_path")))
@@ -215,6 +236,13 @@ fn result_line(v: &Value) -> ResultLine {
         cost_usd: v.get("total_cost_usd").and_then(Value::as_f64),
         duration_ms: v.get("duration_ms").and_then(Value::as_u64),
         num_turns: v.get("num_turns").and_then(Value::as_u64),
+        stop_reason: s("stop_reason"),
+        api_error_status: v.get("api_error_status").and_then(Value::as_u64),
+        permission_denials: v
+            .get("permission_denials")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default(),
     }
 }
 

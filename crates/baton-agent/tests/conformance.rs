@@ -375,3 +375,95 @@ async fn a_session_restored_on_another_host_is_found_there() {
         assert_eq!(after.session_id.as_deref(), Some(id.as_str()), "{}", t.name);
     }
 }
+
+/// The agent gives the prompt on standard input, never in the arguments: the CLI reads it there
+/// (a run gets as far as the login), and with nothing there it says so.
+#[tokio::test]
+async fn the_prompt_is_read_from_standard_input() {
+    for t in targets() {
+        let r = agent_run(&t, "not-logged-in-probe", None).await;
+        assert!(
+            matches!(r.outcome, Outcome::AuthFailed { .. }),
+            "{}: {:?} {}",
+            t.name,
+            r.outcome,
+            r.stderr_tail
+        );
+        let empty = agent_run(&t, "", None).await;
+        assert!(
+            matches!(empty.outcome, Outcome::InvalidInvocation { .. }),
+            "{}: {:?}",
+            t.name,
+            empty.outcome
+        );
+        assert!(
+            empty
+                .stderr_tail
+                .contains("Input must be provided either through stdin or as a prompt argument"),
+            "{}: {}",
+            t.name,
+            empty.stderr_tail
+        );
+    }
+}
+
+/// Every flag Baton passes, in the form it passes them, is one the CLI takes: a run with all of
+/// them gets as far as the login.
+#[tokio::test]
+async fn every_flag_baton_passes_is_accepted() {
+    for t in targets() {
+        let agent = Agent::new(AgentConfig {
+            program: t.wrapper.clone(),
+            ..AgentConfig::default()
+        });
+        let req = RunRequest {
+            cwd: t.project.clone(),
+            prompt: "not-logged-in-probe".into(),
+            permission_mode: Some("acceptEdits".into()),
+            model: Some("sonnet".into()),
+            fallback_model: Some("haiku".into()),
+            max_turns: Some(3),
+            max_budget_usd: Some(0.5),
+            allowed_tools: vec!["Read".into(), "Write".into(), "Bash(git status)".into()],
+            disallowed_tools: vec!["WebFetch".into()],
+            append_system_prompt: Some("-Be brief.".into()),
+            mcp_config: Some(r#"{"mcpServers":{}}"#.into()),
+            ..RunRequest::default()
+        };
+        let r = agent.run(&req, &CancellationToken::new()).await.unwrap();
+        assert!(
+            matches!(r.outcome, Outcome::AuthFailed { .. }),
+            "{}: {:?} {}",
+            t.name,
+            r.outcome,
+            r.stderr_tail
+        );
+    }
+}
+
+/// The CLI refuses to bypass permissions as root, before any output; Baton says so up front.
+#[tokio::test]
+async fn bypassing_permissions_as_root_is_refused() {
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    for t in targets() {
+        let stderr = refused(
+            &t,
+            &[
+                "-p",
+                "hi",
+                "--output-format",
+                "stream-json",
+                "--verbose",
+                "--permission-mode",
+                "bypassPermissions",
+            ],
+        );
+        assert!(
+            stderr.contains(baton_agent::BYPASS_AS_ROOT),
+            "{}: {stderr}",
+            t.name
+        );
+    }
+}

@@ -59,11 +59,14 @@ fn fixture_with(env: &[(&str, &str)], tune: Option<fn(&mut AgentConfig)>) -> Fix
     }
 }
 
+/// A request as the worker makes it, in Baton's default permission mode: a headless CLI in the
+/// `default` mode is refused every edit.
 fn request(f: &Fixture, prompt: &str, resume: Option<&str>) -> RunRequest {
     RunRequest {
         cwd: f.cwd.clone(),
         prompt: prompt.into(),
         resume: resume.map(str::to_string),
+        permission_mode: Some("acceptEdits".into()),
         ..RunRequest::default()
     }
 }

@@ -224,3 +224,71 @@ fn a_stream_with_any_byte_damaged_is_classified_without_a_panic() {
         }
     }
 }
+
+/// An error `result` of the shape CLI 2.1.329 prints, with the API status and terminal reason it
+/// carries where known.
+fn error_result(status: Option<u64>, terminal: &str) -> Outcome {
+    let line = serde_json::json!({
+        "type": "result", "subtype": "success", "is_error": true, "result": "API Error",
+        "api_error_status": status, "terminal_reason": terminal, "session_id": "s",
+        "permission_denials": []
+    });
+    classify(
+        &parse(&line.to_string()),
+        Some(Exit::Code(1)),
+        "",
+        Stop::Natural,
+        false,
+        0,
+    )
+}
+
+#[test]
+fn the_api_status_decides_whether_an_error_is_retried() {
+    assert!(matches!(
+        error_result(Some(529), "api_error"),
+        Outcome::Failed {
+            retryable: true,
+            ..
+        }
+    ));
+    assert!(matches!(
+        error_result(Some(400), "api_error"),
+        Outcome::Failed {
+            retryable: false,
+            ..
+        }
+    ));
+    assert!(matches!(
+        error_result(Some(401), "api_error"),
+        Outcome::AuthFailed { .. }
+    ));
+    assert!(matches!(
+        error_result(Some(429), "api_error"),
+        Outcome::RateLimited { .. }
+    ));
+    assert!(matches!(
+        error_result(None, "api_error"),
+        Outcome::Failed {
+            retryable: true,
+            ..
+        }
+    ));
+    assert!(matches!(
+        error_result(None, "budget_exhausted"),
+        Outcome::BudgetLimit { .. }
+    ));
+}
+
+#[test]
+fn permission_denials_are_read_from_the_result() {
+    let text = [
+        r#"{"type":"assistant","session_id":"s","message":{"id":"m1","content":[{"type":"tool_use","id":"t1","name":"Write","input":{"file_path":"/w/a.md"}}]}}"#,
+        r#"{"type":"result","subtype":"success","is_error":false,"result":"could not","session_id":"s","permission_denials":[{"tool_name":"Write","tool_use_id":"t1","tool_input":{}}]}"#,
+    ]
+    .join("\n");
+    let state = parse(&text);
+    let result = state.result.clone().unwrap();
+    assert_eq!(result.denied_tool_ids(), ["t1"]);
+    assert_eq!(state.writing_tool_ids, ["t1"]);
+}

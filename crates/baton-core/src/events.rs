@@ -10,6 +10,23 @@ pub const EVENTS_MAXLEN: usize = 10_000;
 /// The field of an events-stream entry that holds the event's JSON.
 pub const EVENT_FIELD: &str = "event";
 
+/// The most of a job's answer a `job_completed` event carries: the events stream keeps thousands
+/// of entries, so the whole answer stays in the ledger.
+pub const EVENT_OUTPUT_BYTES: usize = 4096;
+
+/// `text` cut to at most `max` bytes on a character's boundary, with a marker saying how much was
+/// left out when it was cut (the answers Baton keeps and sends are bounded so).
+pub fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}\n[... {} more bytes]", &text[..cut], text.len() - cut)
+}
+
 /// The events stream that belongs to a job stream.
 pub fn events_stream(stream: &str) -> String {
     format!("{stream}:events")
@@ -59,6 +76,10 @@ pub struct Event {
     /// Why, for `job_failed` and `job_requeued`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `job_completed`: the job's answer (its last run's result that is not a compaction's), at
+    /// most [`EVENT_OUTPUT_BYTES`]; the whole of it is in the ledger (`baton status --json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
     /// When.
     pub at: DateTime<Utc>,
 }
@@ -75,6 +96,7 @@ impl Event {
             outcome: None,
             attempt: None,
             error: None,
+            output: None,
             at: Utc::now(),
         }
     }
@@ -100,5 +122,13 @@ mod tests {
         assert!(v.get("outcome").is_none());
         let back: Event = serde_json::from_value(v).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn bounded_text_is_cut_on_a_character_and_says_how_much_went() {
+        assert_eq!(bounded("short", 10), "short");
+        assert_eq!(bounded("abcdef", 3), "abc\n[... 3 more bytes]");
+        // 'é' is two bytes: a cut inside it backs off to the character before.
+        assert_eq!(bounded("aé", 2), "a\n[... 2 more bytes]");
     }
 }

@@ -67,7 +67,7 @@ impl std::str::FromStr for JobKind {
 }
 
 /// A build job as it travels on the stream.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Job {
     /// Format version; always [`JOB_VERSION`].
@@ -92,6 +92,13 @@ pub struct Job {
     /// published schema's pattern says.
     #[serde(deserialize_with = "rfc3339")]
     pub enqueued_at: DateTime<Utc>,
+    /// The agent's settings for this job's runs, narrowing the operator's (never widening them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<crate::agent::JobAgent>,
+    /// The steps of the kind's plan to run, by name (every step when absent); they run in the
+    /// plan's order whatever order they are given in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<String>>,
 }
 
 /// Reads a timestamp as strictly as the schema's pattern does. chrono's own parsing is lenient (it
@@ -214,6 +221,10 @@ pub struct NewJob {
     pub project_path: Option<String>,
     /// A build id chosen by the caller; a fresh UUIDv7 otherwise.
     pub build_id: Option<String>,
+    /// The job's own agent settings.
+    pub agent: Option<crate::agent::JobAgent>,
+    /// The steps to run, when not all of the kind's.
+    pub steps: Option<Vec<String>>,
 }
 
 impl NewJob {
@@ -235,6 +246,8 @@ impl NewJob {
             prompt: self.prompt,
             previous_session_id: self.previous_session_id,
             enqueued_at: Utc::now(),
+            agent: self.agent,
+            steps: self.steps,
         };
         job.validate(limits)?;
         Ok(job)
@@ -278,8 +291,41 @@ impl Job {
         }
         validate_prompt(&self.prompt, limits)?;
         validate_project_path(&self.project_path)?;
+        if let Some(agent) = &self.agent {
+            crate::agent::check_job_agent(agent).map_err(|why| JobError::invalid("agent", why))?;
+        }
+        if let Some(steps) = &self.steps {
+            validate_steps(self.kind, steps)?;
+        }
         Ok(())
     }
+}
+
+/// A job's `steps`: at least one, each a step of its kind's plan, none twice.
+fn validate_steps(kind: JobKind, steps: &[String]) -> Result<(), JobError> {
+    let plan = crate::plan::Step::plan(kind);
+    if steps.is_empty() {
+        return Err(JobError::invalid("steps", "must name at least one step"));
+    }
+    for (i, name) in steps.iter().enumerate() {
+        if !plan.iter().any(|s| s.name() == name) {
+            let names: Vec<&str> = plan.iter().map(|s| s.name()).collect();
+            return Err(JobError::invalid(
+                "steps",
+                format!(
+                    "{name:?} is not a step of a {kind} job ({})",
+                    names.join(", ")
+                ),
+            ));
+        }
+        if steps[..i].contains(name) {
+            return Err(JobError::invalid(
+                "steps",
+                format!("{name:?} is named twice"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Ids go into Redis keys, file names, log lines and CLI arguments, so only a safe set is allowed:
@@ -486,6 +532,60 @@ mod tests {
                 false,
             ),
             ("unknown field", with("extra", 1.into()), false),
+            (
+                "agent settings",
+                with(
+                    "agent",
+                    serde_json::json!({"model": "sonnet", "permission_mode": "plan",
+                        "allowed_tools": ["Read", "Bash(git:*)"], "disallowed_tools": ["WebFetch"],
+                        "max_turns": 5, "max_budget_usd": 0.25, "append_system_prompt": "Be brief."}),
+                ),
+                true,
+            ),
+            (
+                "an unknown permission mode",
+                with("agent", serde_json::json!({"permission_mode": "yolo"})),
+                false,
+            ),
+            (
+                "zero turns",
+                with("agent", serde_json::json!({"max_turns": 0})),
+                false,
+            ),
+            (
+                "a negative budget",
+                with("agent", serde_json::json!({"max_budget_usd": -1})),
+                false,
+            ),
+            (
+                "an unknown agent setting",
+                with("agent", serde_json::json!({"temperature": 1})),
+                false,
+            ),
+            (
+                "a tool with a comma",
+                with(
+                    "agent",
+                    serde_json::json!({"allowed_tools": ["Read,Write"]}),
+                ),
+                false,
+            ),
+            (
+                "some of the steps",
+                with("steps", serde_json::json!(["compact", "build"])),
+                true,
+            ),
+            ("no steps", with("steps", serde_json::json!([])), false),
+            (
+                "a step twice",
+                with("steps", serde_json::json!(["build", "build"])),
+                false,
+            ),
+            (
+                "a step of another kind",
+                with("steps", serde_json::json!(["chat_plan"])),
+                false,
+            ),
             (
                 "bad timestamp",
                 with("enqueued_at", "yesterday".into()),

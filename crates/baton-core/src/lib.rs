@@ -3,6 +3,7 @@
 //!
 //! This crate does no I/O, so every other crate can depend on it.
 
+pub mod agent;
 pub mod checkpoint;
 pub mod events;
 pub mod job;

@@ -85,22 +85,77 @@ impl Step {
         matches!(self, Step::Compact)
     }
 
-    /// The prompt the step sends to the CLI.
-    pub fn prompt(self, job: &Job) -> String {
+    /// The steps `job` runs: its kind's plan, or the part of it its `steps` names, in the plan's
+    /// order.
+    pub fn plan_of(job: &Job) -> Vec<Step> {
+        Step::plan(job.kind)
+            .iter()
+            .copied()
+            .filter(|s| {
+                job.steps
+                    .as_ref()
+                    .is_none_or(|names| names.iter().any(|n| n == s.name()))
+            })
+            .collect()
+    }
+
+    /// The prompt the step sends to the CLI: the job's own for a build or a chat, the operator's
+    /// metadata prompts, `/compact` for a compaction.
+    pub fn prompt(self, job: &Job, prompts: &StepPrompts) -> String {
         match self {
             Step::Build | Step::ChatPlan => job.prompt.clone(),
-            Step::Recommendations => {
-                "Review the project as it is now and write RECOMMENDATIONS.md: \
-                 the five most valuable next steps, each with a one-line reason."
-                    .to_string()
-            }
-            Step::Documentation => {
-                "Write or update README.md so a new developer can run, test and \
-                 change the project. Describe what changed in this version."
-                    .to_string()
-            }
+            Step::Recommendations => prompts.recommendations.clone(),
+            Step::Documentation => prompts.documentation.clone(),
             Step::Compact => "/compact".to_string(),
         }
+    }
+}
+
+/// The prompts of the steps that do not take the job's (`BATON_STEP_PROMPTS` changes them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepPrompts {
+    /// `metadata.recommendations`.
+    pub recommendations: String,
+    /// `metadata.documentation`.
+    pub documentation: String,
+}
+
+impl Default for StepPrompts {
+    fn default() -> Self {
+        StepPrompts {
+            recommendations: "Review the project as it is now and write RECOMMENDATIONS.md: \
+                 the five most valuable next steps, each with a one-line reason."
+                .to_string(),
+            documentation: "Write or update README.md so a new developer can run, test and \
+                 change the project. Describe what changed in this version."
+                .to_string(),
+        }
+    }
+}
+
+impl StepPrompts {
+    /// The defaults, with the prompts a JSON object names by step (`{"metadata.recommendations":
+    /// "...", "metadata.documentation": "..."}`) instead. Other steps' prompts are not the
+    /// operator's to change: a build or a chat sends the job's, a compaction `/compact`.
+    pub fn from_json(text: &str) -> Result<StepPrompts, String> {
+        let map: std::collections::BTreeMap<String, String> = serde_json::from_str(text)
+            .map_err(|e| format!("not a JSON object of step names and prompts: {e}"))?;
+        let mut prompts = StepPrompts::default();
+        for (step, prompt) in map {
+            if prompt.trim().is_empty() {
+                return Err(format!("the prompt of {step:?} is blank"));
+            }
+            match step.as_str() {
+                "metadata.recommendations" => prompts.recommendations = prompt,
+                "metadata.documentation" => prompts.documentation = prompt,
+                other => {
+                    return Err(format!(
+                        "{other:?} has no prompt of its own to set (only metadata.recommendations and metadata.documentation do)"
+                    ));
+                }
+            }
+        }
+        Ok(prompts)
     }
 }
 

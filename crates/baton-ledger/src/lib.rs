@@ -170,6 +170,8 @@ pub struct RunRecord<'a> {
     pub completes: bool,
     /// What changed in the files of the session the run left, stored with the record.
     pub transcript: Option<&'a TranscriptWrite>,
+    /// What the run answered, stored with the record.
+    pub result: Option<&'a RunResult>,
 }
 
 /// Usage of one run, as the CLI reported it.
@@ -225,37 +227,6 @@ pub struct Transition {
     pub created_at: DateTime<Utc>,
 }
 
-/// A build as the ledger knows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct BuildState {
-    /// The build.
-    pub build_id: String,
-    /// Its project.
-    pub project_id: String,
-    /// Its version.
-    pub version_id: String,
-    /// `create` or `update`.
-    pub kind: String,
-    /// `queued`, `running`, `completed` or `failed`.
-    pub status: String,
-    /// The last step recorded.
-    pub step: Option<String>,
-    /// The step running now: the first of the plan not recorded yet, while the build runs.
-    pub current_step: Option<String>,
-    /// Claims so far.
-    pub attempt: i32,
-    /// The last error, if any.
-    pub last_error: Option<String>,
-    /// When the producer enqueued it.
-    pub enqueued_at: Option<DateTime<Utc>>,
-    /// When a worker first took it.
-    pub started_at: Option<DateTime<Utc>>,
-    /// When it completed or failed.
-    pub finished_at: Option<DateTime<Utc>>,
-    /// Its runs, in order.
-    pub runs: Vec<RecordedRun>,
-}
-
 /// How long a connection may sit unused (in the pool or kept by the hot path) before it is checked
 /// with a round trip before its next use.
 const IDLE_BEFORE_PING: std::time::Duration = std::time::Duration::from_secs(1);
@@ -288,8 +259,8 @@ struct Kept {
 
 /// A connection of the hot path, with when it was first kept and when it was last used.
 #[derive(Debug)]
-struct HotConnection {
-    conn: PoolConnection<Postgres>,
+pub(crate) struct HotConnection {
+    pub(crate) conn: PoolConnection<Postgres>,
     first_kept: std::time::Instant,
     last_used: std::time::Instant,
 }
@@ -348,7 +319,7 @@ impl Ledger {
     /// A connection for the hot path: the most recently kept one, checked with a round trip only
     /// if it sat unused long enough for a restart or an idle timeout to have broken it; otherwise
     /// one from the pool.
-    async fn hot_connection(&self) -> Result<HotConnection, LedgerError> {
+    pub(crate) async fn hot_connection(&self) -> Result<HotConnection, LedgerError> {
         loop {
             let Some(mut hot) = self.kept.lock().pop() else {
                 let now = std::time::Instant::now();
@@ -369,7 +340,7 @@ impl Ledger {
 
     /// Keeps a hot-path connection that just answered a call, for the next call. Connections past
     /// [`KEEP_MAX`], unused for [`KEEP_IDLE`] or kept for [`KEEP_LIFETIME`] go back to the pool.
-    fn keep(&self, mut hot: HotConnection) {
+    pub(crate) fn keep(&self, mut hot: HotConnection) {
         let now = std::time::Instant::now();
         hot.last_used = now;
         let mut kept = self.kept.lock();
@@ -516,6 +487,8 @@ impl Ledger {
         let job = run.job;
         let m = &run.metrics;
         let files = transcripts::Columns::of(run.transcript);
+        let none = RunResult::default();
+        let answer = run.result.unwrap_or(&none);
         // One statement, one round trip: the record (migrations/*_claim_function.sql), then the
         // session's files (migrations/*_transcripts.sql). A refusal by either undoes both.
         let mut conn = self.hot_connection().await?;
@@ -528,7 +501,12 @@ impl Ledger {
                       baton_store_transcript(
                           p_project_id => $1, p_session_id => $19, p_paths => $20,
                           p_base_lengths => $21, p_base_hashes => $22, p_lengths => $23,
-                          p_hashes => $24, p_data => $25, p_incomplete => $26) AS "stored!"
+                          p_hashes => $24, p_data => $25, p_incomplete => $26) AS "stored!",
+                      CASE WHEN $27::boolean THEN baton_store_result(
+                          p_project_id => $1, p_build_id => $3, p_step => $4, p_result => $28,
+                          p_subtype => $29, p_stop_reason => $30, p_terminal_reason => $31,
+                          p_is_error => $32, p_permission_denials => $33,
+                          p_nothing_done => $34) END AS "kept_result"
                FROM recorded r"#,
             job.project_id,
             job.version_id,
@@ -556,6 +534,14 @@ impl Ledger {
             &files.hashes,
             &files.data,
             run.transcript.and_then(|t| t.incomplete.as_deref()),
+            run.result.is_some(),
+            answer.result.as_deref(),
+            answer.subtype.as_deref(),
+            answer.stop_reason.as_deref(),
+            answer.terminal_reason.as_deref(),
+            answer.is_error,
+            &answer.permission_denials,
+            answer.nothing_done,
         )
         .fetch_one(&mut *conn.conn)
         .await;
@@ -728,43 +714,6 @@ impl Ledger {
         .fetch_all(&self.pool)
         .await?)
     }
-
-    /// The build's state and the runs it recorded.
-    pub async fn build_state(&self, build_id: &str) -> Result<BuildState, LedgerError> {
-        let row = sqlx::query!(
-            r#"SELECT build_id, project_id, version_id, kind, status, step, attempt, last_error,
-                      enqueued_at, started_at, finished_at
-               FROM builds WHERE build_id = $1"#,
-            build_id
-        )
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| LedgerError::UnknownBuild(build_id.to_string()))?;
-        let mut conn = self.pool.acquire().await?;
-        let runs = recorded_runs(&mut conn, build_id).await?;
-        let current_step = match (row.status.as_str(), row.kind.parse::<baton_core::JobKind>()) {
-            ("running", Ok(kind)) => Step::plan(kind)
-                .iter()
-                .find(|s| !runs.iter().any(|r| r.step == s.name()))
-                .map(|s| s.name().to_string()),
-            _ => None,
-        };
-        Ok(BuildState {
-            build_id: row.build_id,
-            project_id: row.project_id,
-            version_id: row.version_id,
-            kind: row.kind,
-            status: row.status,
-            step: row.step,
-            current_step,
-            attempt: row.attempt,
-            last_error: row.last_error,
-            enqueued_at: row.enqueued_at,
-            started_at: row.started_at,
-            finished_at: row.finished_at,
-            runs,
-        })
-    }
 }
 
 impl Ledger {
@@ -899,31 +848,11 @@ async fn check_fence(
     Ok(())
 }
 
-async fn recorded_runs(
-    conn: &mut sqlx::PgConnection,
-    build_id: &str,
-) -> Result<Vec<RecordedRun>, LedgerError> {
-    let rows = sqlx::query!(
-        r#"SELECT step AS "step!", old_session_id, new_session_id AS "new_session_id!"
-           FROM session_transitions
-           WHERE build_id = $1 AND step IS NOT NULL AND new_session_id IS NOT NULL ORDER BY id"#,
-        build_id
-    )
-    .fetch_all(conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| RecordedRun {
-            step: r.step,
-            old_session_id: r.old_session_id,
-            new_session_id: r.new_session_id,
-        })
-        .collect())
-}
-
 pub mod reports;
+pub mod status;
 pub mod transcripts;
 
+pub use status::{BuildState, RunResult, RunSummary};
 pub use transcripts::{StoredSession, TranscriptWrite};
 
 #[cfg(test)]

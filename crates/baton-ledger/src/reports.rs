@@ -156,6 +156,17 @@ impl Ledger {
         })
     }
 
+    /// What the runs recorded for `build_id` cost, as the CLI reported it.
+    pub async fn build_cost(&self, build_id: &str) -> Result<f64, LedgerError> {
+        Ok(sqlx::query_scalar!(
+            r#"SELECT coalesce(sum(cost_usd), 0)::float8 AS "cost!"
+               FROM project_ai_session_metrics WHERE build_id = $1"#,
+            build_id
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// Usage statistics over the whole ledger.
     pub async fn stats(&self) -> Result<Stats, LedgerError> {
         let p = sqlx::query!(
@@ -265,7 +276,9 @@ impl Ledger {
         .rows_affected();
         let transcripts = sqlx::query!(
             r#"DELETE FROM session_transcripts s
-               WHERE s.updated_at < $1
+               WHERE s.created_at < $1
+                 AND NOT EXISTS (SELECT 1 FROM session_transcript_pieces c
+                                 WHERE c.session_id = s.session_id AND c.created_at >= $1)
                  AND NOT EXISTS (SELECT 1 FROM projects p WHERE p.last_ai_session_id = s.session_id)"#,
             cutoff
         )

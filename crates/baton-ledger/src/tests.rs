@@ -45,6 +45,7 @@ pub(crate) fn run<'a>(
         note: None,
         completes: false,
         transcript: None,
+        result: None,
     }
 }
 

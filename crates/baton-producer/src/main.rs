@@ -73,7 +73,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Validate a build job and put it on the stream; prints its build id.
-    Enqueue(EnqueueArgs),
+    Enqueue(Box<EnqueueArgs>),
     /// Apply the ledger's migrations.
     Migrate,
     /// Print a project's session transitions, oldest first.
@@ -215,6 +215,12 @@ struct EnqueueArgs {
     /// A build id of the caller's choosing (default: a new UUIDv7).
     #[arg(long = "build-id")]
     build_id: Option<String>,
+    /// Only these steps of the kind's plan, comma-separated (`build,compact`); they run in the
+    /// plan's order.
+    #[arg(long, value_delimiter = ',')]
+    steps: Option<Vec<String>>,
+    #[command(flatten)]
+    agent: AgentArgs,
     /// Largest prompt accepted, in bytes.
     #[arg(long, env = "BATON_MAX_PROMPT_BYTES", default_value_t = baton_core::job::DEFAULT_MAX_PROMPT_BYTES)]
     max_prompt_bytes: usize,
@@ -230,6 +236,49 @@ struct EnqueueArgs {
     /// With `--wait`: give up after this many seconds (exit 3).
     #[arg(long)]
     timeout: Option<u64>,
+}
+
+/// The job's own agent settings (its `agent` object): they narrow the deployment's, never widen
+/// them.
+#[derive(Debug, clap::Args)]
+struct AgentArgs {
+    /// The model for this job's runs.
+    #[arg(long)]
+    model: Option<String>,
+    /// The permission mode (acceptEdits, auto, bypassPermissions, manual, dontAsk, plan, default).
+    #[arg(long = "permission-mode")]
+    permission_mode: Option<String>,
+    /// Tools the agent may use, comma-separated (within the deployment's BATON_ALLOWED_TOOLS).
+    #[arg(long = "allowed-tools", value_delimiter = ',')]
+    allowed_tools: Option<Vec<String>>,
+    /// Tools the agent may not use, comma-separated (added to the deployment's).
+    #[arg(long = "disallowed-tools", value_delimiter = ',')]
+    disallowed_tools: Option<Vec<String>>,
+    /// Most turns of each run (at most the deployment's BATON_MAX_TURNS).
+    #[arg(long = "max-turns")]
+    max_turns: Option<u32>,
+    /// Most dollars each run may spend (at most the deployment's BATON_MAX_BUDGET_USD).
+    #[arg(long = "max-budget-usd")]
+    max_budget_usd: Option<f64>,
+    /// Text appended to the system prompt, after the deployment's.
+    #[arg(long = "append-system-prompt")]
+    append_system_prompt: Option<String>,
+}
+
+impl AgentArgs {
+    /// The job's `agent` object, or none when no flag was given.
+    fn into_agent(self) -> Option<baton_core::agent::JobAgent> {
+        let agent = baton_core::agent::JobAgent {
+            model: self.model,
+            permission_mode: self.permission_mode,
+            allowed_tools: self.allowed_tools,
+            disallowed_tools: self.disallowed_tools,
+            max_turns: self.max_turns,
+            max_budget_usd: self.max_budget_usd,
+            append_system_prompt: self.append_system_prompt,
+        };
+        (agent != baton_core::agent::JobAgent::default()).then_some(agent)
+    }
 }
 
 /// Exit code for input Baton refuses, as opposed to a failure of Redis or Postgres.
@@ -264,7 +313,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &cli.database_url,
                 &cli.stream,
                 &cli.group,
-                args,
+                *args,
             )
             .await
         }
@@ -637,6 +686,8 @@ async fn enqueue(
         previous_session_id: args.previous_session,
         project_path: args.project_path,
         build_id: args.build_id,
+        agent: args.agent.into_agent(),
+        steps: args.steps,
     };
     let limits = Limits {
         max_prompt_bytes: args.max_prompt_bytes,
@@ -748,6 +799,15 @@ fn print_status(s: &BuildState) {
             r.old_session_id.as_deref().unwrap_or("(fresh)"),
             r.new_session_id
         );
+        if r.answer.nothing_done {
+            out!("          its permissions refused every change it tried: it did nothing");
+        }
+    }
+    if let Some(output) = &s.output {
+        out!("output");
+        for line in output.lines() {
+            out!("  {line}");
+        }
     }
 }
 

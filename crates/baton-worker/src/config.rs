@@ -99,6 +99,61 @@ pub struct Config {
     #[arg(long, env = "BATON_CLI_SESSION_IDS", default_value = "keep", value_parser = ["keep", "rolling"])]
     pub cli_session_ids: String,
 
+    /// The CLI's permission mode for every run; a job may choose another, but `bypassPermissions`
+    /// only with `BATON_ALLOW_BYPASS_PERMISSIONS`.
+    #[arg(long, env = "BATON_PERMISSION_MODE", default_value = baton_core::agent::DEFAULT_PERMISSION_MODE,
+          value_parser = clap::builder::PossibleValuesParser::new(baton_core::agent::PERMISSION_MODES))]
+    pub permission_mode: String,
+
+    /// Tools the agent may use, comma-separated (`Read,Edit,Bash(git:*)`); a job may only narrow it.
+    #[arg(long, env = "BATON_ALLOWED_TOOLS", value_delimiter = ',')]
+    pub allowed_tools: Vec<String>,
+
+    /// Tools the agent may not use, comma-separated; a job may add to it.
+    #[arg(long, env = "BATON_DISALLOWED_TOOLS", value_delimiter = ',')]
+    pub disallowed_tools: Vec<String>,
+
+    /// The model of every run unless a job names one.
+    #[arg(long, env = "BATON_MODEL")]
+    pub model: Option<String>,
+
+    /// The model the CLI falls back to when the first is overloaded.
+    #[arg(long, env = "BATON_FALLBACK_MODEL")]
+    pub fallback_model: Option<String>,
+
+    /// Most turns of one run; a job may ask for fewer.
+    #[arg(long, env = "BATON_MAX_TURNS")]
+    pub max_turns: Option<u32>,
+
+    /// Most dollars one run may spend; a job may ask for less.
+    #[arg(long, env = "BATON_MAX_BUDGET_USD")]
+    pub max_budget_usd: Option<f64>,
+
+    /// Most dollars all of one job's runs may spend together; the job stops, failed, past it.
+    #[arg(long, env = "BATON_JOB_MAX_BUDGET_USD")]
+    pub job_max_budget_usd: Option<f64>,
+
+    /// Text appended to every run's system prompt (a job's own follows it).
+    #[arg(long, env = "BATON_APPEND_SYSTEM_PROMPT")]
+    pub append_system_prompt: Option<String>,
+
+    /// The CLI's `--mcp-config` for every run: a file, or JSON.
+    #[arg(long, env = "BATON_MCP_CONFIG")]
+    pub mcp_config: Option<String>,
+
+    /// The longest answer kept of one run, in bytes; a longer one is cut with a marker.
+    #[arg(long, env = "BATON_MAX_RESULT_BYTES", default_value_t = 64 * 1024)]
+    pub max_result_bytes: usize,
+
+    /// Let jobs ask for `permission_mode` `bypassPermissions`.
+    #[arg(long, env = "BATON_ALLOW_BYPASS_PERMISSIONS", default_value_t = false)]
+    pub allow_bypass_permissions: bool,
+
+    /// A JSON file naming the metadata steps' prompts (`{"metadata.recommendations": "...",
+    /// "metadata.documentation": "..."}`); the built-in prompts otherwise.
+    #[arg(long, env = "BATON_STEP_PROMPTS")]
+    pub step_prompts: Option<PathBuf>,
+
     /// Jobs run at once by this worker.
     #[arg(long, env = "BATON_CONCURRENCY", default_value_t = 4)]
     pub concurrency: usize,
@@ -250,6 +305,60 @@ impl Config {
                 self.metrics_addr
             )
         })
+    }
+
+    /// The operator's agent settings, checked as a job's would be.
+    pub fn operator_agent(&self) -> anyhow::Result<baton_core::agent::OperatorAgent> {
+        let given = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+        let tools = |v: &[String]| -> Vec<String> {
+            v.iter()
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+                .collect()
+        };
+        let operator = baton_core::agent::OperatorAgent {
+            permission_mode: self.permission_mode.clone(),
+            allowed_tools: tools(&self.allowed_tools),
+            disallowed_tools: tools(&self.disallowed_tools),
+            model: given(&self.model),
+            fallback_model: given(&self.fallback_model),
+            max_turns: self.max_turns,
+            max_budget_usd: self.max_budget_usd,
+            append_system_prompt: given(&self.append_system_prompt),
+            mcp_config: given(&self.mcp_config),
+            allow_bypass: self.allow_bypass_permissions,
+        };
+        // The operator's values obey the same shapes as a job's.
+        baton_core::agent::check_job_agent(&baton_core::agent::JobAgent {
+            model: operator.model.clone(),
+            permission_mode: Some(operator.permission_mode.clone()),
+            allowed_tools: Some(operator.allowed_tools.clone()),
+            disallowed_tools: Some(operator.disallowed_tools.clone()),
+            max_turns: operator.max_turns,
+            max_budget_usd: operator.max_budget_usd,
+            append_system_prompt: None,
+        })
+        .map_err(|e| {
+            anyhow::anyhow!("the agent settings (BATON_PERMISSION_MODE and the rest): {e}")
+        })?;
+        if let Some(b) = self.job_max_budget_usd {
+            anyhow::ensure!(
+                b.is_finite() && b > 0.0,
+                "BATON_JOB_MAX_BUDGET_USD must be a positive number, not {b}"
+            );
+        }
+        Ok(operator)
+    }
+
+    /// The metadata steps' prompts: the built-in ones, or those `BATON_STEP_PROMPTS` names.
+    pub fn step_prompts(&self) -> anyhow::Result<baton_core::plan::StepPrompts> {
+        let Some(path) = &self.step_prompts else {
+            return Ok(baton_core::plan::StepPrompts::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("BATON_STEP_PROMPTS {}: {e}", path.display()))?;
+        baton_core::plan::StepPrompts::from_json(&text)
+            .map_err(|e| anyhow::anyhow!("BATON_STEP_PROMPTS {}: {e}", path.display()))
     }
 
     /// The job limits.

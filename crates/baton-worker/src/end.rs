@@ -7,6 +7,8 @@ pub enum JobEnd {
     Completed {
         /// The session the job left, when it ran any step.
         session: Option<String>,
+        /// The job's answer: its last run's result that is not a compaction's.
+        output: Option<String>,
     },
     /// The job can never run as it is: dead-letter the entry.
     DeadLettered {
@@ -39,7 +41,15 @@ impl JobEnd {
     /// The session a completed job left, when it ran any step.
     pub(crate) fn session(&self) -> Option<&str> {
         match self {
-            JobEnd::Completed { session } => session.as_deref(),
+            JobEnd::Completed { session, .. } => session.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The answer of a completed job, when it has one.
+    pub(crate) fn output(&self) -> Option<&str> {
+        match self {
+            JobEnd::Completed { output, .. } => output.as_deref(),
             _ => None,
         }
     }

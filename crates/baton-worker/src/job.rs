@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use baton_agent::{Agent, Outcome, RunHooks, RunReport, RunRequest};
+use baton_core::agent::RunSettings;
 use baton_core::checkpoint::Phase;
 use baton_core::events::{Event, EventType};
 use baton_core::policy::{self, Decision, FreshReason, PolicyConfig};
 use baton_core::{BuildStatus, Checkpoint, Job, JobKind, Limits, Step};
-use baton_ledger::{Claim, Ledger, LedgerError, Recorded, RunMetrics, RunRecord};
+use baton_ledger::{Claim, Ledger, LedgerError, Recorded, RunRecord};
 use baton_queue::{Delivery, Queue, QueueError};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
@@ -19,6 +20,8 @@ use crate::config::Scheduling;
 pub use crate::end::JobEnd;
 pub use crate::hold::Hold;
 use crate::metrics::Metrics;
+use crate::panics::panic_message;
+use crate::report::{answer_of, checkpoint_of, judge, metrics};
 use crate::transcripts::{Carried, TranscriptSettings};
 
 /// A run's progress not yet sent to Redis: its events in the order they happened (`run_finished`
@@ -33,7 +36,7 @@ struct Unsent {
 }
 
 /// Why the steps stopped before the end.
-enum Stopped {
+pub(crate) enum Stopped {
     Fenced,
     Failed(String),
     Interrupted(String),
@@ -74,6 +77,14 @@ pub struct JobContext {
     pub hold: Hold,
     /// Where the CLI keeps sessions on this host, and how much of one the ledger keeps.
     pub transcripts: TranscriptSettings,
+    /// The metadata steps' prompts (`BATON_STEP_PROMPTS`).
+    pub step_prompts: baton_core::plan::StepPrompts,
+    /// The operator's agent settings, which each job may narrow.
+    pub agent_settings: baton_core::agent::OperatorAgent,
+    /// `BATON_JOB_MAX_BUDGET_USD`: what all of one job's runs may cost together.
+    pub job_max_budget_usd: Option<f64>,
+    /// `BATON_MAX_RESULT_BYTES`: the longest answer kept of one run.
+    pub max_result_bytes: usize,
 }
 
 /// The tokens that end a job early.
@@ -136,6 +147,9 @@ impl JobContext {
             let mut event = Event::new(kind, &job.build_id, &job.project_id);
             event.session_id = end.session().map(str::to_string);
             event.error = end.reason().map(str::to_string);
+            event.output = end
+                .output()
+                .map(|o| baton_core::events::bounded(o, baton_core::events::EVENT_OUTPUT_BYTES));
             event
         });
         (end, event, span, Some(job.kind))
@@ -204,6 +218,25 @@ impl JobContext {
                 };
             }
         };
+        // What the agent may do in this job's runs: the operator's settings, narrowed by the job's.
+        let settings = match baton_core::agent::settle(&self.agent_settings, job.agent.as_ref())
+            .and_then(
+                |s| match baton_agent::refused_as_root(s.permission_mode.as_deref()) {
+                    Some(why) => Err(why.to_string()),
+                    None => Ok(s),
+                },
+            ) {
+            Ok(s) => s,
+            Err(why) => {
+                self.metrics.decision("refused");
+                let reason = format!("refused: {why}");
+                let _ = self.ledger.fail_unclaimed(job, &reason).await;
+                return JobEnd::DeadLettered {
+                    reason,
+                    attempts: 0,
+                };
+            }
+        };
         let claim = match self.ledger.claim_build(job, Some(&delivery.id)).await {
             Ok(c) => c,
             Err(e) if e.is_terminal_for_job() => {
@@ -245,7 +278,8 @@ impl JobContext {
                     "build already finished; acknowledging the duplicate entry"
                 );
                 let session = claim.recorded.last().map(|r| r.new_session_id.clone());
-                return JobEnd::Completed { session };
+                let output = self.recorded_output(&job.build_id).await;
+                return JobEnd::Completed { session, output };
             }
             None => {}
         }
@@ -264,14 +298,23 @@ impl JobContext {
         let attempts = u32::try_from(claim.attempt).unwrap_or(0);
 
         let ended = self
-            .run_steps(job, &cwd, &claim, interrupted, signals)
+            .run_steps(job, &cwd, &claim, interrupted, signals, &settings)
             .await;
+        let ended = match ended {
+            // Every answering run was recorded by an earlier claim: the answer is the ledger's.
+            Ok((session, completed, None)) if !claim.recorded.is_empty() => Ok((
+                session,
+                completed,
+                self.recorded_output(&job.build_id).await,
+            )),
+            other => other,
+        };
         let (status, end) = match ended {
             // The last run's record already ended the build.
-            Ok((session, true)) => (None, JobEnd::Completed { session }),
-            Ok((session, false)) => (
+            Ok((session, true, output)) => (None, JobEnd::Completed { session, output }),
+            Ok((session, false, output)) => (
                 Some((BuildStatus::Completed, None)),
-                JobEnd::Completed { session },
+                JobEnd::Completed { session, output },
             ),
             Err(Stopped::Fenced) => {
                 warn!("a newer claim owns this job; dropping it without writing");
@@ -319,8 +362,9 @@ impl JobContext {
         end
     }
 
-    /// Runs the steps not yet recorded. Returns the session the chain ends in, and whether the
-    /// last run's record also completed the build.
+    /// Runs the steps not yet recorded. Returns the session the chain ends in, whether the last
+    /// run's record also completed the build, and the answer of its last run here that is not a
+    /// compaction.
     async fn run_steps(
         &self,
         job: &Job,
@@ -328,7 +372,8 @@ impl JobContext {
         claim: &Claim,
         interrupted: Result<Option<Checkpoint>, QueueError>,
         signals: &JobSignals,
-    ) -> Result<(Option<String>, bool), Stopped> {
+        settings: &RunSettings,
+    ) -> Result<(Option<String>, bool, Option<String>), Stopped> {
         // `chain` is the session the ledger's chain ends in: what a recorded run resumed from.
         let (mut chain, mut fresh_reason) = match claim.recorded.last() {
             Some(last) => (Some(last.new_session_id.clone()), None),
@@ -388,8 +433,19 @@ impl JobContext {
                 None
             }
         };
-        let plan = Step::plan(job.kind);
+        let plan = Step::plan_of(job);
         let mut completed = false;
+        let mut output = None;
+        // What the job's runs cost so far, those an earlier claim recorded included.
+        let mut job_cost = match self.job_max_budget_usd {
+            Some(_) if !claim.recorded.is_empty() => {
+                self.ledger.build_cost(&job.build_id).await.map_err(|e| {
+                    self.ledger_error(&e);
+                    Stopped::Interrupted(format!("ledger: {e}"))
+                })?
+            }
+            _ => 0.0,
+        };
         for (i, &step) in plan.iter().enumerate() {
             if claim.recorded.iter().any(|r| r.step == step.name()) {
                 info!(step = step.name(), "step already recorded; skipping");
@@ -410,12 +466,13 @@ impl JobContext {
                     cwd,
                     step,
                     target,
-                    chain.as_deref(),
-                    claim,
+                    (chain.as_deref(), claim),
                     signals,
                     &carried,
+                    settings,
                 )
                 .await?;
+            job_cost += report.cost_usd;
             if fell_back {
                 chain = None;
                 fresh_reason = Some(FreshReason::ResumeFallback);
@@ -438,6 +495,15 @@ impl JobContext {
                 }
             };
             let transcript = self.transcript_write(cwd, &new_session, &carried).await;
+            let answer = answer_of(&report, self.max_result_bytes);
+            if answer.nothing_done {
+                warn!(
+                    step = step.name(),
+                    denials = report.permission_denials.len(),
+                    "the run's permissions refused every change it tried: it did nothing"
+                );
+                self.metrics.nothing_done.inc();
+            }
             let record = RunRecord {
                 job,
                 fence: claim.fence,
@@ -449,6 +515,7 @@ impl JobContext {
                 note: note.as_deref(),
                 completes: i + 1 == plan.len(),
                 transcript: Some(&transcript),
+                result: Some(&answer),
             };
             // The checkpoint is the fast path and the ledger the truth: neither waits for the
             // other. The run's events not yet sent ride with its last checkpoint, which supersedes
@@ -480,6 +547,9 @@ impl JobContext {
             match recorded? {
                 Recorded::Written => {
                     completed = record.completes;
+                    if step != Step::Compact {
+                        output = answer.result.clone();
+                    }
                     let bytes: usize = stored.changes.iter().map(|c| c.data.len()).sum();
                     self.metrics.transcript_stored_bytes.inc_by(bytes as u64);
                     carried = carried.after(&new_session, stored);
@@ -490,8 +560,17 @@ impl JobContext {
                 ),
             }
             chain = Some(new_session);
+            // The run's work is recorded; past the job's budget, nothing more is spent on it.
+            if let Some(max) = self.job_max_budget_usd
+                && job_cost > max
+                && i + 1 < plan.len()
+            {
+                return Err(Stopped::Failed(format!(
+                    "{step}: the job's runs cost ${job_cost:.4}, over BATON_JOB_MAX_BUDGET_USD (${max})"
+                )));
+            }
         }
-        Ok((chain, completed))
+        Ok((chain, completed, output))
     }
 
     /// Runs a step until it succeeds, fails for good, or its attempts run out. Returns the last
@@ -505,10 +584,10 @@ impl JobContext {
         cwd: &Path,
         step: Step,
         mut target: Option<String>,
-        chain: Option<&str>,
-        claim: &Claim,
+        (chain, claim): (Option<&str>, &Claim),
         signals: &JobSignals,
         carried: &Carried,
+        settings: &RunSettings,
     ) -> Result<(RunReport, Unsent, bool), Stopped> {
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(self.scheduling.retry_min_delay)
@@ -530,7 +609,7 @@ impl JobContext {
                 })?;
             }
             let (report, unsent) = self
-                .run_step(job, cwd, step, target.as_deref(), signals)
+                .run_step(job, cwd, step, target.as_deref(), signals, settings)
                 .await?;
             // A CLI that keeps ids and answers a resume under another id started a fresh session
             // without the history: the run is kept, but recorded as the fresh start it was.
@@ -622,15 +701,28 @@ impl JobContext {
         step: Step,
         session: Option<&str>,
         signals: &JobSignals,
+        settings: &RunSettings,
     ) -> Result<(RunReport, Unsent), Stopped> {
         if let Some(why) = self.hold_lapsed(step, "not starting a run") {
             return Err(Stopped::Interrupted(why));
         }
         let request = RunRequest {
             cwd: cwd.to_path_buf(),
-            prompt: step.prompt(job),
+            prompt: step.prompt(job, &self.step_prompts),
             resume: session.map(str::to_string),
-            permission_mode: step.permission_mode().map(str::to_string),
+            // A step that needs its own mode (a planning chat) has it whatever the job asked.
+            permission_mode: step
+                .permission_mode()
+                .map(str::to_string)
+                .or_else(|| settings.permission_mode.clone()),
+            model: settings.model.clone(),
+            fallback_model: settings.fallback_model.clone(),
+            max_turns: settings.max_turns,
+            max_budget_usd: settings.max_budget_usd,
+            allowed_tools: settings.allowed_tools.clone(),
+            disallowed_tools: settings.disallowed_tools.clone(),
+            append_system_prompt: settings.append_system_prompt.clone(),
+            mcp_config: settings.mcp_config.clone(),
             ..RunRequest::default()
         };
         let mut started = Event::new(EventType::RunStarted, &job.build_id, &job.project_id);
@@ -768,6 +860,18 @@ impl JobContext {
         Ok(real)
     }
 
+    /// A build's answer as the ledger recorded it; `None` when it has none or cannot be read (a
+    /// lost answer costs the event its `output`, never the job).
+    async fn recorded_output(&self, build_id: &str) -> Option<String> {
+        match self.ledger.build_state(build_id).await {
+            Ok(state) => state.output,
+            Err(e) => {
+                warn!(error = %e, "could not read the build's answer from the ledger");
+                None
+            }
+        }
+    }
+
     /// Whether the CLI's credentials work again: one minimal run in a scratch folder.
     pub async fn probe_cli(&self) -> bool {
         let dir = self.workspace_root.join(".baton-probe");
@@ -784,97 +888,5 @@ impl JobContext {
             Ok(report) => !matches!(report.outcome, Outcome::AuthFailed { .. }),
             Err(_) => false,
         }
-    }
-}
-
-/// What a step's final run means for the job: go on (with a note for a compaction that did not
-/// happen, which leaves the session as it was) or stop.
-fn judge(step: Step, report: &RunReport) -> Result<Option<String>, Stopped> {
-    match &report.outcome {
-        Outcome::Success => Ok(None),
-        Outcome::Cancelled => Err(Stopped::Interrupted(format!("{step}: run cancelled"))),
-        Outcome::AuthFailed { detail } => Err(Stopped::Auth(format!("{step}: {detail}"))),
-        other if step.may_fail() => {
-            warn!(step = step.name(), outcome = %other, "compaction did not happen; the job keeps its session");
-            Ok(Some(format!("compaction did not happen: {other}")))
-        }
-        other => Err(Stopped::Failed(format!("{step}: {other}"))),
-    }
-}
-
-fn metrics(report: &RunReport) -> RunMetrics {
-    let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    RunMetrics {
-        input_tokens: clamp(report.usage.input_tokens),
-        output_tokens: clamp(report.usage.output_tokens),
-        cache_read_input_tokens: clamp(report.usage.cache_read_input_tokens),
-        cache_creation_input_tokens: clamp(report.usage.cache_creation_input_tokens),
-        cost_usd: report.cost_usd,
-        duration_ms: clamp(report.duration_ms),
-        num_turns: i32::try_from(report.num_turns).unwrap_or(i32::MAX),
-    }
-}
-
-/// The checkpoint of `job` at `step`, as of now.
-fn checkpoint_of(
-    job: &Job,
-    step: Step,
-    session: &str,
-    files: &[String],
-    phase: Phase,
-) -> Checkpoint {
-    Checkpoint {
-        session_id: session.to_string(),
-        build_id: job.build_id.clone(),
-        project_path: job.project_path.clone(),
-        files_created: files.to_vec(),
-        step: step.name().to_string(),
-        phase,
-        updated_at: chrono::Utc::now(),
-    }
-}
-
-/// The text a panic carried, as `panic!` and `expect` give it.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".into())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A job's stand-in that panics with `message` when given one, as `panic!` and `expect` do.
-    async fn job(message: Option<&'static str>, formatted: bool) {
-        tokio::task::yield_now().await;
-        match (message, formatted) {
-            (Some(m), false) => panic!("{}", m),
-            (Some(m), true) => panic!("{m} at line {}", 3),
-            (None, _) => {}
-        }
-    }
-
-    async fn caught(fut: impl std::future::Future<Output = ()>) -> Result<(), String> {
-        futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(fut))
-            .await
-            .map_err(|p| panic_message(p.as_ref()))
-    }
-
-    #[tokio::test]
-    async fn a_panicking_job_future_is_caught_with_its_message() {
-        assert_eq!(
-            caught(job(Some("bad line"), false)).await,
-            Err("bad line".into())
-        );
-        assert_eq!(
-            caught(job(Some("bad line"), true)).await,
-            Err("bad line at line 3".into())
-        );
-        assert_eq!(caught(job(None, false)).await, Ok(()));
-        let literal = std::panic::catch_unwind(|| panic!("literal")).unwrap_err();
-        assert_eq!(panic_message(literal.as_ref()), "literal");
     }
 }

@@ -9,6 +9,8 @@ pub mod hold;
 pub mod http;
 pub mod job;
 pub mod metrics;
+mod panics;
+mod report;
 pub mod transcripts;
 
 use std::collections::BTreeMap;
@@ -76,6 +78,8 @@ impl StreamId {
 /// A running worker's parts.
 pub struct Worker {
     ctx: JobContext,
+    /// Why this worker's configuration cannot run any job, when it cannot; it takes none.
+    misconfigured: Option<String>,
     consumer: String,
     state: Arc<Mutex<State>>,
     wake: Arc<Notify>,
@@ -97,6 +101,16 @@ impl Worker {
         std::fs::create_dir_all(&config.workspace_root)?;
         resolve_program(&config.claude_bin)?;
         let scheduling = config.scheduling()?;
+        let agent_settings = config.operator_agent()?;
+        // Started all the same, so that it says why on /readyz; it takes no job.
+        let misconfigured = baton_agent::refused_as_root(Some(&agent_settings.permission_mode))
+            .map(|why| {
+                let why = format!(
+                    "BATON_PERMISSION_MODE=bypassPermissions, but this worker runs as root, and the claude CLI refuses that: {why}"
+                );
+                error!("{why}; taking no jobs");
+                why
+            });
         let agent = Agent::new(config.agent());
         let transcripts = transcripts::TranscriptSettings {
             config_dir: agent.claude_config_dir(),
@@ -116,7 +130,12 @@ impl Worker {
                 metrics: Arc::new(metrics::Metrics::new()),
                 hold: job::Hold::new(scheduling.claim_idle),
                 transcripts,
+                step_prompts: config.step_prompts()?,
+                agent_settings: agent_settings.clone(),
+                job_max_budget_usd: config.job_max_budget_usd,
+                max_result_bytes: config.max_result_bytes,
             },
+            misconfigured,
             consumer: config.consumer_name(),
             state: Arc::new(Mutex::new(State::default())),
             wake: Arc::new(Notify::new()),
@@ -173,7 +192,9 @@ impl Worker {
 
     /// Why the worker takes no new jobs, if it does not (for readiness).
     pub fn paused(&self) -> Option<String> {
-        self.state.lock().expect("state lock").paused.clone()
+        self.misconfigured
+            .clone()
+            .or_else(|| self.state.lock().expect("state lock").paused.clone())
     }
 
     /// Runs until `shutdown`: reads, claims, dispatches and heartbeats. After `shutdown`, running
@@ -493,7 +514,8 @@ impl Worker {
                     _ = tokio::time::sleep(this.ctx.scheduling.auth_probe_interval) => {}
                     _ = shutdown.cancelled() => return,
                 }
-                if this.paused().is_none() {
+                // Only a pause on credentials is probed; a misconfiguration does not pass.
+                if this.state.lock().expect("state lock").paused.is_none() {
                     continue;
                 }
                 if this.ctx.probe_cli().await {
@@ -784,6 +806,7 @@ impl Clone for Worker {
     fn clone(&self) -> Self {
         Worker {
             ctx: self.ctx.clone(),
+            misconfigured: self.misconfigured.clone(),
             consumer: self.consumer.clone(),
             state: self.state.clone(),
             wake: self.wake.clone(),

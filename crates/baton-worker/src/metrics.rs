@@ -82,6 +82,8 @@ pub struct Metrics {
     pub transcript_restore_duration: Histogram,
     /// Sessions whose files could not be stored whole (too large, or not found after a run).
     pub transcript_incomplete: Counter,
+    /// Runs whose permissions refused every change they tried.
+    pub nothing_done: Counter,
     /// The queue's own count of those, as last added to `redis_reconnects`.
     redis_reconnects_synced: AtomicU64,
 }
@@ -117,6 +119,7 @@ impl Metrics {
             transcript_restores: Family::default(),
             transcript_restore_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             transcript_incomplete: Counter::default(),
+            nothing_done: Counter::default(),
             redis_reconnects_synced: AtomicU64::new(0),
             registry: Registry::default(),
         };
@@ -210,6 +213,11 @@ impl Metrics {
             "transcript_incomplete",
             "Sessions whose files could not be stored whole",
             m.transcript_incomplete.clone(),
+        );
+        registry.register(
+            "runs_nothing_done",
+            "Runs whose permissions refused every change they tried, so they did nothing",
+            m.nothing_done.clone(),
         );
         Metrics { registry, ..m }
     }

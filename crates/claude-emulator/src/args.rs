@@ -24,6 +24,12 @@ pub struct Args {
     pub model: Option<String>,
     pub max_turns: Option<u32>,
     pub permission_mode: Option<String>,
+    /// `--allowed-tools` / `--allowedTools`: one or more tools, each a word of its own or
+    /// comma-separated.
+    pub allowed_tools: Vec<String>,
+    /// `--disallowed-tools` / `--disallowedTools`.
+    pub disallowed_tools: Vec<String>,
+    pub max_budget_usd: Option<f64>,
     pub prompt: Option<String>,
     pub version: bool,
     pub help: bool,
@@ -50,16 +56,20 @@ const IGNORED_WITH_VALUE: &[&str] = &[
     "--append-system-prompt",
     "--system-prompt",
     "--system-prompt-snapshot",
-    "--allowedTools",
-    "--allowed-tools",
-    "--disallowedTools",
-    "--disallowed-tools",
     "--add-dir",
-    "--mcp-config",
     "--settings",
     "--fallback-model",
-    "--max-budget-usd",
     "--input-format",
+];
+
+/// The permission modes the real CLI 2.1.329 lists (it takes `default` too, unlisted).
+const PERMISSION_MODES: &[&str] = &[
+    "acceptEdits",
+    "auto",
+    "bypassPermissions",
+    "manual",
+    "dontAsk",
+    "plan",
 ];
 
 /// Parses argv (without the program name) the way the real CLI's parser does.
@@ -135,7 +145,54 @@ pub fn parse(argv: &[String]) -> Result<Args, Refusal> {
             }
             "--session-id" => args.session_id = Some(value("--session-id <uuid>")?),
             "--model" => args.model = Some(value("--model <model>")?),
-            "--permission-mode" => args.permission_mode = Some(value("--permission-mode <mode>")?),
+            "--permission-mode" => {
+                let v = value("--permission-mode <mode>")?;
+                if v != "default" && !PERMISSION_MODES.contains(&v.as_str()) {
+                    return Err(Refusal::new(format!(
+                        "error: option '--permission-mode <mode>' argument '{v}' is invalid. Allowed choices are {}.",
+                        PERMISSION_MODES.join(", ")
+                    )));
+                }
+                args.permission_mode = Some(v);
+            }
+            "--max-budget-usd" => {
+                let v = value("--max-budget-usd <amount>")?;
+                match v.parse::<f64>() {
+                    Ok(b) if b.is_finite() && b > 0.0 => args.max_budget_usd = Some(b),
+                    _ => {
+                        return Err(Refusal::new(format!(
+                            "error: option '--max-budget-usd <amount>' argument '{v}' is invalid."
+                        )));
+                    }
+                }
+            }
+            // Variadic, as the real CLI's: the inline value and every following word up to the
+            // next flag; each may also be a comma-separated list.
+            "--allowedTools" | "--allowed-tools" | "--disallowedTools" | "--disallowed-tools"
+            | "--mcp-config" => {
+                let mut values: Vec<String> = inline.clone().into_iter().collect();
+                while let Some(next) = argv.get(i).filter(|n| !n.starts_with('-')) {
+                    values.push(next.clone());
+                    i += 1;
+                }
+                if values.is_empty() {
+                    return Err(Refusal::new(format!(
+                        "error: option '{flag} <values...>' argument missing"
+                    )));
+                }
+                let tools = values
+                    .iter()
+                    .flat_map(|v| v.split(','))
+                    .map(|t| t.trim().to_string())
+                    .filter(|t| !t.is_empty());
+                match flag.as_str() {
+                    "--allowedTools" | "--allowed-tools" => args.allowed_tools.extend(tools),
+                    "--disallowedTools" | "--disallowed-tools" => {
+                        args.disallowed_tools.extend(tools)
+                    }
+                    _ => {}
+                }
+            }
             "--max-turns" => {
                 let v = value("--max-turns <turns>")?;
                 args.max_turns = Some(v.parse().map_err(|_| {

@@ -15,12 +15,14 @@
 //! - `CLAUDE_EMULATOR_SESSION_IDS`: `keep` (default, current CLIs) or `rolling` (old CLIs).
 //! - `CLAUDE_EMULATOR_LATENCY_MS`: time each run takes before its result;
 //!   `CLAUDE_EMULATOR_LATENCY_MATCH` limits it to runs whose prompt contains that text.
-//! - `CLAUDE_EMULATOR_LOG`: a file that gets one JSON line per run.
+//! - `CLAUDE_EMULATOR_LOG`: a file that gets one JSON line per run (its argv, the prompt it read,
+//!   sessions in and out, outcome, times).
 //! - `CLAUDE_EMULATOR_FAULT`, `_FAULT_RATE`, `_SEED`, `_FAULT_MATCH`, `_FAULT_FILE`: fault injection
 //!   (see `fault.rs`); `CLAUDE_EMULATOR_RATE_LIMIT_RESET_SECS`: when a rate limit resets (default 60).
 
 mod args;
 mod fault;
+mod output;
 mod session;
 
 use std::io::{self, Write};
@@ -29,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use args::{Args, OutputFormat};
 use fault::Fault;
+use output::Output;
 use serde_json::{Value, json};
 use session::{Session, text_tokens};
 
@@ -49,6 +52,9 @@ const TOOLS: &[&str] = &[
 
 /// When this process started, for the run log.
 static STARTED: std::sync::OnceLock<chrono::DateTime<chrono::Utc>> = std::sync::OnceLock::new();
+
+/// The prompt this run was given (argument or standard input), for the run log.
+static PROMPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// When this process was created, for the run log; see [`created_at`].
 static CREATED: std::sync::OnceLock<Option<chrono::DateTime<chrono::Utc>>> =
@@ -116,6 +122,15 @@ fn invoke(argv: &[String]) -> io::Result<Ended> {
             "invalid_invocation",
         ));
     }
+    if args.permission_mode.as_deref() == Some("bypassPermissions")
+        && nix::unistd::geteuid().is_root()
+    {
+        return Ok(refuse(
+            "--dangerously-skip-permissions cannot be used with root/sudo privileges for security reasons",
+            None,
+            "invalid_invocation",
+        ));
+    }
     let prompt = match &args.prompt {
         Some(p) => p.clone(),
         None => {
@@ -131,6 +146,7 @@ fn invoke(argv: &[String]) -> io::Result<Ended> {
             buf
         }
     };
+    PROMPT.get_or_init(|| prompt.clone());
     let cwd = std::env::current_dir()?;
     let format = args.output_format.unwrap_or(OutputFormat::Text);
     let mut out = Output::new(format, args.verbose);
@@ -256,7 +272,40 @@ struct Run<'a> {
     resume_id: Option<String>,
 }
 
+/// What the run's permissions let it do with the project's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Plan mode: it plans and writes nothing.
+    PlanOnly,
+    /// Its mode or its allowed tools grant Write.
+    Write,
+    /// It asks for Write and is refused: no one is there to approve, as in a headless run.
+    Denied,
+}
+
 impl Run<'_> {
+    /// What this run may do: acceptEdits, auto and bypassPermissions grant edits; `default`,
+    /// `manual` and `dontAsk` only what `--allowed-tools` names; `--disallowed-tools` always wins.
+    fn access(&self) -> Access {
+        let mode = self.args.permission_mode.as_deref().unwrap_or("default");
+        let names_write = |tools: &[String]| {
+            tools
+                .iter()
+                .any(|t| t == "Write" || t.starts_with("Write(") || t == "Edit")
+        };
+        if mode == "plan" {
+            Access::PlanOnly
+        } else if names_write(&self.args.disallowed_tools) {
+            Access::Denied
+        } else if matches!(mode, "acceptEdits" | "auto" | "bypassPermissions")
+            || names_write(&self.args.allowed_tools)
+        {
+            Access::Write
+        } else {
+            Access::Denied
+        }
+    }
+
     /// Logs the run as it stands and never returns: a hang the caller's watchdog must end.
     fn hang(&self, session: &Session, out: &mut Output) -> ! {
         out.finish();
@@ -484,28 +533,53 @@ fn turn(
         &first_usage,
         None,
     ));
-    out.emit(assistant_line(
-        session,
-        model,
-        &first_id,
-        json!({"type": "tool_use", "id": tool_id, "name": "Write", "input": {"file_path": file_path.to_string_lossy(), "content": content}}),
-        &first_usage,
-        Some("tool_use"),
-    ));
-    if run.fault == Some(Fault::Crash) {
-        run.crash(session);
-    }
-    if let Some(dir) = file_path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&file_path, &content)?;
-    out.emit(json!({
-        "type": "user",
-        "message": {"role": "user", "content": [{"tool_use_id": tool_id, "type": "tool_result", "content": format!("File created successfully at: {}", file_path.display())}]},
-        "parent_tool_use_id": null,
-        "session_id": session.id,
-        "uuid": new_id()
-    }));
+    // In plan mode the agent only plans; otherwise it asks for Write, which a headless run is
+    // granted only by its permission mode or its allowed tools.
+    let mut denials = Vec::new();
+    let wrote = match run.access() {
+        Access::PlanOnly => false,
+        access => {
+            out.emit(assistant_line(
+                session,
+                model,
+                &first_id,
+                json!({"type": "tool_use", "id": tool_id, "name": "Write", "input": {"file_path": file_path.to_string_lossy(), "content": content}}),
+                &first_usage,
+                Some("tool_use"),
+            ));
+            if run.fault == Some(Fault::Crash) {
+                run.crash(session);
+            }
+            let granted = access == Access::Write;
+            let said = if granted {
+                if let Some(dir) = file_path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                std::fs::write(&file_path, &content)?;
+                format!("File created successfully at: {}", file_path.display())
+            } else {
+                denials.push(json!({"tool_name": "Write", "tool_use_id": tool_id, "tool_input": {"file_path": file_path.to_string_lossy()}}));
+                format!(
+                    "Claude requested permissions to write to {}, but you haven't granted it yet.",
+                    file_path.display()
+                )
+            };
+            out.emit(json!({
+                "type": "user",
+                "message": {"role": "user", "content": [{"tool_use_id": tool_id, "type": "tool_result", "content": said, "is_error": !granted}]},
+                "parent_tool_use_id": null,
+                "session_id": session.id,
+                "uuid": new_id()
+            }));
+            granted
+        }
+    };
+    let answer = match (wrote, run.access()) {
+        _ if asks_for_history(prompt) || asks_for_tool_results(prompt) => answer,
+        (true, _) => answer,
+        (false, Access::PlanOnly) => format!("Plan: write {file}."),
+        (false, _) => format!("I could not write {file}: permission to use Write was denied."),
+    };
 
     std::thread::sleep(run.latency);
     if run.fault == Some(Fault::Garbage) {
@@ -524,13 +598,20 @@ fn turn(
         Some("end_turn"),
     ));
 
-    session.push(json!({"type": "assistant", "message": {"role": "assistant", "content": answer, "files": [file]}}), cwd);
+    let files: Vec<&str> = if wrote {
+        vec![file.as_str()]
+    } else {
+        Vec::new()
+    };
+    session.push(json!({"type": "assistant", "message": {"role": "assistant", "content": answer, "files": files}}), cwd);
     session.save()?;
 
     let input = prompt_tokens + second_in;
     let output = first_out + second_out;
     let cache_read = history_tokens * 2;
-    if run.fault == Some(Fault::MaxTurns) {
+    // A run takes two turns: the tool call and the answer.
+    let turn_limit = run.args.max_turns.filter(|n| *n < 2);
+    if run.fault == Some(Fault::MaxTurns) || turn_limit.is_some() {
         let limit = run.args.max_turns.unwrap_or(1);
         out.emit(json!({
             "type": "result",
@@ -551,6 +632,27 @@ fn turn(
         }));
         return Ok(("max_turns".into(), 1));
     }
+    let spent = cost(input, cache_read, output);
+    if let Some(budget) = run.args.max_budget_usd.filter(|b| spent > *b) {
+        out.emit(json!({
+            "type": "result",
+            "subtype": "error_max_budget_usd",
+            "duration_ms": clock.elapsed().as_millis() as u64,
+            "duration_api_ms": clock.elapsed().as_millis() as u64,
+            "is_error": true,
+            "num_turns": 2,
+            "stop_reason": "end_turn",
+            "session_id": session.id,
+            "total_cost_usd": spent,
+            "usage": usage(input, cache_read, output),
+            "modelUsage": {},
+            "permission_denials": denials,
+            "terminal_reason": "budget_exhausted",
+            "uuid": new_id(),
+            "errors": [format!("Reached maximum budget (${budget})")]
+        }));
+        return Ok(("max_budget".into(), 1));
+    }
     out.emit(json!({
         "type": "result",
         "subtype": "success",
@@ -564,7 +666,7 @@ fn turn(
         "total_cost_usd": cost(input, cache_read, output),
         "usage": usage(input, cache_read, output),
         "modelUsage": {model: {"inputTokens": input, "outputTokens": output, "cacheReadInputTokens": cache_read, "cacheCreationInputTokens": 0, "costUSD": cost(input, cache_read, output)}},
-        "permission_denials": [],
+        "permission_denials": denials,
         "terminal_reason": "completed",
         "uuid": new_id()
     }));
@@ -719,67 +821,6 @@ fn failed_resume_result(session_id: &str, message: &str) -> Value {
     })
 }
 
-/// Prints messages in the chosen format: as they happen (stream-json), or at the end (json, text).
-struct Output {
-    format: OutputFormat,
-    verbose: bool,
-    held: Vec<Value>,
-}
-
-impl Output {
-    fn new(format: OutputFormat, verbose: bool) -> Self {
-        Output {
-            format,
-            verbose,
-            held: Vec::new(),
-        }
-    }
-
-    fn emit(&mut self, line: Value) {
-        if self.format == OutputFormat::StreamJson {
-            let mut stdout = io::stdout().lock();
-            let _ = writeln!(stdout, "{line}");
-            let _ = stdout.flush();
-        } else {
-            self.held.push(line);
-        }
-    }
-
-    /// A line that is not a JSON object, for the garbage fault (stream-json only).
-    fn emit_raw(&mut self, line: &str) {
-        if self.format == OutputFormat::StreamJson {
-            let mut stdout = io::stdout().lock();
-            let _ = writeln!(stdout, "{line}");
-            let _ = stdout.flush();
-        }
-    }
-
-    fn finish(&mut self) {
-        let result = self
-            .held
-            .iter()
-            .rev()
-            .find(|l| l["type"] == "result")
-            .cloned();
-        match self.format {
-            OutputFormat::StreamJson => {}
-            OutputFormat::Json if self.verbose => {
-                println!("{}", Value::Array(std::mem::take(&mut self.held)))
-            }
-            OutputFormat::Json => {
-                if let Some(r) = result {
-                    println!("{r}");
-                }
-            }
-            OutputFormat::Text => {
-                if let Some(text) = result.as_ref().and_then(|r| r["result"].as_str()) {
-                    println!("{text}");
-                }
-            }
-        }
-    }
-}
-
 /// When this process was created (the `clone` that became it, before its `exec`), at the latest:
 /// now minus the CPU time it has used, which until `main` is all it has done but wait for a core.
 /// Lets the benchmark count the process's own start (exec, loader, runtime) as time inside the CLI.
@@ -814,6 +855,7 @@ fn log_run(argv: &[String], ended: &Ended, finished: bool) {
     let line = json!({
         "pid": std::process::id(),
         "argv": argv,
+        "prompt": PROMPT.get(),
         "cwd": std::env::current_dir().ok().map(|d| d.to_string_lossy().into_owned()),
         "session_in": ended.session_in,
         "session_out": ended.session_out,

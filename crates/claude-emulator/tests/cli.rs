@@ -37,12 +37,76 @@ fn json_prints_the_result_object_or_with_verbose_every_message() {
 #[test]
 fn text_prints_only_the_answer() {
     let dir = tempfile::tempdir().unwrap();
-    let out = emulator(dir.path(), &["-p", "Write a.md"]);
+    let out = emulator(
+        dir.path(),
+        &["-p", "Write a.md", "--permission-mode", "acceptEdits"],
+    );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "Done: wrote a.md."
     );
     assert!(dir.path().join("a.md").is_file());
+}
+
+#[test]
+fn permissions_decide_what_a_run_may_write() {
+    let dir = tempfile::tempdir().unwrap();
+    // Headless in the default mode, nobody can approve the write: it is refused and reported.
+    let out = emulator(dir.path(), &["-p", "Write b.md", "--output-format", "json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["permission_denials"][0]["tool_name"], "Write");
+    assert!(!dir.path().join("b.md").exists());
+    // The tool allowed by name, the same mode writes.
+    emulator(
+        dir.path(),
+        &["-p", "Write c.md", "--allowed-tools", "Read", "Write"],
+    );
+    assert!(dir.path().join("c.md").is_file());
+    // Disallowed wins over the mode; plan mode plans and writes nothing.
+    for args in [
+        &[
+            "-p",
+            "Write d.md",
+            "--permission-mode",
+            "acceptEdits",
+            "--disallowedTools",
+            "Write",
+        ][..],
+        &["-p", "Write d.md", "--permission-mode", "plan"][..],
+    ] {
+        emulator(dir.path(), args);
+        assert!(!dir.path().join("d.md").exists(), "{args:?}");
+    }
+    // An unknown mode is refused with the real CLI's words.
+    let out = emulator(dir.path(), &["-p", "x", "--permission-mode", "bogus"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(
+        "argument 'bogus' is invalid. Allowed choices are acceptEdits, auto, bypassPermissions, manual, dontAsk, plan."
+    ));
+}
+
+#[test]
+fn turn_and_budget_limits_stop_a_run_as_the_real_cli_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| -> Value {
+        let mut args = vec![
+            "-p",
+            "Write e.md",
+            "--output-format",
+            "json",
+            "--permission-mode",
+            "acceptEdits",
+        ];
+        args.extend(extra);
+        serde_json::from_slice(&emulator(dir.path(), &args).stdout).unwrap()
+    };
+    let v = run(&["--max-turns", "1"]);
+    assert_eq!(v["subtype"], "error_max_turns");
+    let v = run(&["--max-budget-usd", "0.0000001"]);
+    assert_eq!(v["subtype"], "error_max_budget_usd");
+    assert_eq!(v["is_error"], true);
+    let v = run(&["--max-budget-usd", "10", "--max-turns", "2"]);
+    assert_eq!(v["subtype"], "success");
 }
 
 #[test]
