@@ -5,7 +5,8 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
-# Run Baton end to end: a create and an update of one project through a worker (see README).
+# Run Baton end to end: a create on one worker, then an update on a second worker with a CLI config
+# folder of its own, which resumes the create's session from the ledger (see README).
 demo:
     scripts/with-services scripts/demo.sh
 
