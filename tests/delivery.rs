@@ -682,7 +682,7 @@ async fn a_project_path_that_leaves_the_workspace_through_a_symlink_is_refused()
         "--prompt",
         "x",
         "--project-path",
-        "escape",
+        "escape/made-outside",
     ])["build_id"]
         .as_str()
         .unwrap()
@@ -697,6 +697,10 @@ async fn a_project_path_that_leaves_the_workspace_through_a_symlink_is_refused()
         "{done}"
     );
     assert!(env.emulator_runs().is_empty(), "no CLI ran");
+    assert!(
+        !env.dir.path().join("made-outside").exists(),
+        "nothing was created outside the workspace"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

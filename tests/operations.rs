@@ -639,3 +639,34 @@ async fn baton_whose_reader_went_away_exits_quietly_instead_of_panicking() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(141), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn help_never_shows_a_secret_from_the_environment() {
+    let env = TestEnv::new().await;
+    for (binary, args) in [
+        ("baton", vec!["status", "--help"]),
+        ("baton", vec!["--help"]),
+        ("baton-worker", vec!["--help"]),
+    ] {
+        let out = env
+            .command(binary)
+            .args(&args)
+            .env(
+                "DATABASE_URL",
+                "postgres://baton:db-secret-pw@db.internal/baton",
+            )
+            .env("REDIS_URL", "redis://:redis-secret-pw@redis.internal:6379")
+            .env("BATON_MCP_CONFIG", r#"{"token":"mcp-secret"}"#)
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{binary} {args:?}");
+        for secret in ["db-secret-pw", "redis-secret-pw", "mcp-secret"] {
+            assert!(
+                !help.contains(secret),
+                "{binary} {args:?} shows {secret}:\n{help}"
+            );
+        }
+        assert!(help.contains("DATABASE_URL"), "{help}");
+    }
+}

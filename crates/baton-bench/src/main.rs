@@ -77,11 +77,17 @@ struct Args {
     /// Latency of each CLI run in slow mode.
     #[arg(long, default_value_t = 2000)]
     latency_ms: u64,
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        hide_env_values = true,
+        default_value = "redis://127.0.0.1:6379"
+    )]
     redis_url: String,
     #[arg(
         long,
         env = "DATABASE_URL",
+        hide_env_values = true,
         default_value = "postgres://postgres@127.0.0.1:5432/baton?sslmode=disable"
     )]
     database_url: String,

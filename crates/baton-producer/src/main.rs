@@ -49,6 +49,7 @@ struct Cli {
         long,
         global = true,
         env = "REDIS_URL",
+        hide_env_values = true,
         default_value = "redis://127.0.0.1:6379"
     )]
     redis_url: String,
@@ -57,6 +58,7 @@ struct Cli {
         long,
         global = true,
         env = "DATABASE_URL",
+        hide_env_values = true,
         default_value = "postgres://postgres@127.0.0.1:5432/baton?sslmode=disable"
     )]
     database_url: String,

@@ -13,13 +13,19 @@ pub const DEFAULT_TRANSCRIPT_MAX_BYTES: u64 = 128 * 1024 * 1024;
 #[command(name = "baton-worker", version, about)]
 pub struct Config {
     /// Redis holding the job stream and checkpoints.
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        hide_env_values = true,
+        default_value = "redis://127.0.0.1:6379"
+    )]
     pub redis_url: String,
 
     /// Postgres holding the ledger.
     #[arg(
         long,
         env = "DATABASE_URL",
+        hide_env_values = true,
         default_value = "postgres://postgres@127.0.0.1:5432/baton?sslmode=disable"
     )]
     pub database_url: String,
@@ -138,7 +144,7 @@ pub struct Config {
     pub append_system_prompt: Option<String>,
 
     /// The CLI's `--mcp-config` for every run: a file, or JSON.
-    #[arg(long, env = "BATON_MCP_CONFIG")]
+    #[arg(long, env = "BATON_MCP_CONFIG", hide_env_values = true)]
     pub mcp_config: Option<String>,
 
     /// The longest answer kept of one run, in bytes; a longer one is cut with a marker.
@@ -154,8 +160,8 @@ pub struct Config {
     #[arg(long, env = "BATON_STEP_PROMPTS")]
     pub step_prompts: Option<PathBuf>,
 
-    /// Jobs run at once by this worker.
-    #[arg(long, env = "BATON_CONCURRENCY", default_value_t = 4)]
+    /// Jobs run at once by this worker (at least 1).
+    #[arg(long, env = "BATON_CONCURRENCY", default_value_t = 4, value_parser = at_least_one)]
     pub concurrency: usize,
 
     /// Threads running the worker's own tasks. With 1 (the default) everything runs on one thread,
@@ -204,6 +210,15 @@ pub struct Config {
     /// Log format: `text`, `json`, or `auto` (text on a terminal, JSON otherwise).
     #[arg(long, env = "BATON_LOG_FORMAT", default_value = "auto")]
     pub log_format: String,
+}
+
+/// A count that must be at least 1.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{text:?} is not a whole number: {e}")),
+    }
 }
 
 impl Config {
@@ -407,6 +422,15 @@ mod tests {
         let err = Config::try_parse_from(["baton-worker", "--threads", "0"])
             .expect_err("zero threads cannot run anything");
         assert!(err.to_string().contains("--threads"), "{err}");
+    }
+
+    #[test]
+    fn zero_concurrency_is_refused() {
+        let err = Config::try_parse_from(["baton-worker", "--concurrency", "0"])
+            .expect_err("a worker that runs no job at once");
+        assert!(err.to_string().contains("--concurrency"), "{err}");
+        let config = Config::try_parse_from(["baton-worker", "--concurrency", "2"]).unwrap();
+        assert_eq!(config.concurrency, 2);
     }
 
     #[test]

@@ -842,24 +842,6 @@ impl JobContext {
         })
     }
 
-    /// The project's folder under the workspace root, created on first sight. Refuses a path that
-    /// leads out of the root through a symlink.
-    fn project_dir(&self, project_path: &str) -> Result<PathBuf, String> {
-        let dir = self.workspace_root.join(project_path);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create project directory {}: {e}", dir.display()))?;
-        let real = dir
-            .canonicalize()
-            .map_err(|e| format!("cannot resolve project directory {}: {e}", dir.display()))?;
-        if !real.starts_with(&self.workspace_root) {
-            return Err(format!(
-                "invalid project_path: {project_path:?} leads to {} outside BATON_WORKSPACE_ROOT",
-                real.display()
-            ));
-        }
-        Ok(real)
-    }
-
     /// A build's answer as the ledger recorded it; `None` when it has none or cannot be read (a
     /// lost answer costs the event its `output`, never the job).
     async fn recorded_output(&self, build_id: &str) -> Option<String> {

@@ -12,6 +12,7 @@ pub mod metrics;
 mod panics;
 mod report;
 pub mod transcripts;
+mod workspace;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
