@@ -257,6 +257,15 @@ async fn the_policy_holds_end_to_end() {
     assert_eq!(stats["fresh_starts"]["create"], 2);
     assert_eq!(stats["fresh_starts"]["reset"], 1);
     assert_eq!(stats["fresh_starts"]["resume_fallback"], 1);
+    // Under a day needs --force; a dry run shows what would go and deletes nothing.
+    let refused = env.baton(&["prune", "--older-than", "1h"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--force"));
+    let dry = env.baton_json(&["prune", "--older-than", "0s", "--dry-run"]);
+    assert_eq!(dry["dry_run"], true);
+    assert!(dry["metrics"].as_u64().unwrap() > 0, "{dry}");
+    let still = env.baton_json(&["stats"]);
+    assert_eq!(still["fresh_starts"]["create"], 2, "nothing was deleted");
     let pruned = env.baton_json(&["prune", "--older-than", "30d"]);
     assert_eq!(
         (pruned["transitions"].as_u64(), pruned["metrics"].as_u64()),

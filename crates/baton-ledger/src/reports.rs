@@ -99,6 +99,8 @@ pub struct PruneReport {
     pub metrics: u64,
     /// Stored session transcripts deleted (never a project's newest session's).
     pub transcripts: u64,
+    /// Nothing was deleted: the counts are what would have gone.
+    pub dry_run: bool,
 }
 
 fn ratio(part: i64, whole: i64) -> f64 {
@@ -254,7 +256,12 @@ impl Ledger {
     /// Deletes transitions and metrics older than `cutoff`, keeping each project's newest chain link
     /// and its usage row, so the chain's head and the sync check survive; and the stored
     /// transcripts of sessions last stored before `cutoff` that are no project's newest.
-    pub async fn prune(&self, cutoff: DateTime<Utc>) -> Result<PruneReport, LedgerError> {
+    /// With `dry_run`, counts what would go and deletes nothing.
+    pub async fn prune(
+        &self,
+        cutoff: DateTime<Utc>,
+        dry_run: bool,
+    ) -> Result<PruneReport, LedgerError> {
         let mut tx = self.pool.begin().await?;
         let transitions = sqlx::query!(
             r#"DELETE FROM session_transitions t
@@ -285,11 +292,18 @@ impl Ledger {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        tx.commit().await?;
+        // A dry run makes the same deletions and takes them back: its counts are exactly a real
+        // run's at this moment.
+        if dry_run {
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
+        }
         Ok(PruneReport {
             transitions,
             metrics,
             transcripts,
+            dry_run,
         })
     }
 }

@@ -600,7 +600,7 @@ async fn the_claim_counts_from_the_last_fresh_start_and_knows_a_session_kept_onl
 
     // Pruning keeps only the newest link, s2 -> s3: s2 survives only as an old id.
     ledger
-        .prune(chrono::Utc::now() + chrono::Duration::seconds(1))
+        .prune(chrono::Utc::now() + chrono::Duration::seconds(1), false)
         .await
         .unwrap();
     assert_eq!(in_chain(&ledger, "p1", "v4", Some("s2")).await, Some(true));
@@ -626,7 +626,7 @@ async fn prune_keeps_each_projects_newest_link(pool: PgPool) {
         .await
         .unwrap();
     let report = ledger
-        .prune(chrono::Utc::now() + chrono::Duration::seconds(1))
+        .prune(chrono::Utc::now() + chrono::Duration::seconds(1), false)
         .await
         .unwrap();
     assert_eq!((report.transitions, report.metrics), (2, 2));
@@ -635,7 +635,7 @@ async fn prune_keeps_each_projects_newest_link(pool: PgPool) {
     assert_eq!(chain[0].new_session_id.as_deref(), Some("s3"));
     assert!(ledger.sync_check().await.unwrap().projects[0].synced);
     let nothing = ledger
-        .prune(chrono::Utc::now() - chrono::Duration::days(30))
+        .prune(chrono::Utc::now() - chrono::Duration::days(30), false)
         .await
         .unwrap();
     assert_eq!((nothing.transitions, nothing.metrics), (0, 0));

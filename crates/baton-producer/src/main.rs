@@ -138,6 +138,12 @@ enum Command {
         /// How old a row must be to go (`30d`, `12h`, ...).
         #[arg(long = "older-than")]
         older_than: String,
+        /// Only count what would go.
+        #[arg(long)]
+        dry_run: bool,
+        /// Allow a duration under one day (which deletes recent history).
+        #[arg(long)]
+        force: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -363,7 +369,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Session { command } => {
             cli::session::run(ledger(&cli.database_url).await?, command).await
         }
-        Command::Prune { older_than, json } => prune(&cli.database_url, &older_than, json).await,
+        Command::Prune {
+            older_than,
+            dry_run,
+            force,
+            json,
+        } => prune(&cli.database_url, &older_than, dry_run, force, json).await,
         Command::Requeue {
             idle_for,
             dry_run,
@@ -617,17 +628,30 @@ fn ago(flag: &str, text: &str) -> Result<chrono::DateTime<chrono::Utc>, ExitCode
     })
 }
 
-async fn prune(database_url: &str, older_than: &str, json: bool) -> anyhow::Result<ExitCode> {
+async fn prune(
+    database_url: &str,
+    older_than: &str,
+    dry_run: bool,
+    force: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let cutoff = match ago("--older-than", older_than) {
         Ok(cutoff) => cutoff,
         Err(exit) => return Ok(exit),
     };
-    let report = ledger(database_url).await?.prune(cutoff).await?;
+    if !force && !dry_run && chrono::Utc::now() - cutoff < chrono::Duration::days(1) {
+        eprintln!(
+            "baton: --older-than {older_than} would delete the last day's history; see what would go with --dry-run, and add --force to do it"
+        );
+        return Ok(ExitCode::from(EXIT_INVALID));
+    }
+    let report = ledger(database_url).await?.prune(cutoff, dry_run).await?;
     if json {
         out!("{}", serde_json::to_string(&report)?);
     } else {
         out!(
-            "pruned {} transitions, {} usage rows and {} stored transcripts older than {older_than}",
+            "{} {} transitions, {} usage rows and {} stored transcripts older than {older_than}",
+            if dry_run { "would prune" } else { "pruned" },
             report.transitions,
             report.metrics,
             report.transcripts

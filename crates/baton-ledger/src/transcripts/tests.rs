@@ -205,8 +205,15 @@ async fn prune_removes_old_transcripts_but_never_a_projects_newest(pool: PgPool)
         .import_session("p1", "u1", &imported("newest"))
         .await
         .unwrap();
+    // A dry run counts what would go and deletes nothing.
+    let dry = ledger
+        .prune(chrono::Utc::now() + chrono::Duration::seconds(60), true)
+        .await
+        .unwrap();
+    assert_eq!((dry.transcripts, dry.dry_run), (1, true));
+    assert!(ledger.stored_session("old").await.unwrap().is_some());
     let report = ledger
-        .prune(chrono::Utc::now() + chrono::Duration::seconds(60))
+        .prune(chrono::Utc::now() + chrono::Duration::seconds(60), false)
         .await
         .unwrap();
     assert_eq!(report.transcripts, 1);
@@ -222,7 +229,7 @@ async fn prune_removes_old_transcripts_but_never_a_projects_newest(pool: PgPool)
         .await
         .unwrap();
     let report = ledger
-        .prune(chrono::Utc::now() - chrono::Duration::seconds(60))
+        .prune(chrono::Utc::now() - chrono::Duration::seconds(60), false)
         .await
         .unwrap();
     assert_eq!(report.transcripts, 0);
