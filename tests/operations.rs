@@ -670,3 +670,67 @@ async fn help_never_shows_a_secret_from_the_environment() {
         assert!(help.contains("DATABASE_URL"), "{help}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_job_with_a_readable_build_id_ends_failed_where_the_backend_looks() {
+    let mut env = TestEnv::new().await;
+    env.start_worker();
+    let kept = env.enqueue("kept", "k1", "create", "Create index.html");
+    assert_eq!(
+        env.wait_finished(&kept, Duration::from_secs(60))["status"],
+        "completed"
+    );
+    let mut redis = env.redis().await;
+    let shaped = |build: &str, prompt: &str| {
+        serde_json::json!({"v": 1, "build_id": build, "kind": "create", "project_id": "x",
+            "version_id": "x1", "user_id": "u", "prompt": prompt, "project_path": "x",
+            "enqueued_at": "2026-11-21T05:00:00Z"})
+    };
+    for payload in [
+        serde_json::json!({"v": 2, "build_id": "bad-version", "project_id": "x"}),
+        shaped("bad-prompt", ""),
+        // An invalid job that reuses a finished build's id, for another project.
+        serde_json::json!({"v": 1, "build_id": kept, "project_id": "other", "kind": "create"}),
+    ] {
+        let _: String = redis::cmd("XADD")
+            .arg(&env.stream)
+            .arg("*")
+            .arg("job")
+            .arg(payload.to_string())
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+    }
+    env.wait_until(Duration::from_secs(30), "three dead letters", || {
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(env.dead_letter_count())
+        }) == 3
+    });
+    for (build, says) in [("bad-version", "version"), ("bad-prompt", "prompt")] {
+        let status = env.status(build);
+        assert_eq!(status["status"], "failed", "{status}");
+        assert!(
+            status["last_error"].as_str().unwrap().contains(says),
+            "{status}"
+        );
+    }
+    let untouched = env.status(&kept);
+    assert_eq!(untouched["status"], "completed");
+    assert_eq!(untouched["project_id"], "kept");
+    let events: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(baton_core::events::events_stream(&env.stream))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let failed: Vec<String> = events
+        .iter()
+        .filter_map(|(_, f)| serde_json::from_str::<Value>(&f[0].1).ok())
+        .filter(|e| e["event"] == "job_failed")
+        .map(|e| e["build_id"].as_str().unwrap().to_string())
+        .collect();
+    for build in ["bad-version", "bad-prompt"] {
+        assert!(failed.contains(&build.to_string()), "{failed:?}");
+    }
+}

@@ -328,6 +328,49 @@ fn validate_steps(kind: JobKind, steps: &[String]) -> Result<(), JobError> {
     Ok(())
 }
 
+/// What can be read of a job that is not valid: enough to give its build a final state the backend
+/// can see. The build id must be a valid id; any other field that is not reads as empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadableJob {
+    /// The build.
+    pub build_id: String,
+    /// Its project, or empty.
+    pub project_id: String,
+    /// Its version, or empty.
+    pub version_id: String,
+    /// Its user, or empty.
+    pub user_id: String,
+    /// Its kind as written, when it is a short word; `invalid` otherwise.
+    pub kind: String,
+}
+
+impl ReadableJob {
+    /// The ids of a payload that is a JSON object with a valid `build_id`, whatever else is wrong
+    /// with it; `None` otherwise.
+    pub fn from_payload(payload: &[u8]) -> Option<ReadableJob> {
+        let value: serde_json::Value = serde_json::from_slice(payload).ok()?;
+        let id = |field: &'static str, max: usize| {
+            value
+                .get(field)
+                .and_then(|v| v.as_str())
+                .filter(|v| validate_id(field, v, max).is_ok())
+                .map(str::to_string)
+        };
+        Some(ReadableJob {
+            build_id: id("build_id", MAX_ID_LEN)?,
+            project_id: id("project_id", MAX_ID_LEN).unwrap_or_default(),
+            version_id: id("version_id", MAX_ID_LEN).unwrap_or_default(),
+            user_id: id("user_id", MAX_ID_LEN).unwrap_or_default(),
+            kind: value
+                .get("kind")
+                .and_then(|v| v.as_str())
+                .filter(|k| k.len() <= 32 && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+                .unwrap_or("invalid")
+                .to_string(),
+        })
+    }
+}
+
 /// Ids go into Redis keys, file names, log lines and CLI arguments, so only a safe set is allowed:
 /// ASCII letters, digits, `.`, `_`, `:` and `-`, starting with a letter or digit.
 pub fn validate_id(field: &'static str, value: &str, max_len: usize) -> Result<(), JobError> {
@@ -592,6 +635,25 @@ mod tests {
                 false,
             ),
         ]
+    }
+
+    #[test]
+    fn the_ids_of_an_invalid_job_are_read_when_its_build_id_is() {
+        let bad =
+            serde_json::json!({"v": 2, "build_id": "b1", "project_id": "p 1", "kind": "create"});
+        let r = ReadableJob::from_payload(bad.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            (r.build_id.as_str(), r.project_id.as_str(), r.kind.as_str()),
+            ("b1", "", "create")
+        );
+        for unreadable in [
+            &b"{not json"[..],
+            br#"{"build_id": "a/b"}"#,
+            br#"{"build_id": 7}"#,
+            br#"[1]"#,
+        ] {
+            assert!(ReadableJob::from_payload(unreadable).is_none());
+        }
     }
 
     #[test]

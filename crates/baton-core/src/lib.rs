@@ -11,7 +11,7 @@ pub mod plan;
 pub mod policy;
 
 pub use checkpoint::{Checkpoint, checkpoint_key};
-pub use job::{Job, JobError, JobKind, Limits, NewJob};
+pub use job::{Job, JobError, JobKind, Limits, NewJob, ReadableJob};
 pub use plan::{BuildStatus, Source, Step};
 
 /// The stream jobs are enqueued on unless `BATON_STREAM` says otherwise.

@@ -673,19 +673,40 @@ impl Ledger {
     /// Marks a build failed without a claim's fence: for jobs refused before any worker could run
     /// them, and for one whose worker panicked while running it.
     pub async fn fail_unclaimed(&self, job: &Job, error: &str) -> Result<(), LedgerError> {
+        let readable = baton_core::ReadableJob {
+            build_id: job.build_id.clone(),
+            project_id: job.project_id.clone(),
+            version_id: job.version_id.clone(),
+            user_id: job.user_id.clone(),
+            kind: job.kind.as_str().to_string(),
+        };
+        let payload = serde_json::to_value(job).expect("a job serialises");
+        self.fail_rejected(&readable, error, Some(&payload)).await
+    }
+
+    /// Gives a build that cannot run its final state, `failed` with `error`, so a backend that
+    /// follows the ledger sees it end: a new row, or the build's own row while it is unfinished
+    /// and of the same project. Never another project's build, nor a finished one: a job that
+    /// reuses a build id changes nothing of that build.
+    pub async fn fail_rejected(
+        &self,
+        job: &baton_core::ReadableJob,
+        error: &str,
+        payload: Option<&serde_json::Value>,
+    ) -> Result<(), LedgerError> {
         sqlx::query!(
-            r#"INSERT INTO builds (build_id, project_id, version_id, user_id, kind, status, last_error, payload, enqueued_at, finished_at)
-               VALUES ($1, $2, $3, $4, $5, 'failed', $6, $7, $8, now())
+            r#"INSERT INTO builds AS b (build_id, project_id, version_id, user_id, kind, status, last_error, payload, finished_at)
+               VALUES ($1, $2, $3, $4, $5, 'failed', $6, $7, now())
                ON CONFLICT (build_id) DO UPDATE SET status = 'failed', last_error = EXCLUDED.last_error,
-                   finished_at = now(), updated_at = now()"#,
+                   finished_at = now(), updated_at = now()
+               WHERE b.status IN ('queued', 'running') AND b.project_id = EXCLUDED.project_id"#,
             job.build_id,
             job.project_id,
             job.version_id,
             job.user_id,
-            job.kind.as_str(),
+            job.kind,
             error,
-            serde_json::to_value(job).expect("a job serialises"),
-            job.enqueued_at,
+            payload,
         )
         .execute(&self.pool)
         .await?;

@@ -115,11 +115,30 @@ impl JobContext {
             Ok(job) => job,
             Err(reason) => {
                 warn!(entry = %delivery.id, %reason, "refusing a malformed job");
+                // A job whose build id can be read still ends where the backend looks: failed in
+                // the ledger, with a `job_failed` event.
+                let readable = delivery
+                    .payload
+                    .as_deref()
+                    .and_then(|p| baton_core::ReadableJob::from_payload(p.as_bytes()));
+                let event = match &readable {
+                    Some(r) => {
+                        if let Err(e) = self.ledger.fail_rejected(r, &reason, None).await {
+                            self.ledger_error(&e);
+                            warn!(error = %e, "could not record the refused build as failed");
+                        }
+                        let mut event =
+                            Event::new(EventType::JobFailed, &r.build_id, &r.project_id);
+                        event.error = Some(reason.clone());
+                        Some(event)
+                    }
+                    None => None,
+                };
                 let end = JobEnd::DeadLettered {
                     reason,
                     attempts: 0,
                 };
-                return (end, None, info_span!("job", entry = %delivery.id), None);
+                return (end, event, info_span!("job", entry = %delivery.id), None);
             }
         };
         let span = info_span!("job", build_id = %job.build_id, project_id = %job.project_id, kind = %job.kind);
