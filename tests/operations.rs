@@ -734,3 +734,66 @@ async fn a_refused_job_with_a_readable_build_id_ends_failed_where_the_backend_lo
         assert!(failed.contains(&build.to_string()), "{failed:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_whose_record_meets_a_postgres_outage_is_recorded_not_run_again() {
+    let mut env = TestEnv::new().await;
+    // The worker reaches Postgres through a proxy the test cuts while the run goes on.
+    let host_port = env
+        .database_url
+        .split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("host:port in DATABASE_URL")
+        .to_string();
+    let pg = baton_tests::RedisCut::start_to(host_port.clone()).await;
+    let through_proxy = env.database_url.replacen(&host_port, &pg.addr, 1);
+    env.slow_prompts("slow-build", "2000");
+    env.start_worker_with(&[("DATABASE_URL", &through_proxy)]);
+    let build = env.baton_json(&[
+        "enqueue",
+        "--project",
+        "blip",
+        "--version",
+        "v1",
+        "--kind",
+        "create",
+        "--prompt",
+        "A slow-build app",
+        "--steps",
+        "build",
+    ])["build_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.wait_until(Duration::from_secs(30), "the run starting", || {
+        env.worker_has_child(0)
+    });
+    pg.cut();
+    env.wait_until(
+        Duration::from_secs(30),
+        "the run ending during the outage",
+        || {
+            env.emulator_runs()
+                .iter()
+                .any(|r| r["prompt"] == "A slow-build app")
+        },
+    );
+    env.wait_until(
+        Duration::from_secs(30),
+        "a failed record being retried",
+        || {
+            env.worker_log(0)
+                .contains("recording the run failed; trying again")
+        },
+    );
+    pg.restore();
+    let done = env.wait_finished(&build, Duration::from_secs(90));
+    assert_eq!(done["status"], "completed", "{done}\n{}", env.worker_logs());
+    let runs = env
+        .emulator_runs()
+        .into_iter()
+        .filter(|r| r["prompt"] == "A slow-build app")
+        .count();
+    assert_eq!(runs, 1, "the finished run was recorded, not run again");
+}

@@ -463,6 +463,8 @@ pub fn command_line(pid: i32) -> String {
 pub struct RedisCut {
     /// `redis://` address of the proxy, for one worker's `REDIS_URL`.
     pub url: String,
+    /// The proxy's `host:port`.
+    pub addr: String,
     cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
     links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
     silence: tokio::sync::watch::Sender<u32>,
@@ -476,10 +478,17 @@ impl RedisCut {
             .trim_start_matches("redis://")
             .trim_end_matches('/')
             .to_string();
+        RedisCut::start_to(target).await
+    }
+
+    /// Starts the same proxy in front of any TCP service at `target` (`host:port`), for one
+    /// worker's Postgres, say. [`RedisCut::addr`] is where to point the worker.
+    pub async fn start_to(target: String) -> RedisCut {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the proxy");
-        let url = format!("redis://{}", listener.local_addr().expect("address"));
+        let addr = listener.local_addr().expect("address").to_string();
+        let url = format!("redis://{addr}");
         let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let links = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (silence, silenced) = tokio::sync::watch::channel(0u32);
@@ -514,6 +523,7 @@ impl RedisCut {
         });
         RedisCut {
             url,
+            addr,
             cut,
             links,
             silence,

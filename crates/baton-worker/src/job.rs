@@ -549,7 +549,7 @@ impl JobContext {
                 )),
                 events: unsent.events,
             });
-            let ((), recorded) = tokio::join!(checkpoint, self.ledger.record_run(&record));
+            let ((), recorded) = tokio::join!(checkpoint, self.record(&record, signals));
             let whole;
             let (recorded, stored) = match recorded {
                 Err(LedgerError::TranscriptConflict { path, .. }) => {
@@ -559,7 +559,7 @@ impl JobContext {
                         transcript: Some(&whole),
                         ..record.clone()
                     };
-                    (self.ledger.record_run(&again).await, &whole)
+                    (self.record(&again, signals).await, &whole)
                 }
                 other => (other, &transcript),
             };

@@ -7,7 +7,7 @@ use baton_core::{Checkpoint, Job, Step};
 use baton_ledger::RunMetrics;
 use tracing::warn;
 
-use crate::job::Stopped;
+use crate::job::{JobContext, JobSignals, Stopped};
 
 /// What a step's final run means for the job: go on (with a note for a compaction that did not
 /// happen, which leaves the session as it was) or stop.
@@ -71,5 +71,43 @@ pub(crate) fn checkpoint_of(
         step: step.name().to_string(),
         phase,
         updated_at: chrono::Utc::now(),
+    }
+}
+
+impl JobContext {
+    /// Records a run, trying again while the failure may pass (the database unreachable for a
+    /// moment) and this worker still holds the job: a run that finished is recorded, not run
+    /// again. A refusal (fenced, stale, conflict) is answered at once.
+    pub(crate) async fn record(
+        &self,
+        record: &baton_ledger::RunRecord<'_>,
+        signals: &JobSignals,
+    ) -> Result<baton_ledger::Recorded, baton_ledger::LedgerError> {
+        use backon::BackoffBuilder;
+        let mut delays = backon::ExponentialBuilder::default()
+            .with_min_delay(std::time::Duration::from_millis(100))
+            .with_max_delay(std::time::Duration::from_secs(2))
+            .with_jitter()
+            .without_max_times()
+            .build();
+        loop {
+            let error = match self.ledger.record_run(record).await {
+                Err(e @ baton_ledger::LedgerError::Db(_)) => e,
+                other => return other,
+            };
+            let give_up = signals.lost.is_cancelled()
+                || signals.cancel.is_cancelled()
+                || self.hold.lapsed().is_some();
+            let Some(delay) = delays.next().filter(|_| !give_up) else {
+                return Err(error);
+            };
+            self.metrics.ledger_errors.inc();
+            warn!(step = record.step.name(), error = %error, retry_in_ms = delay.as_millis() as u64, "recording the run failed; trying again");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = signals.lost.cancelled() => return Err(error),
+                _ = signals.cancel.cancelled() => return Err(error),
+            }
+        }
     }
 }
