@@ -173,30 +173,38 @@ pub fn decide(
     }
 }
 
-/// Parses a duration such as `24h`, `90m`, `30s`, `2d`, or plain seconds.
+/// Reads a duration as every Baton setting takes one: a number, whole or not, with a unit `ms`,
+/// `s`, `m`, `h` or `d` (`300ms`, `30s`, `90m`, `24h`, `2d`); a bare number is seconds (`1800`,
+/// `0.3`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => text.split_at(i),
-        None => (text, "s"),
-    };
-    let n: u64 = number
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: f64 = number
         .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 24h, 90m, 30s or 2d"))?;
-    let unit_secs: u64 = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
+        .ok()
+        .filter(|n: &f64| n.is_finite())
+        .ok_or_else(|| format!("{text:?} is not a duration like 300ms, 30s, 90m, 24h or 2d"))?;
+    let unit_secs = match unit {
+        "" | "s" => 1.0,
+        "ms" => 0.001,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
         _ => {
             return Err(format!(
-                "{text:?}: unknown unit {unit:?} (use s, m, h or d)"
+                "{text:?}: unknown unit {unit:?} (use ms, s, m, h or d)"
             ));
         }
     };
-    n.checked_mul(unit_secs)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("{text:?} is too long a duration"))
+    let secs = n * unit_secs;
+    // Past this no clock, date or timer can hold it.
+    if secs >= 1e17 {
+        return Err(format!("{text:?} is too long a duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 #[cfg(test)]
@@ -232,6 +240,24 @@ mod tests {
 
     fn now() -> DateTime<Utc> {
         "2026-11-21T12:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn durations_take_one_format_everywhere() {
+        for (text, want) in [
+            ("1800", Duration::from_secs(1800)),
+            ("0.3", Duration::from_millis(300)),
+            ("300ms", Duration::from_millis(300)),
+            ("30s", Duration::from_secs(30)),
+            ("1.5m", Duration::from_secs(90)),
+            ("24h", Duration::from_secs(86_400)),
+            ("2d", Duration::from_secs(172_800)),
+        ] {
+            assert_eq!(parse_duration(text), Ok(want), "{text}");
+        }
+        for bad in ["", "s", "5x", "-1s", "1e3", "3000000000000d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

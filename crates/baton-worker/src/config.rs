@@ -58,17 +58,17 @@ pub struct Config {
     #[arg(long, env = "BATON_MAX_PROMPT_BYTES", default_value_t = baton_core::job::DEFAULT_MAX_PROMPT_BYTES)]
     pub max_prompt_bytes: usize,
 
-    /// Longest an agent run may take, in seconds.
-    #[arg(long, env = "BATON_RUN_TIMEOUT", default_value_t = 1800)]
-    pub run_timeout_secs: u64,
+    /// Longest an agent run may take.
+    #[arg(long, env = "BATON_RUN_TIMEOUT", value_name = "BATON_RUN_TIMEOUT", default_value = "30m", value_parser = baton_core::policy::parse_duration)]
+    pub run_timeout: Duration,
 
-    /// Longest an agent run may print nothing, in seconds.
-    #[arg(long, env = "BATON_RUN_IDLE_TIMEOUT", default_value_t = 300)]
-    pub run_idle_secs: u64,
+    /// Longest an agent run may print nothing.
+    #[arg(long, env = "BATON_RUN_IDLE_TIMEOUT", value_name = "BATON_RUN_IDLE_TIMEOUT", default_value = "5m", value_parser = baton_core::policy::parse_duration)]
+    pub run_idle_timeout: Duration,
 
-    /// Seconds the CLI may linger after printing its result before it is ended.
-    #[arg(long, env = "BATON_RUN_EXIT_GRACE", default_value_t = 5)]
-    pub run_exit_grace_secs: u64,
+    /// How long the CLI may linger after printing its result before it is ended.
+    #[arg(long, env = "BATON_RUN_EXIT_GRACE", value_name = "BATON_RUN_EXIT_GRACE", default_value = "5s", value_parser = baton_core::policy::parse_duration)]
+    pub run_exit_grace: Duration,
 
     /// Run the CLI without the supervisor that ends it when this worker dies (not recommended).
     #[arg(long, env = "BATON_NO_SUPERVISOR", default_value_t = false)]
@@ -78,13 +78,13 @@ pub struct Config {
     #[arg(long, env = "BATON_AGENT_ENV_ALLOW", value_delimiter = ',')]
     pub agent_env_allow: Vec<String>,
 
-    /// Seconds in-flight runs get to finish after SIGTERM or SIGINT before they are cancelled.
-    #[arg(long, env = "BATON_SHUTDOWN_GRACE", default_value_t = 25)]
-    pub shutdown_grace_secs: u64,
+    /// How long in-flight runs get to finish after SIGTERM or SIGINT before they are cancelled.
+    #[arg(long, env = "BATON_SHUTDOWN_GRACE", value_name = "BATON_SHUTDOWN_GRACE", default_value = "25s", value_parser = baton_core::policy::parse_duration)]
+    pub shutdown_grace: Duration,
 
-    /// Oldest conversation resumed, from its fresh start (`24h`, `90m`, `3600`, ...).
-    #[arg(long, env = "BATON_SESSION_MAX_AGE", default_value = "24h")]
-    pub session_max_age: String,
+    /// Oldest conversation resumed, from its fresh start.
+    #[arg(long, env = "BATON_SESSION_MAX_AGE", value_name = "BATON_SESSION_MAX_AGE", default_value = "24h", value_parser = baton_core::policy::parse_duration)]
+    pub session_max_age: Duration,
 
     /// Most runs since a fresh start before the next job starts fresh.
     #[arg(long, env = "BATON_SESSION_MAX_OPS", default_value_t = baton_core::policy::DEFAULT_MAX_OPS)]
@@ -169,34 +169,34 @@ pub struct Config {
     #[arg(long, env = "BATON_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: u16,
 
-    /// Seconds between refreshes of this worker's entries and project leases.
-    #[arg(long, env = "BATON_HEARTBEAT", default_value_t = 5.0)]
-    pub heartbeat_secs: f64,
+    /// Time between refreshes of this worker's entries and project leases.
+    #[arg(long, env = "BATON_HEARTBEAT", value_name = "BATON_HEARTBEAT", default_value = "5s", value_parser = baton_core::policy::parse_duration)]
+    pub heartbeat: Duration,
 
-    /// Seconds an entry may go unrefreshed before a live replica takes it over.
-    #[arg(long, env = "BATON_CLAIM_IDLE", default_value_t = 30.0)]
-    pub claim_idle_secs: f64,
+    /// How long an entry may go unrefreshed before a live replica takes it over.
+    #[arg(long, env = "BATON_CLAIM_IDLE", value_name = "BATON_CLAIM_IDLE", default_value = "30s", value_parser = baton_core::policy::parse_duration)]
+    pub claim_idle: Duration,
 
     /// Most runs of one step (the first and its retries) before the job is dead-lettered.
     #[arg(long, env = "BATON_MAX_RUN_ATTEMPTS", default_value_t = 3)]
     pub max_run_attempts: u32,
 
-    /// First delay between retries of a run, in seconds; it doubles, with jitter.
-    #[arg(long, env = "BATON_RETRY_MIN_DELAY", default_value_t = 2.0)]
-    pub retry_min_delay_secs: f64,
+    /// First delay between retries of a run; it doubles, with jitter.
+    #[arg(long, env = "BATON_RETRY_MIN_DELAY", value_name = "BATON_RETRY_MIN_DELAY", default_value = "2s", value_parser = baton_core::policy::parse_duration)]
+    pub retry_min_delay: Duration,
 
-    /// Longest delay between retries of a run, in seconds.
-    #[arg(long, env = "BATON_RETRY_MAX_DELAY", default_value_t = 120.0)]
-    pub retry_max_delay_secs: f64,
+    /// Longest delay between retries of a run.
+    #[arg(long, env = "BATON_RETRY_MAX_DELAY", value_name = "BATON_RETRY_MAX_DELAY", default_value = "2m", value_parser = baton_core::policy::parse_duration)]
+    pub retry_max_delay: Duration,
 
-    /// Seconds a run's first progress (`run_started`, then the checkpoint of the session the CLI
+    /// How long a run's first progress (`run_started`, then the checkpoint of the session the CLI
     /// names) may wait to ride with a later write, saving Redis round trips; 0 sends each at once.
-    #[arg(long, env = "BATON_PROGRESS_WINDOW", default_value_t = 0.05)]
-    pub progress_window_secs: f64,
+    #[arg(long, env = "BATON_PROGRESS_WINDOW", value_name = "BATON_PROGRESS_WINDOW", default_value = "50ms", value_parser = baton_core::policy::parse_duration)]
+    pub progress_window: Duration,
 
-    /// Seconds between probes of the CLI while paused on an authentication failure.
-    #[arg(long, env = "BATON_AUTH_PROBE_INTERVAL", default_value_t = 60.0)]
-    pub auth_probe_interval_secs: f64,
+    /// Time between probes of the CLI while paused on an authentication failure.
+    #[arg(long, env = "BATON_AUTH_PROBE_INTERVAL", value_name = "BATON_AUTH_PROBE_INTERVAL", default_value = "60s", value_parser = baton_core::policy::parse_duration)]
+    pub auth_probe_interval: Duration,
 
     /// Most entries this worker holds at once, running or waiting for their project.
     #[arg(long, env = "BATON_MAX_HELD", default_value_t = 1000)]
@@ -240,9 +240,9 @@ impl Config {
     pub fn agent(&self) -> baton_agent::AgentConfig {
         let mut agent = baton_agent::AgentConfig {
             program: self.claude_bin.clone(),
-            wall_clock: Duration::from_secs(self.run_timeout_secs),
-            idle: Duration::from_secs(self.run_idle_secs),
-            post_result_grace: Duration::from_secs(self.run_exit_grace_secs),
+            wall_clock: self.run_timeout,
+            idle: self.run_idle_timeout,
+            post_result_grace: self.run_exit_grace,
             supervisor: if self.no_supervisor {
                 None
             } else {
@@ -262,8 +262,7 @@ impl Config {
     /// The resume policy's settings.
     pub fn policy(&self) -> anyhow::Result<baton_core::policy::PolicyConfig> {
         Ok(baton_core::policy::PolicyConfig {
-            max_age: baton_core::policy::parse_duration(&self.session_max_age)
-                .map_err(|e| anyhow::anyhow!("BATON_SESSION_MAX_AGE: {e}"))?,
+            max_age: self.session_max_age,
             max_ops: self.session_max_ops,
             resume: self.resume == "on",
         })
@@ -271,30 +270,27 @@ impl Config {
 
     /// How the worker schedules and keeps its jobs.
     pub fn scheduling(&self) -> anyhow::Result<Scheduling> {
-        let secs = |name: &str, v: f64| -> anyhow::Result<Duration> {
-            anyhow::ensure!(
-                v.is_finite() && v > 0.0,
-                "{name} must be a positive number of seconds, not {v}"
-            );
-            Ok(Duration::from_secs_f64(v))
+        let positive = |name: &str, d: Duration| -> anyhow::Result<Duration> {
+            anyhow::ensure!(!d.is_zero(), "{name} must be longer than zero");
+            Ok(d)
         };
         let scheduling = Scheduling {
             concurrency: self.concurrency.max(1),
-            heartbeat: secs("BATON_HEARTBEAT", self.heartbeat_secs)?,
-            claim_idle: secs("BATON_CLAIM_IDLE", self.claim_idle_secs)?,
+            heartbeat: positive("BATON_HEARTBEAT", self.heartbeat)?,
+            claim_idle: positive("BATON_CLAIM_IDLE", self.claim_idle)?,
             max_run_attempts: self.max_run_attempts.max(1),
-            retry_min_delay: secs("BATON_RETRY_MIN_DELAY", self.retry_min_delay_secs)?,
-            retry_max_delay: secs("BATON_RETRY_MAX_DELAY", self.retry_max_delay_secs)?,
-            auth_probe_interval: secs("BATON_AUTH_PROBE_INTERVAL", self.auth_probe_interval_secs)?,
-            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            retry_min_delay: positive("BATON_RETRY_MIN_DELAY", self.retry_min_delay)?,
+            retry_max_delay: positive("BATON_RETRY_MAX_DELAY", self.retry_max_delay)?,
+            auth_probe_interval: positive("BATON_AUTH_PROBE_INTERVAL", self.auth_probe_interval)?,
+            shutdown_grace: self.shutdown_grace,
             max_held: self.max_held.max(self.concurrency.max(1)),
             progress_window: {
-                let v = self.progress_window_secs;
                 anyhow::ensure!(
-                    v.is_finite() && (0.0..=60.0).contains(&v),
-                    "BATON_PROGRESS_WINDOW must be between 0 and 60 seconds, not {v}"
+                    self.progress_window <= Duration::from_secs(60),
+                    "BATON_PROGRESS_WINDOW must be at most 60 seconds, not {:?}",
+                    self.progress_window
                 );
-                Duration::from_secs_f64(v)
+                self.progress_window
             },
         };
         // A worker stops its runs once it has gone three quarters of the claim timeout without a
@@ -425,6 +421,47 @@ mod tests {
     }
 
     #[test]
+    fn every_flag_is_named_as_its_variable() {
+        use clap::CommandFactory;
+        for arg in Config::command().get_arguments() {
+            let (Some(env), Some(long)) = (arg.get_env(), arg.get_long()) else {
+                continue;
+            };
+            let env = env.to_string_lossy();
+            let want = env
+                .strip_prefix("BATON_")
+                .unwrap_or(&env)
+                .to_lowercase()
+                .replace('_', "-");
+            assert_eq!(long, want, "{env}");
+        }
+    }
+
+    #[test]
+    fn durations_take_units_and_bare_seconds() {
+        let config = Config::try_parse_from([
+            "baton-worker",
+            "--run-timeout",
+            "90m",
+            "--heartbeat",
+            "0.5",
+            "--claim-idle",
+            "2000ms",
+        ])
+        .unwrap();
+        assert_eq!(config.run_timeout, Duration::from_secs(5400));
+        let s = config.scheduling().unwrap();
+        assert_eq!(
+            (s.heartbeat, s.claim_idle),
+            (Duration::from_millis(500), Duration::from_secs(2))
+        );
+        let err = Config::try_parse_from(["baton-worker", "--shutdown-grace", "soon"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("BATON_SHUTDOWN_GRACE"), "{err}");
+    }
+
+    #[test]
     fn zero_concurrency_is_refused() {
         let err = Config::try_parse_from(["baton-worker", "--concurrency", "0"])
             .expect_err("a worker that runs no job at once");
@@ -438,9 +475,9 @@ mod tests {
         let parse = |heartbeat: &str, claim: &str| {
             Config::try_parse_from([
                 "baton-worker",
-                "--heartbeat-secs",
+                "--heartbeat",
                 heartbeat,
-                "--claim-idle-secs",
+                "--claim-idle",
                 claim,
             ])
             .expect("parses")
@@ -463,11 +500,13 @@ mod tests {
                 .map(|s| s.progress_window)
         };
         assert_eq!(window(&[]).unwrap(), Duration::from_millis(50));
-        assert_eq!(
-            window(&["--progress-window-secs", "0"]).unwrap(),
-            Duration::ZERO
-        );
-        let err = window(&["--progress-window-secs=-1"])
+        assert_eq!(window(&["--progress-window", "0"]).unwrap(), Duration::ZERO);
+        let err = window(&["--progress-window=61s"])
+            .expect_err("too long")
+            .to_string();
+        assert!(err.contains("BATON_PROGRESS_WINDOW"), "{err}");
+        // A value the parser refuses names the variable too.
+        let err = Config::try_parse_from(["baton-worker", "--progress-window=-1"])
             .expect_err("negative")
             .to_string();
         assert!(err.contains("BATON_PROGRESS_WINDOW"), "{err}");

@@ -9,7 +9,7 @@ use clap::Subcommand;
 
 use super::EXIT_INVALID;
 
-/// Default of `--max-bytes` and `BATON_TRANSCRIPT_MAX_BYTES`: as the worker's.
+/// Default of `--transcript-max-bytes` (`BATON_TRANSCRIPT_MAX_BYTES`): as the worker's.
 const DEFAULT_MAX_BYTES: u64 = 128 * 1024 * 1024;
 
 /// `baton session ...`.
@@ -38,7 +38,7 @@ pub enum SessionCommand {
         #[arg(long, env = "BATON_USER", default_value = "local")]
         user: String,
         /// Largest total of the session's files accepted.
-        #[arg(long, env = "BATON_TRANSCRIPT_MAX_BYTES", default_value_t = DEFAULT_MAX_BYTES)]
+        #[arg(long = "transcript-max-bytes", env = "BATON_TRANSCRIPT_MAX_BYTES", default_value_t = DEFAULT_MAX_BYTES)]
         max_bytes: u64,
         /// The `.jsonl` or `.tar.gz` file.
         file: PathBuf,
