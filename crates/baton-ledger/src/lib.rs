@@ -413,7 +413,7 @@ impl Ledger {
         job: &Job,
         stream_id: Option<&str>,
     ) -> Result<Claim, LedgerError> {
-        // One function call, one round trip: see migrations/*_claim_function.sql.
+        // One function call, one round trip: see migrations/*_claim.sql.
         let mut conn = self.hot_connection().await?;
         let row = sqlx::query!(
             r#"SELECT fence AS "fence!", attempt AS "attempt!", status AS "status!",
@@ -422,7 +422,10 @@ impl Ledger {
                       recorded_steps AS "recorded_steps!: Vec<String>",
                       recorded_old AS "recorded_old!: Vec<Option<String>>",
                       recorded_new AS "recorded_new!: Vec<String>"
-               FROM baton_claim_build($1, $2, $3, $4, $5, $6, $7, $8, $9)"#,
+               FROM baton_claim_build(
+                   p_build_id => $1, p_project_id => $2, p_version_id => $3, p_user_id => $4,
+                   p_kind => $5, p_stream_id => $6, p_payload => $7, p_enqueued_at => $8,
+                   p_previous_session_id => $9)"#,
             job.build_id,
             job.project_id,
             job.version_id,
@@ -489,14 +492,19 @@ impl Ledger {
         let files = transcripts::Columns::of(run.transcript);
         let none = RunResult::default();
         let answer = run.result.unwrap_or(&none);
-        // One statement, one round trip: the record (migrations/*_claim_function.sql), then the
+        // One statement, one round trip: the record (migrations/*_record.sql), then the
         // session's files (migrations/*_transcripts.sql). A refusal by either undoes both.
         let mut conn = self.hot_connection().await?;
         let written = sqlx::query!(
             r#"WITH recorded AS (
                    SELECT baton_record_run(
-                       $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
-                       AS written)
+                       p_project_id => $1, p_version_id => $2, p_build_id => $3, p_step => $4,
+                       p_fence => $5, p_old_session_id => $6, p_new_session_id => $7,
+                       p_source => $8, p_fresh_reason => $9, p_note => $10,
+                       p_input_tokens => $11, p_output_tokens => $12,
+                       p_cache_read_input_tokens => $13, p_cache_creation_input_tokens => $14,
+                       p_cost_usd => $15, p_duration_ms => $16, p_num_turns => $17,
+                       p_completes => $18) AS written)
                SELECT r.written AS "written!",
                       baton_store_transcript(
                           p_project_id => $1, p_session_id => $19, p_paths => $20,

@@ -1,5 +1,7 @@
--- Baton's ledger: the single source of truth for each project's Claude session chain.
--- Table and column names follow existing deployments of the seed design.
+-- Baton's ledger: the single source of truth for each project's Claude session chain. Table and
+-- column names follow existing deployments of the seed design. Nothing was released before these
+-- migrations, so each concern has one: the tables here, then the claim, the record, the transcript
+-- store and the runs' answers, each function defined once.
 
 CREATE TABLE projects (
     project_id                 text PRIMARY KEY,
@@ -62,6 +64,8 @@ CREATE TABLE builds (
 );
 CREATE INDEX builds_project_id_idx ON builds (project_id);
 
+-- One link of a project's chain per run, and for every session that ends without a new one (an
+-- operator's reset, a resume target the CLI could not find) or comes from outside (an import).
 CREATE TABLE session_transitions (
     id             bigserial PRIMARY KEY,
     project_id     text NOT NULL REFERENCES projects (project_id) ON DELETE CASCADE,
@@ -69,13 +73,31 @@ CREATE TABLE session_transitions (
     build_id       text,
     step           text,
     old_session_id varchar(255),
-    new_session_id varchar(255) NOT NULL,
+    new_session_id varchar(255),
     source         text NOT NULL
-                   CHECK (source IN ('build', 'metadata', 'compact', 'chat_plan', 'resume_fallback', 'reset', 'fork')),
-    created_at     timestamptz NOT NULL DEFAULT now()
+                   CHECK (source IN ('build', 'metadata', 'compact', 'chat_plan', 'resume_fallback',
+                                     'reset', 'fork', 'import')),
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    -- Why the run started fresh, when it did.
+    fresh_reason   text,
+    -- What the job survived in this run (a compaction that failed or had nothing to compact).
+    note           text,
+    CONSTRAINT session_transitions_new_session_required
+        CHECK (new_session_id IS NOT NULL OR source IN ('reset', 'resume_fallback'))
 );
 CREATE INDEX session_transitions_project_id_idx ON session_transitions (project_id, id);
 CREATE INDEX session_transitions_new_session_id_idx ON session_transitions (new_session_id);
+-- The policy asks whether an id belongs to a project's chain as an old id too.
+CREATE INDEX session_transitions_old_session_id_idx ON session_transitions (old_session_id);
+-- The claim asks for the project's last fresh start: only the rows it is about, whatever the
+-- number of projects.
+CREATE INDEX session_transitions_fresh_start_idx ON session_transitions (project_id, id)
+    WHERE old_session_id IS NULL;
+-- A session id belongs to one project: knowing it, the planner reads the session's rows and stops
+-- at the first, instead of intersecting them with all of the project's (statistics come with
+-- ANALYZE, that is autovacuum).
+CREATE STATISTICS session_transitions_session_project (dependencies)
+    ON project_id, new_session_id, old_session_id FROM session_transitions;
 -- One transition per run of a build: a replayed run records nothing twice.
 CREATE UNIQUE INDEX session_transitions_build_step_key ON session_transitions (build_id, step)
     WHERE build_id IS NOT NULL AND step IS NOT NULL;
@@ -103,3 +125,7 @@ CREATE INDEX project_ai_session_metrics_project_id_idx ON project_ai_session_met
 CREATE INDEX project_ai_session_metrics_session_id_idx ON project_ai_session_metrics (session_id);
 CREATE UNIQUE INDEX project_ai_session_metrics_build_step_key ON project_ai_session_metrics (build_id, step)
     WHERE build_id IS NOT NULL AND step IS NOT NULL;
+-- The claim asks whether the project's session was marked unresumable: only those rows.
+CREATE INDEX project_ai_session_metrics_unresumable_idx
+    ON project_ai_session_metrics (project_id, session_id)
+    WHERE NOT is_resumable;

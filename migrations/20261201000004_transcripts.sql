@@ -44,12 +44,6 @@ CREATE TABLE session_transcript_pieces (
 );
 ALTER TABLE session_transcript_pieces ALTER COLUMN data SET STORAGE EXTERNAL;
 
--- A session a backend made before Baton, added with `baton session import`.
-ALTER TABLE session_transitions DROP CONSTRAINT session_transitions_source_check;
-ALTER TABLE session_transitions ADD CONSTRAINT session_transitions_source_check
-    CHECK (source IN ('build', 'metadata', 'compact', 'chat_plan', 'resume_fallback', 'reset',
-                      'fork', 'import'));
-
 -- Stores what changed in one session's files. For each file i: `p_base_lengths[i]` = 0 replaces
 -- the file with `p_data[i]`; otherwise `p_data[i]` is appended, provided the stored copy is still
 -- `p_base_lengths[i]` bytes with hash `p_base_hashes[i]` (else nothing is written and BT412
