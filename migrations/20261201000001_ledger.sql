@@ -29,15 +29,16 @@ CREATE TRIGGER projects_touch_session
     BEFORE INSERT OR UPDATE ON projects
     FOR EACH ROW EXECUTE FUNCTION projects_touch_session();
 
+-- A version belongs to its project: two projects may each have a version `1`.
 CREATE TABLE project_versions (
-    version_id              text PRIMARY KEY,
+    version_id              text NOT NULL,
     project_id              text NOT NULL REFERENCES projects (project_id) ON DELETE CASCADE,
     ai_session_id           varchar(255),
     ai_session_created_at   timestamptz,
     ai_session_last_used_at timestamptz,
-    created_at              timestamptz NOT NULL DEFAULT now()
+    created_at              timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (project_id, version_id)
 );
-CREATE INDEX project_versions_project_id_idx ON project_versions (project_id);
 CREATE INDEX project_versions_ai_session_id_idx ON project_versions (ai_session_id);
 
 -- Job state. A build row may exist before its project does (the producer records it as queued).

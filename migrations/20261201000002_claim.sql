@@ -1,8 +1,7 @@
 -- Takes a build for a worker in one round trip: creates the project and the version on first
--- sight, checks that the job's user owns the project and that the version is the project's, raises
--- the build's fencing token and marks it running, and answers what the resume policy needs to know
--- of the project and which runs of the build are recorded. Refusals are raised with SQLSTATE BT403
--- (not the owner, the owner as detail) and BT409 (the version's project as detail).
+-- sight, checks that the job's user owns the project, raises the build's fencing token and marks
+-- it running, and answers what the resume policy needs to know of the project and which runs of
+-- the build are recorded. A refusal is raised with SQLSTATE BT403 (not the owner).
 --
 -- Each question is its own statement with one obvious plan, and the function runs on generic
 -- plans, which a connection makes once and keeps: planned with the tables' statistics each call,
@@ -62,29 +61,11 @@ BEGIN
             RETURNING projects.user_id, projects.last_ai_session_id INTO v_owner, v_last;
     END IF;
     IF v_owner <> p_user_id THEN
-        RAISE EXCEPTION USING ERRCODE = 'BT403', MESSAGE = 'not_owner', DETAIL = v_owner;
+        RAISE EXCEPTION USING ERRCODE = 'BT403', MESSAGE = 'not_owner';
     END IF;
 
-    -- The version's project: the one just inserted, or the one it already had.
-    WITH inserted AS (
-        INSERT INTO project_versions (version_id, project_id) VALUES (p_version_id, p_project_id)
-        ON CONFLICT (version_id) DO NOTHING RETURNING project_versions.project_id
-    )
-    SELECT i.project_id INTO v_owner FROM (
-        SELECT project_id FROM inserted
-        UNION ALL
-        SELECT v.project_id FROM project_versions v WHERE v.version_id = p_version_id
-        LIMIT 1
-    ) i;
-    IF NOT FOUND THEN
-        -- Another project's claim inserted the version after the statement's snapshot was taken; a
-        -- new statement sees it.
-        SELECT v.project_id INTO v_owner FROM project_versions v WHERE v.version_id = p_version_id;
-    END IF;
-    IF v_owner IS DISTINCT FROM p_project_id THEN
-        RAISE EXCEPTION USING ERRCODE = 'BT409', MESSAGE = 'version_of_other_project',
-            DETAIL = coalesce(v_owner, '');
-    END IF;
+    INSERT INTO project_versions (project_id, version_id) VALUES (p_project_id, p_version_id)
+        ON CONFLICT (project_id, version_id) DO NOTHING;
 
     INSERT INTO builds AS b (build_id, project_id, version_id, user_id, kind, status, stream_id, payload,
                              enqueued_at, started_at, attempt, fencing_token)

@@ -59,7 +59,7 @@ BEGIN
                                                  THEN now() ELSE ai_session_created_at END,
                     ai_session_id = p_new_session_id,
                     ai_session_last_used_at = now()
-                    WHERE version_id = p_version_id;
+                    WHERE project_id = p_project_id AND version_id = p_version_id;
                 INSERT INTO project_ai_session_metrics
                     (session_id, project_id, build_id, step, source, input_tokens, output_tokens,
                      cache_read_input_tokens, cache_creation_input_tokens, cost_usd, duration_ms,

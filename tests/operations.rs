@@ -797,3 +797,15 @@ async fn a_run_whose_record_meets_a_postgres_outage_is_recorded_not_run_again() 
         .count();
     assert_eq!(runs, 1, "the finished run was recorded, not run again");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_id_belongs_to_its_project() {
+    let mut env = TestEnv::new().await;
+    env.start_worker();
+    for project in ["alpha", "beta"] {
+        let build = env.enqueue(project, "1", "create", "Create index.html");
+        let done = env.wait_finished(&build, Duration::from_secs(60));
+        assert_eq!(done["status"], "completed", "{project}: {done}");
+    }
+    env.assert_in_sync();
+}

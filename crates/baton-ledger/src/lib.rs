@@ -63,16 +63,6 @@ pub enum LedgerError {
         /// The job's user.
         user_id: String,
     },
-    /// The job's version already belongs to another project.
-    #[error("version {version_id} belongs to project {owner}, not {project_id}")]
-    VersionOfOtherProject {
-        /// The version.
-        version_id: String,
-        /// The job's project.
-        project_id: String,
-        /// The project that has the version.
-        owner: String,
-    },
     /// The session is in the ledger already (an import of a session Baton knows).
     #[error("session {0} is in the ledger already")]
     SessionKnown(String),
@@ -113,10 +103,7 @@ pub enum LedgerError {
 impl LedgerError {
     /// Whether the job that hit this error can never succeed as it is (dead-letter it).
     pub fn is_terminal_for_job(&self) -> bool {
-        matches!(
-            self,
-            LedgerError::NotOwner { .. } | LedgerError::VersionOfOtherProject { .. }
-        )
+        matches!(self, LedgerError::NotOwner { .. })
     }
 }
 
@@ -442,11 +429,6 @@ impl Ledger {
             Some(("BT403", _, _, _)) => LedgerError::NotOwner {
                 project_id: job.project_id.clone(),
                 user_id: job.user_id.clone(),
-            },
-            Some(("BT409", _, owner, _)) => LedgerError::VersionOfOtherProject {
-                version_id: job.version_id.clone(),
-                project_id: job.project_id.clone(),
-                owner: owner.to_string(),
             },
             _ => LedgerError::Db(e),
         })?;
