@@ -317,18 +317,12 @@ async fn every_runs_answer_is_kept_and_the_jobs_answer_is_sent() {
     let planned = finished(&env, &build, "completed");
     let output = planned["output"].as_str().unwrap();
     assert!(output.contains("Create index.html"), "{output}");
-    let mut redis = env.redis().await;
-    let events: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg(baton_core::events::events_stream(&env.stream))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut redis)
+    let completed = env
+        .build_events(&build)
         .await
-        .unwrap();
-    let completed = events
-        .iter()
-        .filter_map(|(_, fields)| serde_json::from_str::<Value>(&fields[0].1).ok())
-        .find(|e| e["event"] == "job_completed" && e["build_id"] == build.as_str())
+        .into_iter()
+        .map(|(_, e)| e)
+        .find(|e| e["event"] == "job_completed")
         .expect("a job_completed event");
     assert_eq!(completed["output"], output);
     let status = String::from_utf8_lossy(&env.baton(&["status", &build]).stdout).into_owned();

@@ -121,7 +121,7 @@ async fn every_state_change_is_published_as_an_event() {
     env.start_worker();
     let build = env.enqueue("evented", "evented-v1", "create", "Build it");
     let done = env.wait_finished(&build, LIMIT);
-    let events = build_events(&env, &build).await;
+    let events = env.build_events(&build).await;
     let types: Vec<&str> = events
         .iter()
         .map(|(_, e)| e["event"].as_str().unwrap())
@@ -200,7 +200,7 @@ async fn a_run_over_within_the_progress_window_sends_its_progress_with_its_end()
     env.start_worker_with(&[("BATON_PROGRESS_WINDOW", "10")]);
     let build = env.enqueue("windowed", "windowed-v1", "create", "Build it");
     env.wait_finished(&build, LIMIT);
-    let events = build_events(&env, &build).await;
+    let events = env.build_events(&build).await;
     let types: Vec<&str> = events
         .iter()
         .map(|(_, e)| e["event"].as_str().unwrap())
@@ -244,7 +244,7 @@ async fn a_slow_starting_cli_gets_its_run_started_before_it_names_a_session() {
     env.start_worker_with(&[("BATON_CLAUDE_BIN", cli.to_str().unwrap())]);
     let build = env.enqueue("slowstart", "slowstart-v1", "create", "Build it");
     env.wait_finished(&build, LIMIT);
-    let events = build_events(&env, &build).await;
+    let events = env.build_events(&build).await;
     let published_ms = |kind: &str, nth: usize| -> u64 {
         let (id, _) = events
             .iter()
@@ -329,27 +329,6 @@ async fn a_jobs_log_lines_carry_its_build_project_step_and_sessions() {
         .find(|l| l["message"] == "job ended")
         .unwrap();
     assert_eq!(update_end["session"], session);
-}
-
-/// A build's progress events with their stream ids, oldest first.
-async fn build_events(env: &TestEnv, build: &str) -> Vec<(String, Value)> {
-    let mut redis = env.redis().await;
-    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(baton_core::events::events_stream(&env.stream))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    entries
-        .ids
-        .iter()
-        .map(|e| match &e.map["event"] {
-            redis::Value::BulkString(b) => (e.id.clone(), serde_json::from_slice(b).unwrap()),
-            other => panic!("not an event: {other:?}"),
-        })
-        .filter(|(_, e): &(String, Value)| e["build_id"] == build)
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -466,7 +445,7 @@ async fn an_entry_of_a_build_that_already_ended_reports_how_it_ended() {
     let letters = env.baton_json(&["dlq", "list"]);
     assert_eq!(letters.as_array().unwrap().len(), 1, "{letters}");
     assert_eq!(letters[0]["fields"]["reason"], "build: boom", "{letters}");
-    let events = build_events(&env, &failed).await;
+    let events = env.build_events(&failed).await;
     let kinds: Vec<&str> = events
         .iter()
         .map(|(_, e)| e["event"].as_str().unwrap())
@@ -509,7 +488,8 @@ async fn an_entry_of_a_build_that_already_ended_reports_how_it_ended() {
         .unwrap();
     let deadline = std::time::Instant::now() + LIMIT;
     loop {
-        let completions: Vec<Value> = build_events(&env, &done)
+        let completions: Vec<Value> = env
+            .build_events(&done)
             .await
             .into_iter()
             .map(|(_, e)| e)
@@ -717,21 +697,12 @@ async fn a_refused_job_with_a_readable_build_id_ends_failed_where_the_backend_lo
     let untouched = env.status(&kept);
     assert_eq!(untouched["status"], "completed");
     assert_eq!(untouched["project_id"], "kept");
-    let events: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg(baton_core::events::events_stream(&env.stream))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    let failed: Vec<String> = events
-        .iter()
-        .filter_map(|(_, f)| serde_json::from_str::<Value>(&f[0].1).ok())
-        .filter(|e| e["event"] == "job_failed")
-        .map(|e| e["build_id"].as_str().unwrap().to_string())
-        .collect();
     for build in ["bad-version", "bad-prompt"] {
-        assert!(failed.contains(&build.to_string()), "{failed:?}");
+        let events = env.build_events(build).await;
+        assert!(
+            events.iter().any(|(_, e)| e["event"] == "job_failed"),
+            "{events:?}"
+        );
     }
 }
 

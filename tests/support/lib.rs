@@ -339,6 +339,27 @@ impl TestEnv {
             .expect("connect to the test database")
     }
 
+    /// A build's progress events with their stream ids, oldest first.
+    pub async fn build_events(&self, build: &str) -> Vec<(String, Value)> {
+        let mut redis = self.redis().await;
+        let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(baton_core::events::events_stream(&self.stream))
+            .arg("-")
+            .arg("+")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        entries
+            .ids
+            .iter()
+            .map(|e| match &e.map["event"] {
+                redis::Value::BulkString(b) => (e.id.clone(), serde_json::from_slice(b).unwrap()),
+                other => panic!("not an event: {other:?}"),
+            })
+            .filter(|(_, e): &(String, Value)| e["build_id"] == build)
+            .collect()
+    }
+
     /// A connection to Redis.
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.redis_url.as_str())
