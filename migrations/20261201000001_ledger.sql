@@ -8,6 +8,9 @@ CREATE TABLE projects (
     user_id                    text NOT NULL,
     last_ai_session_id         varchar(255),
     last_ai_session_updated_at timestamptz,
+    -- An operator's reset asked for while a job of the project ran: the next claim performs it,
+    -- so the running job records its runs and the next job starts fresh.
+    reset_requested_at         timestamptz,
     created_at                 timestamptz NOT NULL DEFAULT now(),
     updated_at                 timestamptz NOT NULL DEFAULT now()
 );
@@ -55,6 +58,9 @@ CREATE TABLE builds (
     -- Raised by every claim of the job; writes under an older token are refused.
     fencing_token bigint NOT NULL DEFAULT 0,
     last_error    text,
+    -- The job stream the build was enqueued on (`baton requeue` puts back only its own stream's)
+    -- and its newest entry there.
+    stream        text,
     stream_id     text,
     payload       jsonb,
     enqueued_at   timestamptz,
@@ -102,6 +108,14 @@ CREATE STATISTICS session_transitions_session_project (dependencies)
 -- One transition per run of a build: a replayed run records nothing twice.
 CREATE UNIQUE INDEX session_transitions_build_step_key ON session_transitions (build_id, step)
     WHERE build_id IS NOT NULL AND step IS NOT NULL;
+
+-- Session ids whose chain links `baton prune` deleted: a stale `previous_session_id` of a
+-- project's own chain is still recognised as its own after the links are gone.
+CREATE TABLE pruned_sessions (
+    session_id varchar(255) PRIMARY KEY,
+    project_id text NOT NULL REFERENCES projects (project_id) ON DELETE CASCADE,
+    pruned_at  timestamptz NOT NULL DEFAULT now()
+);
 
 CREATE TABLE project_ai_session_metrics (
     id                          bigserial PRIMARY KEY,

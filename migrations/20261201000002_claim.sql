@@ -1,7 +1,9 @@
 -- Takes a build for a worker in one round trip: creates the project and the version on first
 -- sight, checks that the job's user owns the project, raises the build's fencing token and marks
 -- it running, and answers what the resume policy needs to know of the project and which runs of
--- the build are recorded. A refusal is raised with SQLSTATE BT403 (not the owner).
+-- the build are recorded. A refusal is raised with SQLSTATE BT403 (not the owner) or BT409 (the
+-- build id is another build's: another project, user, version or kind, or another payload; the
+-- whole call is undone, so the other build, its rows and the job's project are left untouched).
 --
 -- Each question is its own statement with one obvious plan, and the function runs on generic
 -- plans, which a connection makes once and keeps: planned with the tables' statistics each call,
@@ -14,6 +16,7 @@ CREATE FUNCTION baton_claim_build(
     p_version_id text,
     p_user_id text,
     p_kind text,
+    p_stream text,
     p_stream_id text,
     p_payload jsonb,
     p_enqueued_at timestamptz,
@@ -49,11 +52,12 @@ DECLARE
     v_steps text[];
     v_olds text[];
     v_news text[];
+    v_reset_asked timestamptz;
 BEGIN
     -- Locks the project's row, as strongly as the record's update of it will; an upsert would also
     -- write a new version of the row on every claim. On first sight the row is created, and a
     -- concurrent first claim of the same project ends in the upsert's update, which locks it too.
-    SELECT p.user_id, p.last_ai_session_id INTO v_owner, v_last
+    SELECT p.user_id, p.last_ai_session_id, p.reset_requested_at INTO v_owner, v_last, v_reset_asked
         FROM projects p WHERE p.project_id = p_project_id FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         INSERT INTO projects (project_id, user_id) VALUES (p_project_id, p_user_id)
@@ -67,18 +71,45 @@ BEGIN
     INSERT INTO project_versions (project_id, version_id) VALUES (p_project_id, p_version_id)
         ON CONFLICT (project_id, version_id) DO NOTHING;
 
-    INSERT INTO builds AS b (build_id, project_id, version_id, user_id, kind, status, stream_id, payload,
-                             enqueued_at, started_at, attempt, fencing_token)
-        VALUES (p_build_id, p_project_id, p_version_id, p_user_id, p_kind, 'running', p_stream_id,
-                p_payload, p_enqueued_at, now(), 1, 1)
+    INSERT INTO builds AS b (build_id, project_id, version_id, user_id, kind, status, stream, stream_id,
+                             payload, enqueued_at, started_at, attempt, fencing_token)
+        VALUES (p_build_id, p_project_id, p_version_id, p_user_id, p_kind, 'running', p_stream,
+                p_stream_id, p_payload, p_enqueued_at, now(), 1, 1)
         ON CONFLICT (build_id) DO UPDATE SET
             attempt = b.attempt + CASE WHEN b.status IN ('completed', 'failed') THEN 0 ELSE 1 END,
             fencing_token = b.fencing_token + CASE WHEN b.status IN ('completed', 'failed') THEN 0 ELSE 1 END,
             status = CASE WHEN b.status IN ('completed', 'failed') THEN b.status ELSE 'running' END,
+            stream = COALESCE(EXCLUDED.stream, b.stream),
             stream_id = COALESCE(EXCLUDED.stream_id, b.stream_id),
             started_at = COALESCE(b.started_at, now()),
             updated_at = now()
+        -- The same build again (a duplicate entry, a replay) whatever its enqueue time; anything
+        -- else that names this id is another build.
+        WHERE b.project_id = p_project_id AND b.user_id = p_user_id
+          AND b.version_id = p_version_id AND b.kind = p_kind
+          AND (b.payload IS NULL OR b.payload - 'enqueued_at' = p_payload - 'enqueued_at')
         RETURNING b.fencing_token, b.attempt, b.status INTO v_fence, v_attempt, v_status;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'BT409', MESSAGE = 'build_id_reused';
+    END IF;
+
+    -- The runs of this build already recorded, in order.
+    SELECT COALESCE(array_agg(t.step ORDER BY t.id), '{}'),
+           COALESCE(array_agg(t.old_session_id::text ORDER BY t.id), '{}'),
+           COALESCE(array_agg(t.new_session_id::text ORDER BY t.id), '{}')
+        INTO v_steps, v_olds, v_news
+        FROM session_transitions t
+        WHERE t.build_id = p_build_id AND t.step IS NOT NULL AND t.new_session_id IS NOT NULL;
+
+    -- A reset asked for while the previous job ran takes effect now, before a build that has run
+    -- nothing yet (a build resumed after recording runs goes on with its session).
+    IF v_reset_asked IS NOT NULL AND cardinality(v_steps) = 0 THEN
+        INSERT INTO session_transitions (project_id, old_session_id, new_session_id, source)
+            VALUES (p_project_id, v_last, NULL, 'reset');
+        UPDATE projects SET last_ai_session_id = NULL, reset_requested_at = NULL
+            WHERE project_id = p_project_id;
+        v_last := NULL;
+    END IF;
 
     -- What the resume policy needs to know of the project. Each question is its own statement,
     -- shaped so that its one plan, cached for the connection, reads only the rows it is about.
@@ -105,20 +136,15 @@ BEGIN
                                 AND t.project_id = p_project_id)
                    OR EXISTS (SELECT 1 FROM session_transitions t
                               WHERE t.old_session_id = p_previous_session_id
-                                AND t.project_id = p_project_id);
+                                AND t.project_id = p_project_id)
+                   OR EXISTS (SELECT 1 FROM pruned_sessions s
+                              WHERE s.session_id = p_previous_session_id
+                                AND s.project_id = p_project_id);
     END IF;
-    -- The runs of this build already recorded, in order.
-    SELECT COALESCE(array_agg(t.step ORDER BY t.id), '{}'),
-           COALESCE(array_agg(t.old_session_id::text ORDER BY t.id), '{}'),
-           COALESCE(array_agg(t.new_session_id::text ORDER BY t.id), '{}')
-        INTO v_steps, v_olds, v_news
-        FROM session_transitions t
-        WHERE t.build_id = p_build_id AND t.step IS NOT NULL AND t.new_session_id IS NOT NULL;
-
     RETURN QUERY SELECT v_fence, v_attempt, v_status, v_last, v_resumable, v_fresh_at, v_ops,
                         COALESCE(v_reset, false), v_in_chain, v_steps, v_olds, v_news;
 END;
 $$;
 
-ALTER FUNCTION baton_claim_build(text, text, text, text, text, text, jsonb, timestamptz, text)
+ALTER FUNCTION baton_claim_build(text, text, text, text, text, text, text, jsonb, timestamptz, text)
     SET plan_cache_mode = force_generic_plan;

@@ -332,11 +332,16 @@ impl TestEnv {
         read_json_lines(&self.emulator_log())
     }
 
-    /// A connection to this environment's database.
+    /// A connection to this environment's database, working in Baton's schema.
     pub async fn db(&self) -> sqlx::PgConnection {
-        sqlx::PgConnection::connect(&self.database_url)
+        let mut conn = sqlx::PgConnection::connect(&self.database_url)
             .await
-            .expect("connect to the test database")
+            .expect("connect to the test database");
+        sqlx::query("SET search_path TO baton")
+            .execute(&mut conn)
+            .await
+            .expect("work in Baton's schema");
+        conn
     }
 
     /// A build's progress events with their stream ids, oldest first.

@@ -136,7 +136,10 @@ impl Bench {
             .execute(&mut admin)
             .await?;
         let db_url = baton_ledger::url_with_database(&admin_url, &db_name);
-        Ledger::connect(&db_url).await?.migrate().await?;
+        Ledger::connect(&db_url, baton_ledger::DEFAULT_SCHEMA)
+            .await?
+            .migrate()
+            .await?;
         let dir = std::env::temp_dir().join(format!("baton-bench-{label}-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         Ok(Bench {
@@ -618,10 +621,13 @@ async fn fast(args: &Args) -> anyhow::Result<()> {
         pids.push(bench.start_worker(&[("BATON_CONCURRENCY", args.concurrency.to_string())])?);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let ledger = Ledger::connect(&bench.db_url).await?;
+    let ledger = Ledger::connect(&bench.db_url, baton_ledger::DEFAULT_SCHEMA).await?;
     // The bench watches the ledger on a connection of its own, whose backend's CPU is the bench's
     // and not the pipeline's.
     let mut watcher = sqlx::PgConnection::connect(&bench.db_url).await?;
+    sqlx::query("SET search_path TO baton")
+        .execute(&mut watcher)
+        .await?;
     let watcher_backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
         .fetch_one(&mut watcher)
         .await?;

@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod checkpoint;
 pub mod events;
+pub mod help;
 pub mod job;
 pub mod plan;
 pub mod policy;

@@ -11,7 +11,7 @@ use baton_core::{BuildStatus, Job, Step};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgPool, PgPoolOptions, Postgres};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, Postgres};
 
 /// `url` with its database name replaced by `name`, keeping host, credentials and query
 /// (`postgres://u@h:5432/baton?sslmode=require` with `x` gives `postgres://u@h:5432/x?sslmode=require`).
@@ -31,6 +31,26 @@ pub fn url_with_database(url: &str, name: &str) -> String {
     }
 }
 
+/// The Postgres schema Baton's tables and functions live in unless `BATON_DB_SCHEMA` names another,
+/// so that Baton can share a database with the application (which may have its own `projects`).
+pub const DEFAULT_SCHEMA: &str = "baton";
+
+/// Checks a schema name: a plain lower-case SQL identifier (letters, digits and `_`, not starting
+/// with a digit, at most 63 bytes), so it needs no quoting wherever Postgres takes it.
+pub fn check_schema(name: &str) -> Result<(), LedgerError> {
+    let plain = !name.is_empty()
+        && name.len() <= 63
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        Ok(())
+    } else {
+        Err(LedgerError::InvalidSchema(name.to_string()))
+    }
+}
+
 /// The migrations in `migrations/`, embedded so `baton migrate` and the worker need no files.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 
@@ -40,6 +60,11 @@ pub enum LedgerError {
     /// The database refused or failed a query.
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    /// `BATON_DB_SCHEMA` is not a plain identifier.
+    #[error(
+        "BATON_DB_SCHEMA={0:?} is not a schema name Baton accepts: lower-case letters, digits and `_`, not starting with a digit, at most 63 bytes"
+    )]
+    InvalidSchema(String),
     /// A migration failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -63,6 +88,10 @@ pub enum LedgerError {
         /// The job's user.
         user_id: String,
     },
+    /// The job names a build id the ledger holds for another build (another project, user,
+    /// version, kind or payload). Nothing of that build, its rows or its project was touched.
+    #[error("build id {0} belongs to another build; use a new id for a new build")]
+    BuildIdReused(String),
     /// The session is in the ledger already (an import of a session Baton knows).
     #[error("session {0} is in the ledger already")]
     SessionKnown(String),
@@ -103,7 +132,10 @@ pub enum LedgerError {
 impl LedgerError {
     /// Whether the job that hit this error can never succeed as it is (dead-letter it).
     pub fn is_terminal_for_job(&self) -> bool {
-        matches!(self, LedgerError::NotOwner { .. })
+        matches!(
+            self,
+            LedgerError::NotOwner { .. } | LedgerError::BuildIdReused(_)
+        )
     }
 }
 
@@ -234,6 +266,10 @@ const KEEP_LIFETIME: std::time::Duration = std::time::Duration::from_secs(30 * 6
 pub struct Ledger {
     pool: PgPool,
     kept: std::sync::Arc<Kept>,
+    /// The schema every connection works in, when the ledger set it (see [`Ledger::connect`]).
+    schema: Option<String>,
+    /// The job stream whose builds this ledger records and requeues (see [`Ledger::for_stream`]).
+    stream: Option<String>,
 }
 
 /// Connections the hot path (claims and records) keeps between calls instead of handing them back
@@ -273,8 +309,13 @@ impl Kept {
 }
 
 impl Ledger {
-    /// Connects to `database_url`.
-    pub async fn connect(database_url: &str) -> Result<Ledger, LedgerError> {
+    /// Connects to `database_url`, working in `schema` (see [`DEFAULT_SCHEMA`]): every connection
+    /// starts with it as its only `search_path`, so each table and function Baton creates or uses
+    /// is that schema's, whatever else the database holds.
+    pub async fn connect(database_url: &str, schema: &str) -> Result<Ledger, LedgerError> {
+        check_schema(schema)?;
+        let options: PgConnectOptions = database_url.parse()?;
+        let options = options.options([("search_path", schema)]);
         let pool = PgPoolOptions::new()
             .max_connections(10)
             .acquire_timeout(std::time::Duration::from_secs(10))
@@ -290,17 +331,29 @@ impl Ledger {
                     Ok(true)
                 })
             })
-            .connect(database_url)
+            .connect_with(options)
             .await?;
-        Ok(Ledger::from_pool(pool))
+        Ok(Ledger {
+            schema: Some(schema.to_string()),
+            ..Ledger::from_pool(pool)
+        })
     }
 
-    /// A ledger over an existing pool.
+    /// A ledger over an existing pool, working in whatever schema its connections use.
     pub fn from_pool(pool: PgPool) -> Ledger {
         Ledger {
             pool,
             kept: Default::default(),
+            schema: None,
+            stream: None,
         }
+    }
+
+    /// The same ledger, noting `stream` as the job stream of the builds it records, so that
+    /// `baton requeue` on one stream never puts another stream's build on it.
+    pub fn for_stream(mut self, stream: &str) -> Ledger {
+        self.stream = Some(stream.to_string());
+        self
     }
 
     /// A connection for the hot path: the most recently kept one, checked with a round trip only
@@ -363,22 +416,42 @@ impl Ledger {
         Ok(())
     }
 
-    /// Applies every pending migration.
+    /// Creates the ledger's schema if it is missing and applies every pending migration in it
+    /// (the migrations' own record, `_sqlx_migrations`, included).
     pub async fn migrate(&self) -> Result<(), LedgerError> {
+        if let Some(schema) = &self.schema {
+            // Checked by `connect`: a plain identifier, safe to splice.
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "CREATE SCHEMA IF NOT EXISTS {schema}"
+            )))
+            .execute(&self.pool)
+            .await?;
+        }
         MIGRATOR.run(&self.pool).await?;
         Ok(())
     }
 
-    /// Records a build as queued (by the producer). Does nothing when the build is already known.
+    /// Records a build as queued (by the producer). Does nothing when the same build is already
+    /// known (a retried enqueue); refused, changing nothing, when the id is another build's.
     pub async fn record_queued(
         &self,
         job: &Job,
         stream_id: Option<&str>,
     ) -> Result<(), LedgerError> {
-        sqlx::query!(
-            r#"INSERT INTO builds (build_id, project_id, version_id, user_id, kind, status, stream_id, payload, enqueued_at)
-               VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8)
-               ON CONFLICT (build_id) DO NOTHING"#,
+        // The existing row is read in the same statement: it cannot see the insert, which makes
+        // `inserted` the answer when the id is new.
+        let same = sqlx::query_scalar!(
+            r#"WITH inserted AS (
+                   INSERT INTO builds (build_id, project_id, version_id, user_id, kind, status, stream_id, payload, enqueued_at, stream)
+                   VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9)
+                   ON CONFLICT (build_id) DO NOTHING
+                   RETURNING 1)
+               SELECT EXISTS (SELECT 1 FROM inserted)
+                   OR EXISTS (SELECT 1 FROM builds b
+                              WHERE b.build_id = $1 AND b.project_id = $2 AND b.version_id = $3
+                                AND b.user_id = $4 AND b.kind = $5
+                                AND (b.payload IS NULL OR b.payload - 'enqueued_at' = $7::jsonb - 'enqueued_at'))
+                   AS "same!""#,
             job.build_id,
             job.project_id,
             job.version_id,
@@ -387,9 +460,13 @@ impl Ledger {
             stream_id,
             serde_json::to_value(job).expect("a job serialises"),
             job.enqueued_at,
+            self.stream.as_deref(),
         )
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await?;
+        if !same {
+            return Err(LedgerError::BuildIdReused(job.build_id.clone()));
+        }
         Ok(())
     }
 
@@ -412,7 +489,7 @@ impl Ledger {
                FROM baton_claim_build(
                    p_build_id => $1, p_project_id => $2, p_version_id => $3, p_user_id => $4,
                    p_kind => $5, p_stream_id => $6, p_payload => $7, p_enqueued_at => $8,
-                   p_previous_session_id => $9)"#,
+                   p_previous_session_id => $9, p_stream => $10)"#,
             job.build_id,
             job.project_id,
             job.version_id,
@@ -422,6 +499,7 @@ impl Ledger {
             serde_json::to_value(job).expect("a job serialises"),
             job.enqueued_at,
             job.previous_session_id,
+            self.stream.as_deref(),
         )
         .fetch_one(&mut *conn.conn)
         .await
@@ -430,6 +508,7 @@ impl Ledger {
                 project_id: job.project_id.clone(),
                 user_id: job.user_id.clone(),
             },
+            Some(("BT409", _, _, _)) => LedgerError::BuildIdReused(job.build_id.clone()),
             _ => LedgerError::Db(e),
         })?;
         self.keep(conn);
@@ -676,8 +755,8 @@ impl Ledger {
 
     /// Gives a build that cannot run its final state, `failed` with `error`, so a backend that
     /// follows the ledger sees it end: a new row, or the build's own row while it is unfinished
-    /// and of the same project. Never another project's build, nor a finished one: a job that
-    /// reuses a build id changes nothing of that build.
+    /// and the same build (project, user, version, kind and payload but its enqueue time). Never
+    /// another build, nor a finished one: a job that reuses a build id changes nothing of it.
     pub async fn fail_rejected(
         &self,
         job: &baton_core::ReadableJob,
@@ -689,7 +768,10 @@ impl Ledger {
                VALUES ($1, $2, $3, $4, $5, 'failed', $6, $7, now())
                ON CONFLICT (build_id) DO UPDATE SET status = 'failed', last_error = EXCLUDED.last_error,
                    finished_at = now(), updated_at = now()
-               WHERE b.status IN ('queued', 'running') AND b.project_id = EXCLUDED.project_id"#,
+               WHERE b.status IN ('queued', 'running') AND b.project_id = EXCLUDED.project_id
+                 AND b.user_id = EXCLUDED.user_id AND b.version_id = EXCLUDED.version_id
+                 AND b.kind = EXCLUDED.kind
+                 AND (b.payload - 'enqueued_at') IS NOT DISTINCT FROM (EXCLUDED.payload - 'enqueued_at')"#,
             job.build_id,
             job.project_id,
             job.version_id,
@@ -765,8 +847,9 @@ impl Ledger {
     }
 
     /// Ends a project's session so its next job starts fresh; recorded as a `reset` transition.
-    /// Returns the session that was ended, if there was one.
-    pub async fn reset_session(&self, project_id: &str) -> Result<Option<String>, LedgerError> {
+    /// While a job of the project runs, the reset waits for it: that job records its runs, and
+    /// the next claim of the project performs the reset ([`Reset::deferred`]).
+    pub async fn reset_session(&self, project_id: &str) -> Result<Reset, LedgerError> {
         let mut tx = self.pool.begin().await?;
         let last = sqlx::query_scalar!(
             "SELECT last_ai_session_id FROM projects WHERE project_id = $1 FOR UPDATE",
@@ -775,23 +858,50 @@ impl Ledger {
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| LedgerError::UnknownProject(project_id.to_string()))?;
-        sqlx::query!(
-            r#"INSERT INTO session_transitions (project_id, old_session_id, new_session_id, source)
-               VALUES ($1, $2, NULL, 'reset')"#,
-            project_id,
-            last
-        )
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query!(
-            "UPDATE projects SET last_ai_session_id = NULL WHERE project_id = $1",
+        let running = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM builds WHERE project_id = $1 AND status = 'running') AS "running!""#,
             project_id
         )
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
+        if running {
+            sqlx::query!(
+                "UPDATE projects SET reset_requested_at = now() WHERE project_id = $1",
+                project_id
+            )
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            sqlx::query!(
+                r#"INSERT INTO session_transitions (project_id, old_session_id, new_session_id, source)
+                   VALUES ($1, $2, NULL, 'reset')"#,
+                project_id,
+                last
+            )
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query!(
+                "UPDATE projects SET last_ai_session_id = NULL, reset_requested_at = NULL WHERE project_id = $1",
+                project_id
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
-        Ok(last)
+        Ok(Reset {
+            session: last,
+            deferred: running,
+        })
     }
+}
+
+/// What [`Ledger::reset_session`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reset {
+    /// The project's session when the reset was asked for.
+    pub session: Option<String>,
+    /// A job of the project was running: the reset takes effect when the next job is claimed.
+    pub deferred: bool,
 }
 
 /// Marks a session not resumable and counts the failure; the project forgets it as its newest.

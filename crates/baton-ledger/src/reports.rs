@@ -233,8 +233,8 @@ impl Ledger {
         })
     }
 
-    /// Unfinished builds (queued or running) whose row has not changed since `cutoff`, oldest
-    /// first, with the job each was enqueued as: the ones to enqueue again when Redis lost their
+    /// Unfinished builds (queued or running) of this ledger's stream ([`Ledger::for_stream`])
+    /// whose row has not changed since `cutoff`, oldest first, with the job each was enqueued as: the ones to enqueue again when Redis lost their
     /// entries. A healthy build may be among them (a long run changes nothing until it ends);
     /// enqueueing it again is safe, since its copy waits behind it and is then acknowledged.
     pub async fn stale_builds(
@@ -246,15 +246,19 @@ impl Ledger {
             r#"SELECT build_id, project_id, status, updated_at, payload
                FROM builds
                WHERE status IN ('queued', 'running') AND updated_at < $1
+                 AND stream IS NOT DISTINCT FROM $2
                ORDER BY COALESCE(enqueued_at, created_at), build_id"#,
-            cutoff
+            cutoff,
+            self.stream.as_deref(),
         )
         .fetch_all(&self.pool)
         .await?)
     }
 
     /// Deletes transitions and metrics older than `cutoff`, keeping each project's newest chain link
-    /// and its usage row, so the chain's head and the sync check survive; and the stored
+    /// and its usage row, so the chain's head and the sync check survive, and every session id of
+    /// the links that go (`pruned_sessions`), so a stale id of the project's chain is still known
+    /// as its own; and the stored
     /// transcripts of sessions last stored before `cutoff` that are no project's newest.
     /// With `dry_run`, counts what would go and deletes nothing.
     pub async fn prune(
@@ -263,15 +267,28 @@ impl Ledger {
         dry_run: bool,
     ) -> Result<PruneReport, LedgerError> {
         let mut tx = self.pool.begin().await?;
-        let transitions = sqlx::query!(
-            r#"DELETE FROM session_transitions t
-               WHERE t.created_at < $1
-                 AND t.id <> (SELECT max(id) FROM session_transitions h WHERE h.project_id = t.project_id)"#,
+        // The session ids of the links that go are kept, so the policy still knows them as the
+        // project's own.
+        let transitions = sqlx::query_scalar!(
+            r#"WITH gone AS (
+                   DELETE FROM session_transitions t
+                   WHERE t.created_at < $1
+                     AND t.id <> (SELECT max(id) FROM session_transitions h WHERE h.project_id = t.project_id)
+                   RETURNING t.project_id, t.old_session_id, t.new_session_id),
+               kept AS (
+                   INSERT INTO pruned_sessions (session_id, project_id)
+                   SELECT DISTINCT v.session_id, g.project_id
+                   FROM gone g, LATERAL (VALUES (g.old_session_id), (g.new_session_id)) v(session_id)
+                   WHERE v.session_id IS NOT NULL
+                   ON CONFLICT (session_id) DO NOTHING
+                   RETURNING 1)
+               SELECT count(*) AS "count!" FROM gone"#,
             cutoff
         )
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?
-        .rows_affected();
+        .try_into()
+        .unwrap_or(0);
         let metrics = sqlx::query!(
             r#"DELETE FROM project_ai_session_metrics m
                WHERE m.created_at < $1

@@ -324,7 +324,9 @@ async fn a_claim_locks_a_known_project_without_rewriting_its_row(pool: PgPool) {
     let j = job("p1", "v2", "u1", JobKind::Update);
     let mut tx = pool.begin().await.unwrap();
     let fence: i64 = sqlx::query_scalar(
-        "SELECT fence FROM baton_claim_build($1, $2, $3, $4, $5, NULL, '{}'::jsonb, now(), NULL)",
+        "SELECT fence FROM baton_claim_build(p_build_id => $1, p_project_id => $2, p_version_id => $3,
+             p_user_id => $4, p_kind => $5, p_stream => NULL, p_stream_id => NULL,
+             p_payload => '{}'::jsonb, p_enqueued_at => now(), p_previous_session_id => NULL)",
     )
     .bind(&j.build_id)
     .bind(&j.project_id)
@@ -490,19 +492,42 @@ async fn a_resume_fallback_marks_the_session_and_clears_the_project(pool: PgPool
 #[sqlx::test(migrator = "crate::MIGRATOR")]
 async fn a_reset_makes_the_next_job_start_fresh_and_stays_in_sync(pool: PgPool) {
     let ledger = Ledger::from_pool(pool.clone());
-    created(&ledger, "p1", "v1", "s1").await;
+    let (running, claim) = created(&ledger, "p1", "v1", "s1").await;
+    // A job of the project runs: the reset waits for it, and the job records its next run.
+    let asked = ledger.reset_session("p1").await.unwrap();
     assert_eq!(
-        ledger.reset_session("p1").await.unwrap().as_deref(),
+        (asked.session.as_deref(), asked.deferred),
+        (Some("s1"), true)
+    );
+    resume_s1(&ledger, &running, &claim, Step::Recommendations).await;
+    assert_eq!(
+        ledger.project_session("p1").await.unwrap().as_deref(),
         Some("s1")
     );
-    let next = ledger
-        .claim_build(&job("p1", "v2", "u1", JobKind::Update), None)
+    ledger
+        .finish_build(&running.build_id, claim.fence, BuildStatus::Completed, None)
         .await
         .unwrap();
+    // The next claim performs it.
+    let next_job = job("p1", "v2", "u1", JobKind::Update);
+    let next = ledger.claim_build(&next_job, None).await.unwrap();
     assert_eq!(
         (next.project.last_session.as_deref(), next.project.reset),
         (None, true)
     );
+    assert!(ledger.sync_check().await.unwrap().projects[0].synced);
+    ledger
+        .record_run(&run(&next_job, next.fence, Step::Build, None, "s2"))
+        .await
+        .unwrap();
+    ledger
+        .finish_build(&next_job.build_id, next.fence, BuildStatus::Completed, None)
+        .await
+        .unwrap();
+    // With nothing running, a reset is immediate.
+    let now = ledger.reset_session("p1").await.unwrap();
+    assert_eq!((now.session.as_deref(), now.deferred), (Some("s2"), false));
+    assert_eq!(ledger.project_session("p1").await.unwrap(), None);
     assert!(ledger.sync_check().await.unwrap().projects[0].synced);
     assert!(matches!(
         ledger.reset_session("nope").await,
@@ -597,13 +622,17 @@ async fn the_claim_counts_from_the_last_fresh_start_and_knows_a_session_kept_onl
     assert_eq!(seen.last_session.as_deref(), Some("s3"));
     assert_eq!(seen.previous_in_chain, Some(true));
 
-    // Pruning keeps only the newest link, s2 -> s3: s2 survives only as an old id.
+    // Pruning keeps only the newest link, s2 -> s3: s2 survives as an old id, and s1, whose links
+    // went, is still known as the project's own; another project's session is not.
+    created(&ledger, "p2", "w1", "t1").await;
     ledger
         .prune(chrono::Utc::now() + chrono::Duration::seconds(1), false)
         .await
         .unwrap();
+    assert_eq!(ledger.chain("p1").await.unwrap().len(), 1);
     assert_eq!(in_chain(&ledger, "p1", "v4", Some("s2")).await, Some(true));
-    assert_eq!(in_chain(&ledger, "p1", "v5", Some("s1")).await, Some(false));
+    assert_eq!(in_chain(&ledger, "p1", "v5", Some("s1")).await, Some(true));
+    assert_eq!(in_chain(&ledger, "p1", "v6", Some("t1")).await, Some(false));
 }
 
 #[sqlx::test(migrator = "crate::MIGRATOR")]

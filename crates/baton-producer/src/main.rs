@@ -8,7 +8,7 @@ use baton_core::{JobKind, Limits, NewJob};
 use baton_ledger::{BuildState, Ledger, LedgerError, Transition};
 use baton_producer::{Producer, ProducerError};
 use baton_queue::Queue;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Prints a line to stdout as `println!` does, except that a reader that went away (a closed pipe,
 /// as after `head`) ends `baton` quietly, with the status a shell gives a tool SIGPIPE ended (141),
@@ -62,6 +62,9 @@ struct Cli {
         default_value = "postgres://postgres@127.0.0.1:5432/baton?sslmode=disable"
     )]
     database_url: String,
+    /// The Postgres schema holding Baton's tables and functions.
+    #[arg(long = "db-schema", global = true, env = "BATON_DB_SCHEMA", default_value = baton_ledger::DEFAULT_SCHEMA)]
+    db_schema: String,
     /// The job stream.
     #[arg(long, global = true, env = "BATON_STREAM", default_value = baton_core::DEFAULT_STREAM)]
     stream: String,
@@ -303,7 +306,11 @@ fn dead_letter_id(text: &str) -> Result<String, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `--help` says which secret settings reached the process, never their values.
+    let command = baton_core::help::mark_secrets_set(Cli::command(), |name| {
+        std::env::var_os(name).is_some_and(|v| !v.is_empty())
+    });
+    let cli = Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit());
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
@@ -314,24 +321,20 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let db = Db {
+        url: &cli.database_url,
+        schema: &cli.db_schema,
+        stream: &cli.stream,
+    };
     match cli.command {
-        Command::Enqueue(args) => {
-            enqueue(
-                &cli.redis_url,
-                &cli.database_url,
-                &cli.stream,
-                &cli.group,
-                *args,
-            )
-            .await
-        }
+        Command::Enqueue(args) => enqueue(&cli.redis_url, db, &cli.stream, &cli.group, *args).await,
         Command::Migrate => {
-            ledger(&cli.database_url).await?.migrate().await?;
+            ledger(db).await?.migrate().await?;
             out!("migrations applied");
             Ok(ExitCode::SUCCESS)
         }
         Command::Chain { project, json } => {
-            let chain = ledger(&cli.database_url).await?.chain(&project).await?;
+            let chain = ledger(db).await?.chain(&project).await?;
             if json {
                 out!("{}", serde_json::to_string_pretty(&chain)?);
             } else {
@@ -339,26 +342,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { build, json } => {
-            match ledger(&cli.database_url).await?.build_state(&build).await {
-                Ok(state) => {
-                    if json {
-                        out!("{}", serde_json::to_string_pretty(&state)?);
-                    } else {
-                        print_status(&state);
-                    }
-                    Ok(ExitCode::SUCCESS)
+        Command::Status { build, json } => match ledger(db).await?.build_state(&build).await {
+            Ok(state) => {
+                if json {
+                    out!("{}", serde_json::to_string_pretty(&state)?);
+                } else {
+                    print_status(&state);
                 }
-                Err(LedgerError::UnknownBuild(id)) => {
-                    eprintln!("baton: no build {id} in the ledger");
-                    Ok(ExitCode::FAILURE)
-                }
-                Err(e) => Err(e.into()),
+                Ok(ExitCode::SUCCESS)
             }
-        }
-        Command::SyncCheck { json } => sync_check(&cli.database_url, json).await,
+            Err(LedgerError::UnknownBuild(id)) => {
+                eprintln!("baton: no build {id} in the ledger");
+                Ok(ExitCode::FAILURE)
+            }
+            Err(e) => Err(e.into()),
+        },
+        Command::SyncCheck { json } => sync_check(db, json).await,
         Command::Stats { json } => {
-            let stats = ledger(&cli.database_url).await?.stats().await?;
+            let stats = ledger(db).await?.stats().await?;
             if json {
                 out!("{}", serde_json::to_string_pretty(&stats)?);
             } else {
@@ -366,15 +367,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Session { command } => {
-            cli::session::run(ledger(&cli.database_url).await?, command).await
-        }
+        Command::Session { command } => cli::session::run(ledger(db).await?, command).await,
         Command::Prune {
             older_than,
             dry_run,
             force,
             json,
-        } => prune(&cli.database_url, &older_than, dry_run, force, json).await,
+        } => prune(db, &older_than, dry_run, force, json).await,
         Command::Requeue {
             idle_for,
             dry_run,
@@ -382,7 +381,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let services = Services {
                 redis_url: &cli.redis_url,
-                database_url: &cli.database_url,
+                db,
                 stream: &cli.stream,
                 group: &cli.group,
             };
@@ -391,7 +390,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dlq { command } => {
             let services = Services {
                 redis_url: &cli.redis_url,
-                database_url: &cli.database_url,
+                db,
                 stream: &cli.stream,
                 group: &cli.group,
             };
@@ -403,7 +402,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// Where Redis and Postgres are, for commands that use both.
 struct Services<'a> {
     redis_url: &'a str,
-    database_url: &'a str,
+    db: Db<'a>,
     stream: &'a str,
     group: &'a str,
 }
@@ -461,7 +460,7 @@ async fn dlq(cli: Services<'_>, command: DlqCommand) -> anyhow::Result<ExitCode>
                     .collect(),
                 None => unreachable!("clap requires an id or --all"),
             };
-            let ledger = ledger(cli.database_url).await?;
+            let ledger = ledger(cli.db).await?;
             let mut replayed = Vec::new();
             for id in ids {
                 let Some(letter) = queue.dead_letter_entry(&id).await? else {
@@ -512,8 +511,8 @@ async fn dlq(cli: Services<'_>, command: DlqCommand) -> anyhow::Result<ExitCode>
     }
 }
 
-async fn sync_check(database_url: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let report = ledger(database_url).await?.sync_check().await?;
+async fn sync_check(db: Db<'_>, json: bool) -> anyhow::Result<ExitCode> {
+    let report = ledger(db).await?.sync_check().await?;
     if json {
         out!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -551,7 +550,7 @@ async fn requeue(
         Ok(cutoff) => cutoff,
         Err(exit) => return Ok(exit),
     };
-    let stale = ledger(cli.database_url).await?.stale_builds(cutoff).await?;
+    let stale = ledger(cli.db).await?.stale_builds(cutoff).await?;
     let queue = if dry_run {
         None
     } else {
@@ -629,7 +628,7 @@ fn ago(flag: &str, text: &str) -> Result<chrono::DateTime<chrono::Utc>, ExitCode
 }
 
 async fn prune(
-    database_url: &str,
+    db: Db<'_>,
     older_than: &str,
     dry_run: bool,
     force: bool,
@@ -645,7 +644,7 @@ async fn prune(
         );
         return Ok(ExitCode::from(EXIT_INVALID));
     }
-    let report = ledger(database_url).await?.prune(cutoff, dry_run).await?;
+    let report = ledger(db).await?.prune(cutoff, dry_run).await?;
     if json {
         out!("{}", serde_json::to_string(&report)?);
     } else {
@@ -690,15 +689,29 @@ fn print_stats(s: &baton_ledger::reports::Stats) {
     }
 }
 
-async fn ledger(url: &str) -> anyhow::Result<Ledger> {
-    Ledger::connect(url)
-        .await
-        .with_context(|| format!("cannot reach the ledger at {}", redact(url)))
+/// Where the ledger is: the database and the schema in it, and the job stream whose builds it
+/// records.
+#[derive(Debug, Clone, Copy)]
+struct Db<'a> {
+    url: &'a str,
+    schema: &'a str,
+    stream: &'a str,
+}
+
+async fn ledger(db: Db<'_>) -> anyhow::Result<Ledger> {
+    match Ledger::connect(db.url, db.schema).await {
+        Ok(ledger) => Ok(ledger.for_stream(db.stream)),
+        Err(e @ LedgerError::InvalidSchema(_)) => Err(e.into()),
+        Err(e) => {
+            Err(anyhow::Error::new(e)
+                .context(format!("cannot reach the ledger at {}", redact(db.url))))
+        }
+    }
 }
 
 async fn enqueue(
     redis_url: &str,
-    database_url: &str,
+    db: Db<'_>,
     stream: &str,
     group: &str,
     args: EnqueueArgs,
@@ -732,7 +745,7 @@ async fn enqueue(
     let ledger = if args.no_ledger {
         None
     } else {
-        Some(ledger(database_url).await?)
+        Some(ledger(db).await?)
     };
     // Events are followed from before the job exists, so none of its events can be missed.
     let events_from = if args.wait {

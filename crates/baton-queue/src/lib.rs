@@ -32,6 +32,10 @@ use serde::Serialize;
 /// next claim pass takes them. Heartbeats leave entries this idle alone.
 const HANDED_BACK_IDLE_MS: u64 = 86_400_000;
 
+/// About how many dead letters a queue keeps unless told otherwise (`BATON_DEAD_LETTER_MAXLEN`):
+/// enough for weeks of a fleet's failures, bounded so a storm of bad jobs cannot fill Redis.
+pub const DEFAULT_DEAD_LETTER_MAXLEN: u64 = 10_000;
+
 /// What can go wrong talking to Redis.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -177,6 +181,8 @@ struct Scripts {
     heartbeat: redis::Script,
     finish: redis::Script,
     handback: redis::Script,
+    group: redis::Script,
+    leave: redis::Script,
 }
 
 impl Scripts {
@@ -190,6 +196,8 @@ impl Scripts {
             heartbeat: script(include_str!("lua/heartbeat.lua")),
             finish: script(include_str!("lua/finish.lua")),
             handback: script(include_str!("lua/handback.lua")),
+            group: script(include_str!("lua/group.lua")),
+            leave: script(include_str!("lua/leave.lua")),
         }
     }
 }
@@ -203,6 +211,7 @@ pub struct Queue {
     stream: String,
     group: String,
     scripts: Arc<Scripts>,
+    dead_letter_maxlen: u64,
 }
 
 impl std::fmt::Debug for Queue {
@@ -236,9 +245,17 @@ impl Queue {
             stream: stream.to_string(),
             group: group.to_string(),
             scripts: Arc::new(Scripts::load()),
+            dead_letter_maxlen: DEFAULT_DEAD_LETTER_MAXLEN,
         };
         queue.ping().await?;
         Ok(queue)
+    }
+
+    /// The same queue keeping about `maxlen` dead letters (the oldest go first); see
+    /// [`DEFAULT_DEAD_LETTER_MAXLEN`].
+    pub fn with_dead_letter_maxlen(mut self, maxlen: u64) -> Queue {
+        self.dead_letter_maxlen = maxlen;
+        self
     }
 
     /// How many times the shared connection stopped answering (it stayed open, but replies
@@ -271,22 +288,53 @@ impl Queue {
 
     /// Creates the consumer group (and the stream) unless it exists; returns whether it did. New
     /// groups start at the stream's beginning, so jobs enqueued before the first worker started are
-    /// not skipped.
+    /// not skipped. Notes since when the group delivers (`<stream>:since`), which tells an entry
+    /// ended elsewhere from one Redis lost (group.lua).
     pub async fn ensure_group(&self) -> Result<bool, QueueError> {
         let mut conn = self.conn.clone();
-        let created: Result<String, _> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(&self.stream)
+        let made: String = self
+            .scripts
+            .group
+            .key(&self.stream)
+            .key(format!("{}:since", self.stream))
             .arg(&self.group)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut conn)
-            .await;
-        match created {
-            Ok(_) => Ok(true),
-            Err(e) if e.code() == Some("BUSYGROUP") => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(made == "created")
+    }
+
+    /// Removes `consumer` from the group, unless it still holds entries (which must stay where a
+    /// claim pass finds them); returns whether it left.
+    pub async fn leave(&self, consumer: &str) -> Result<bool, QueueError> {
+        let mut conn = self.conn.clone();
+        let left: String = self
+            .scripts
+            .leave
+            .key(&self.stream)
+            .arg(&self.group)
+            .arg(consumer)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(left == "left")
+    }
+
+    /// Whether Redis keeps its data on disk (an append-only file or snapshots), so a restart does
+    /// not lose the queue; `None` when Redis does not say (`CONFIG` disabled, as on some managed
+    /// services).
+    pub async fn keeps_data(&self) -> Option<bool> {
+        let mut conn = self.conn.clone();
+        let mut setting = async |name: &str| -> Option<String> {
+            let pair: Vec<String> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg(name)
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            pair.into_iter().nth(1)
+        };
+        let aof = setting("appendonly").await?;
+        let snapshots = setting("save").await?;
+        Some(aof == "yes" || !snapshots.trim().is_empty())
     }
 
     /// Adds a validated job to the stream; returns the entry's stream id.
@@ -489,7 +537,8 @@ impl Queue {
             invocation
                 .arg(&event)
                 .arg(baton_core::events::EVENTS_MAXLEN)
-                .arg(baton_core::events::EVENT_FIELD);
+                .arg(baton_core::events::EVENT_FIELD)
+                .arg(self.dead_letter_maxlen);
         };
         match &ending {
             Ending::Ack => {
@@ -680,9 +729,34 @@ impl Queue {
         })
     }
 
-    /// Entries in the job stream.
+    /// Entries in the job stream: the backlog, as ended entries leave it (lag plus pending).
     pub async fn stream_length(&self) -> Result<u64, QueueError> {
         self.xlen(&self.stream).await
+    }
+
+    /// Entries not yet delivered to the group: Redis's own count (`XINFO GROUPS`' `lag`, Redis 7),
+    /// or, where Redis cannot tell, the stream's length less the pending entries.
+    pub async fn lag(&self) -> Result<u64, QueueError> {
+        let mut conn = self.conn.clone();
+        let groups: Vec<HashMap<String, redis::Value>> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&self.stream)
+            .query_async(&mut conn)
+            .await?;
+        let ours = groups.iter().find(|g| {
+            g.get("name")
+                .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+                .is_some_and(|name| name == self.group)
+        });
+        let count = |key: &str| {
+            ours.and_then(|g| g.get(key))
+                .and_then(|v| redis::from_redis_value_ref::<u64>(v).ok())
+        };
+        if let Some(lag) = count("lag") {
+            return Ok(lag);
+        }
+        let pending = count("pending").unwrap_or(0);
+        Ok(self.stream_length().await?.saturating_sub(pending))
     }
 
     /// Entries in the dead-letter stream.

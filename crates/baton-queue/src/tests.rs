@@ -712,9 +712,46 @@ async fn deleting_a_streams_keys_leaves_other_streams_alone() {
     ))
     .await
     .unwrap();
-    // The stream, its dead letters, its events, its project queue and its lease.
-    assert_eq!(q.delete_all_keys().await.unwrap(), 5);
+    // The stream, its dead letters, its events, its project queue, its lease and the group's
+    // creation time.
+    assert_eq!(q.delete_all_keys().await.unwrap(), 6);
     assert_eq!(q.delete_all_keys().await.unwrap(), 0);
     assert_eq!(longer.stream_length().await.unwrap(), 1);
-    assert_eq!(longer.delete_all_keys().await.unwrap(), 1);
+    assert_eq!(longer.delete_all_keys().await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn an_ended_entry_leaves_the_stream_and_lag_counts_what_is_undelivered() {
+    let q = queue().await;
+    for project in ["p1", "p2", "p3"] {
+        q.enqueue(&job(project)).await.unwrap();
+    }
+    assert_eq!(q.lag().await.unwrap(), 3);
+    let mut a = q.consumer("a").await.unwrap();
+    let got = a.next(1, SHORT).await.unwrap();
+    assert_eq!(
+        (q.stream_length().await.unwrap(), q.lag().await.unwrap()),
+        (3, 2)
+    );
+    assert_eq!(q.pending_count().await.unwrap(), 1);
+    assert_eq!(
+        q.try_start("a", &got[0], LEASE).await.unwrap(),
+        Start::Started
+    );
+    assert!(q.finish("a", &got[0], Ending::Ack).await.unwrap());
+    // The backlog is what is left: lag plus pending.
+    assert_eq!(
+        (q.stream_length().await.unwrap(), q.lag().await.unwrap()),
+        (2, 2)
+    );
+    assert_eq!(q.pending_count().await.unwrap(), 0);
+    let rest = a.next(10, SHORT).await.unwrap();
+    assert_eq!(q.lag().await.unwrap(), 0);
+    for entry in &rest {
+        q.finish("a", entry, Ending::DeadLetter(garbage_letter(&entry.id)))
+            .await
+            .unwrap();
+    }
+    assert_eq!(q.stream_length().await.unwrap(), 0);
+    assert_eq!(q.dead_letter_length().await.unwrap(), 2);
 }

@@ -30,9 +30,18 @@ pub struct Config {
     )]
     pub database_url: String,
 
+    /// The Postgres schema holding Baton's tables and functions, so the ledger can share the
+    /// application's database.
+    #[arg(long = "db-schema", env = "BATON_DB_SCHEMA", default_value = baton_ledger::DEFAULT_SCHEMA)]
+    pub db_schema: String,
+
     /// The job stream.
     #[arg(long, env = "BATON_STREAM", default_value = baton_core::DEFAULT_STREAM)]
     pub stream: String,
+
+    /// About how many dead letters to keep; the oldest go first.
+    #[arg(long = "dead-letter-maxlen", env = "BATON_DEAD_LETTER_MAXLEN", default_value_t = baton_queue::DEFAULT_DEAD_LETTER_MAXLEN, value_parser = clap::value_parser!(u64).range(1..))]
+    pub dead_letter_maxlen: u64,
 
     /// The consumer group every replica joins.
     #[arg(long, env = "BATON_GROUP", default_value = baton_core::DEFAULT_GROUP)]

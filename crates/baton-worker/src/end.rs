@@ -17,6 +17,9 @@ pub enum JobEnd {
         /// Claims of the build so far.
         attempts: u32,
     },
+    /// The entry names another build's id: dead-letter it, and say nothing under that id, which
+    /// a backend follows for the other build.
+    Conflict(String),
     /// A newer claim owns the job: drop the entry without writing.
     Fenced,
     /// The job was interrupted (shutdown, Redis or Postgres trouble, a spawn failure): hand the
@@ -31,10 +34,19 @@ impl JobEnd {
     pub fn outcome(&self) -> &'static str {
         match self {
             JobEnd::Completed { .. } => "completed",
-            JobEnd::DeadLettered { .. } => "dead_lettered",
+            JobEnd::DeadLettered { .. } | JobEnd::Conflict(_) => "dead_lettered",
             JobEnd::Fenced => "fenced",
             JobEnd::HandBack(_) => "handed_back",
             JobEnd::AuthFailed(_) => "auth_paused",
+        }
+    }
+
+    /// Why and after how many claims the entry is dead-lettered, when it is.
+    pub(crate) fn dead_letter(&self) -> Option<(&str, u32)> {
+        match self {
+            JobEnd::DeadLettered { reason, attempts } => Some((reason, *attempts)),
+            JobEnd::Conflict(reason) => Some((reason, 0)),
+            _ => None,
         }
     }
 
@@ -58,7 +70,7 @@ impl JobEnd {
     pub(crate) fn reason(&self) -> Option<&str> {
         match self {
             JobEnd::DeadLettered { reason, .. } => Some(reason),
-            JobEnd::HandBack(why) | JobEnd::AuthFailed(why) => Some(why),
+            JobEnd::HandBack(why) | JobEnd::AuthFailed(why) | JobEnd::Conflict(why) => Some(why),
             JobEnd::Completed { .. } | JobEnd::Fenced => None,
         }
     }

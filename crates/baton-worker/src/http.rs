@@ -1,5 +1,6 @@
 //! The worker's HTTP endpoints: `/metrics` (Prometheus text), `/healthz` (the process is alive) and
-//! `/readyz` (Redis and Postgres answer, the CLI is usable, the worker takes jobs).
+//! `/readyz` (Redis and Postgres answer, the CLI is usable, the worker takes jobs; and what risks
+//! jobs, such as a Redis that keeps nothing on disk, as warnings).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -70,7 +71,12 @@ async fn readyz(State(state): State<Shared>) -> impl IntoResponse {
     }
     problems.extend(worker.check_dependencies(CHECK_TIMEOUT).await);
     if problems.is_empty() {
-        (StatusCode::OK, "ready\n".to_string())
+        // Ready, with what risks jobs said on lines of their own.
+        let mut body = "ready\n".to_string();
+        for warning in worker.warnings().await {
+            body.push_str(&format!("warning: {warning}\n"));
+        }
+        (StatusCode::OK, body)
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

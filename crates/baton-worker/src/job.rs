@@ -159,6 +159,7 @@ impl JobContext {
         let final_event = match &end {
             JobEnd::Completed { .. } => Some(EventType::JobCompleted),
             JobEnd::DeadLettered { .. } => Some(EventType::JobFailed),
+            JobEnd::Conflict(_) => None,
             JobEnd::HandBack(_) | JobEnd::AuthFailed(_) => Some(EventType::JobRequeued),
             JobEnd::Fenced => None,
         };
@@ -258,6 +259,10 @@ impl JobContext {
         };
         let claim = match self.ledger.claim_build(job, Some(&delivery.id)).await {
             Ok(c) => c,
+            Err(e @ LedgerError::BuildIdReused(_)) => {
+                self.metrics.decision("refused");
+                return JobEnd::Conflict(format!("refused: {e}"));
+            }
             Err(e) if e.is_terminal_for_job() => {
                 self.metrics.decision("refused");
                 let reason = format!("refused: {e}");

@@ -93,9 +93,13 @@ pub struct Worker {
 impl Worker {
     /// Connects to Redis and Postgres, applies migrations unless told not to, and joins the group.
     pub async fn connect(config: &Config) -> anyhow::Result<Worker> {
-        let queue = Queue::connect(&config.redis_url, &config.stream, &config.group).await?;
+        let queue = Queue::connect(&config.redis_url, &config.stream, &config.group)
+            .await?
+            .with_dead_letter_maxlen(config.dead_letter_maxlen);
         queue.ensure_group().await?;
-        let ledger = Ledger::connect(&config.database_url).await?;
+        let ledger = Ledger::connect(&config.database_url, &config.db_schema)
+            .await?
+            .for_stream(&config.stream);
         if !config.no_migrate {
             ledger.migrate().await?;
         }
@@ -161,6 +165,9 @@ impl Worker {
         if let Ok(n) = q.pending_count().await {
             m.stream_pending.set(n as i64);
         }
+        if let Ok(n) = q.lag().await {
+            m.stream_lag.set(n as i64);
+        }
         if let Ok(n) = q.dead_letter_length().await {
             m.dead_letter_length.set(n as i64);
         }
@@ -186,6 +193,18 @@ impl Worker {
         problems
     }
 
+    /// What works but risks jobs (for the start's log and readiness): a Redis that keeps nothing
+    /// on disk loses the stream, with every job not yet ended, when it restarts.
+    pub async fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.ctx.queue.keeps_data().await == Some(false) {
+            warnings.push(
+                "redis keeps nothing on disk (no append-only file, no snapshots): a restart loses every queued job (the ledger keeps them; `baton requeue` enqueues them again); set `appendonly yes`".to_string(),
+            );
+        }
+        warnings
+    }
+
     /// This worker's consumer name.
     pub fn consumer(&self) -> &str {
         &self.consumer
@@ -204,6 +223,9 @@ impl Worker {
         let s = self.ctx.scheduling;
         info!(consumer = %self.consumer, stream = %self.ctx.queue.stream(), group = %self.ctx.queue.group(),
               concurrency = s.concurrency, claim_idle_ms = s.claim_idle.as_millis() as u64, "worker started");
+        for warning in self.warnings().await {
+            warn!("{warning}");
+        }
         let stop_heartbeat = CancellationToken::new();
         if let Some(addr) = self.metrics_addr {
             let bound =
@@ -245,6 +267,15 @@ impl Worker {
         self.hand_back(&waiting).await;
         stop_heartbeat.cancel();
         background.shutdown().await;
+        // A clean exit takes the consumer out of the group, so the group lists only live
+        // replicas; one that handed entries back stays until they are claimed from it.
+        match self.ctx.queue.leave(&self.consumer).await {
+            Ok(true) => info!(consumer = %self.consumer, "left the consumer group"),
+            Ok(false) => {
+                info!(consumer = %self.consumer, "stays in the consumer group: it holds handed-back entries")
+            }
+            Err(e) => warn!(error = %e, "could not leave the consumer group"),
+        }
         info!(consumer = %self.consumer, "worker stopped");
         Ok(())
     }
@@ -656,13 +687,14 @@ impl Worker {
         let entry = [delivery.clone()];
         match end {
             JobEnd::Completed { .. } => self.finish(delivery, Ending::Ack, event).await,
-            JobEnd::DeadLettered { reason, attempts } => {
+            JobEnd::DeadLettered { .. } | JobEnd::Conflict(_) => {
+                let (reason, attempts) = end.dead_letter().unwrap_or(("", 0));
                 let payload = delivery.original();
                 let letter = DeadLetter {
                     stream_id: &delivery.id,
                     payload: &payload,
                     reason,
-                    attempts: *attempts,
+                    attempts,
                     last_error: Some(reason),
                     consumer: &self.consumer,
                 };

@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 
 use baton_worker::{Config, Worker};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -11,7 +11,11 @@ fn main() -> std::process::ExitCode {
     // This executable is also the supervisor that ends the CLI runs when the worker ends (see
     // baton_agent::supervise); started as one, it does nothing else.
     baton_agent::supervise::run_if_supervisor();
-    let config = Config::parse();
+    // `--help` says which secret settings reached the process, never their values.
+    let command = baton_core::help::mark_secrets_set(Config::command(), |name| {
+        std::env::var_os(name).is_some_and(|v| !v.is_empty())
+    });
+    let config = Config::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit());
     init_tracing(&config.log_format);
     // A multi-thread runtime hands tasks and wake-ups between its threads; measured under `just
     // bench`, that cost the worker about a fifth more CPU per job than one thread doing it all.

@@ -56,8 +56,10 @@ pub struct Metrics {
     pub resume_decisions: Family<DecisionLabels, Counter>,
     /// Jobs running now.
     pub jobs_in_flight: Gauge,
-    /// Entries in the job stream.
+    /// Entries in the job stream: the backlog (ended entries leave it).
     pub stream_length: Gauge,
+    /// Entries not yet delivered to the group.
+    pub stream_lag: Gauge,
     /// Entries delivered and not yet acknowledged.
     pub stream_pending: Gauge,
     /// Entries in the dead-letter stream.
@@ -107,6 +109,7 @@ impl Metrics {
             resume_decisions: Family::default(),
             jobs_in_flight: Gauge::default(),
             stream_length: Gauge::default(),
+            stream_lag: Gauge::default(),
             stream_pending: Gauge::default(),
             dead_letter_length: Gauge::default(),
             claims: Counter::default(),
@@ -151,8 +154,13 @@ impl Metrics {
         );
         registry.register(
             "stream_length",
-            "Entries in the job stream",
+            "Entries in the job stream: not yet delivered, or delivered and not yet ended",
             m.stream_length.clone(),
+        );
+        registry.register(
+            "stream_lag",
+            "Entries in the job stream not yet delivered to the group",
+            m.stream_lag.clone(),
         );
         registry.register(
             "stream_pending",

@@ -15,7 +15,8 @@ const DEFAULT_MAX_BYTES: u64 = 128 * 1024 * 1024;
 /// `baton session ...`.
 #[derive(Debug, Subcommand)]
 pub enum SessionCommand {
-    /// End the project's session: its next job starts fresh (recorded as `reset`).
+    /// End the project's session: its next job starts fresh (recorded as `reset`). A job of the
+    /// project that is running finishes on the session and records its runs first.
     Reset {
         /// The project.
         project: String,
@@ -60,10 +61,17 @@ pub enum SessionCommand {
 pub async fn run(ledger: Ledger, command: SessionCommand) -> anyhow::Result<ExitCode> {
     match command {
         SessionCommand::Reset { project } => match ledger.reset_session(&project).await {
-            Ok(ended) => {
+            Ok(reset) if reset.deferred => {
+                out!(
+                    "project {project}: a job is running on session {}; it finishes and records its runs, and the next job starts fresh",
+                    reset.session.as_deref().unwrap_or("(none)")
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Ok(reset) => {
                 out!(
                     "project {project}: session {} ended; the next job starts fresh",
-                    ended.as_deref().unwrap_or("(none)")
+                    reset.session.as_deref().unwrap_or("(none)")
                 );
                 Ok(ExitCode::SUCCESS)
             }

@@ -26,10 +26,22 @@ local function holder(stream, group, id)
   return false
 end
 
+-- Whether stream id `a` is older than stream id `b` (both `<ms>-<seq>`).
+local function older(a, b)
+  local a_ms, a_seq = string.match(a, '^(%d+)-(%d+)$')
+  local b_ms, b_seq = string.match(b, '^(%d+)-(%d+)$')
+  if not a_ms or not b_ms then
+    return true
+  end
+  a_ms, b_ms = tonumber(a_ms), tonumber(b_ms)
+  return a_ms < b_ms or (a_ms == b_ms and tonumber(a_seq) < tonumber(b_seq))
+end
+
 -- What a caller holding `id` as `consumer` should make of it: 1 still its own; 0 another consumer
 -- took it, or ended it, or the group was created anew over the stream (and delivers it again); -1
--- Redis lost it (nobody holds it and the stream no longer has it). Then the entry's idle
--- milliseconds, when someone holds it.
+-- Redis lost it. Then the entry's idle milliseconds, when someone holds it. An ended entry leaves
+-- the stream, so one that nobody holds and the stream lacks was ended if it is newer than the
+-- group (`<stream>:since`, see group.lua), and lost with Redis's data if it is older.
 local function holding(stream, group, id, consumer)
   local h, idle = holder(stream, group, id)
   if h == consumer then
@@ -37,6 +49,10 @@ local function holding(stream, group, id, consumer)
   elseif h then
     return 0, idle
   elseif #redis.call('XRANGE', stream, id, id) > 0 then
+    return 0
+  end
+  local since = redis.call('GET', stream .. ':since')
+  if since and not older(id, since) then
     return 0
   end
   return -1
