@@ -1,7 +1,7 @@
 //! One run of the `claude` CLI: spawned in its own process group with a cleared environment, its
 //! stream-json read line by line under watchdogs, and its outcome classified once.
 //!
-//! The contract this follows is `shared/claude-cli.md`.
+//! The contract this follows is `docs/claude-cli.md`.
 
 pub mod outcome;
 pub mod stream;

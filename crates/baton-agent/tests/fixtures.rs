@@ -1,4 +1,4 @@
-//! The parser and classifier against real CLI output (copied from `shared/fixtures/claude-cli/`).
+//! The parser and classifier against real CLI output (`tests/fixtures/`, described in its README).
 
 use baton_agent::{Exit, Outcome, Stop, StreamState, classify};
 

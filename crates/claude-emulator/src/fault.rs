@@ -32,7 +32,7 @@ pub enum Fault {
     /// The turn limit: `result` with `subtype:"error_max_turns"`, exit 1.
     MaxTurns,
     /// A resume that silently starts a new session without the history, under a new id (CLI
-    /// regressions did this; see `shared/claude-cli.md`).
+    /// regressions did this; see `docs/claude-cli.md`).
     SilentFresh,
 }
 

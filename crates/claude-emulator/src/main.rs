@@ -1,7 +1,7 @@
 //! `claude-emulator`: a stand-in for the `claude` CLI in print mode.
 //!
 //! It accepts the real CLI's print-mode flags with the real validation texts and exit codes, prints
-//! stream-json in the real line shapes (see `shared/claude-cli.md`), keeps sessions as JSONL files where
+//! stream-json in the real line shapes (see `docs/claude-cli.md`), keeps sessions as JSONL files where
 //! the real CLI keeps them, keeps the session id on `--resume` (or rolls it, as old CLIs did, with
 //! `CLAUDE_EMULATOR_SESSION_IDS=rolling`), and does visible work: it writes a file into its cwd and
 //! answers from the session's history. A prompt that asks what was asked before is answered with
