@@ -13,6 +13,8 @@ use serde::Serialize;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, Postgres};
 
+use refusal::{Refusal, reason};
+
 /// `url` with its database name replaced by `name`, keeping host, credentials and query
 /// (`postgres://u@h:5432/baton?sslmode=require` with `x` gives `postgres://u@h:5432/x?sslmode=require`).
 pub fn url_with_database(url: &str, name: &str) -> String {
@@ -503,12 +505,12 @@ impl Ledger {
         )
         .fetch_one(&mut *conn.conn)
         .await
-        .map_err(|e| match refusal(&e) {
-            Some(("BT403", _, _, _)) => LedgerError::NotOwner {
+        .map_err(|e| match Refusal::of(&e).map(|r| r.code) {
+            Some(refusal::NOT_OWNER) => LedgerError::NotOwner {
                 project_id: job.project_id.clone(),
                 user_id: job.user_id.clone(),
             },
-            Some(("BT409", _, _, _)) => LedgerError::BuildIdReused(job.build_id.clone()),
+            Some(refusal::BUILD_ID_REUSED) => LedgerError::BuildIdReused(job.build_id.clone()),
             _ => LedgerError::Db(e),
         })?;
         self.keep(conn);
@@ -628,29 +630,28 @@ impl Ledger {
             }
             Err(e) => e,
         };
-        let Some(("BT412", outcome, fence, session)) = refusal(&e) else {
+        let Some(refused) = Refusal::of(&e).filter(|r| r.code == refusal::RECORD_REFUSED) else {
             return Err(LedgerError::Db(e));
         };
-        match outcome {
-            "already_recorded" => Ok(Recorded::AlreadyRecorded),
-            "unknown_project" => Err(LedgerError::UnknownProject(job.project_id.clone())),
-            "unknown_build" => Err(LedgerError::UnknownBuild(job.build_id.clone())),
-            "fenced" => Err(LedgerError::Fenced {
+        match refused.reason {
+            reason::ALREADY_RECORDED => Ok(Recorded::AlreadyRecorded),
+            reason::UNKNOWN_PROJECT => Err(LedgerError::UnknownProject(job.project_id.clone())),
+            reason::UNKNOWN_BUILD => Err(LedgerError::UnknownBuild(job.build_id.clone())),
+            reason::FENCED => Err(LedgerError::Fenced {
                 build_id: job.build_id.clone(),
                 yours: run.fence,
-                current: fence.parse().unwrap_or_default(),
+                current: refused.detail.parse().unwrap_or_default(),
             }),
-            "stale" => Err(LedgerError::StaleSession {
+            reason::STALE => Err(LedgerError::StaleSession {
                 project_id: job.project_id.clone(),
                 expected: run.old_session_id.unwrap_or_default().to_string(),
-                actual: Some(session.to_string()).filter(|s| !s.is_empty()),
+                actual: Some(refused.hint.to_string()).filter(|s| !s.is_empty()),
             }),
-            // The detail names the file.
-            "transcript_conflict" => Err(LedgerError::TranscriptConflict {
+            reason::TRANSCRIPT_CONFLICT => Err(LedgerError::TranscriptConflict {
                 session_id: run.new_session_id.to_string(),
-                path: fence.to_string(),
+                path: refused.detail.to_string(),
             }),
-            "transcript_of_other_project" => Err(LedgerError::Unexpected(format!(
+            reason::TRANSCRIPT_OF_OTHER_PROJECT => Err(LedgerError::Unexpected(format!(
                 "session {} is stored under another project than {}",
                 run.new_session_id, job.project_id
             ))),
@@ -804,24 +805,6 @@ async fn mark_not_resumable(
     Ok(())
 }
 
-/// What the resume policy needs to know of the job's project, and the runs its build already
-/// recorded, in one round trip.
-/// A refusal raised by one of the ledger's functions (SQLSTATE class `BT`): its code, message,
-/// detail and hint.
-fn refusal(e: &sqlx::Error) -> Option<(&str, &str, &str, &str)> {
-    let db = e.as_database_error()?;
-    let pg = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()?;
-    let code = pg.code();
-    code.starts_with("BT").then(|| {
-        (
-            code,
-            pg.message(),
-            pg.detail().unwrap_or(""),
-            pg.hint().unwrap_or(""),
-        )
-    })
-}
-
 async fn check_fence(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     build_id: &str,
@@ -845,6 +828,7 @@ async fn check_fence(
 }
 
 mod builds;
+mod refusal;
 pub mod reports;
 pub mod status;
 pub mod transcripts;

@@ -61,10 +61,11 @@ pub enum Holding {
 }
 
 impl Holding {
-    fn from_reply(code: i64) -> Holding {
-        match code {
-            1 => Holding::Ours,
-            0 => Holding::Taken,
+    /// The scripts' answer (`holding` in lua/prelude.lua).
+    fn from_reply(answer: &str) -> Holding {
+        match answer {
+            "ours" => Holding::Ours,
+            "taken" => Holding::Taken,
             _ => Holding::Gone,
         }
     }
@@ -217,7 +218,9 @@ impl Queue {
             .invoke_async(&mut conn)
             .await?;
         let mut parts = as_array(reply).into_iter();
-        let delivered = matches!(parts.next(), Some(redis::Value::Int(1)));
+        let delivered = parts
+            .next()
+            .is_some_and(|answer| value_text(&answer) == "delivered");
         let rest = parts.next().unwrap_or(redis::Value::Nil);
         Ok(if delivered {
             ReadResult::Delivered(as_array(rest).into_iter().filter_map(to_delivery).collect())
@@ -264,7 +267,7 @@ impl Queue {
             return Ok(Start::Started);
         };
         let mut conn = self.conn.clone();
-        let started: i64 = self
+        let started: String = self
             .scripts
             .start
             .key(&self.stream)
@@ -276,10 +279,10 @@ impl Queue {
             .arg(lease.as_millis() as u64)
             .invoke_async(&mut conn)
             .await?;
-        Ok(match started {
-            1 => Start::Started,
-            0 => Start::Wait,
-            -1 => Start::Lost,
+        Ok(match started.as_str() {
+            "started" => Start::Started,
+            "wait" => Start::Wait,
+            "taken" => Start::Lost,
             _ => Start::Gone,
         })
     }
@@ -307,8 +310,8 @@ impl Queue {
         for (id, project) in entries {
             invocation.arg(id).arg(project.as_deref().unwrap_or(""));
         }
-        let held: Vec<i64> = invocation.invoke_async(&mut conn).await?;
-        Ok(held.into_iter().map(Holding::from_reply).collect())
+        let held: Vec<String> = invocation.invoke_async(&mut conn).await?;
+        Ok(held.iter().map(|h| Holding::from_reply(h)).collect())
     }
 
     /// Ends an entry (acknowledged, or dead-lettered then acknowledged), takes it out of its
@@ -385,8 +388,8 @@ impl Queue {
                     .arg(failed_at.to_string());
             }
         }
-        let ended: i64 = invocation.invoke_async(&mut conn).await?;
-        Ok(ended == 1)
+        let ended: String = invocation.invoke_async(&mut conn).await?;
+        Ok(ended == "ended")
     }
 
     /// Gives entries back so any replica's next claim pass takes them, and releases their leases.
@@ -410,8 +413,8 @@ impl Queue {
         for (id, project) in entries {
             invocation.arg(id).arg(project.as_deref().unwrap_or(""));
         }
-        let held: Vec<i64> = invocation.invoke_async(&mut conn).await?;
-        Ok(held.into_iter().map(Holding::from_reply).collect())
+        let held: Vec<String> = invocation.invoke_async(&mut conn).await?;
+        Ok(held.iter().map(|h| Holding::from_reply(h)).collect())
     }
 
     /// Adds an entry that Redis lost (see [`Holding::Gone`]) to the stream again, with the fields

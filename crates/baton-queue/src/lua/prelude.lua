@@ -37,23 +37,23 @@ local function older(a, b)
   return a_ms < b_ms or (a_ms == b_ms and tonumber(a_seq) < tonumber(b_seq))
 end
 
--- What a caller holding `id` as `consumer` should make of it: 1 still its own; 0 another consumer
--- took it, or ended it, or the group was created anew over the stream (and delivers it again); -1
--- Redis lost it. Then the entry's idle milliseconds, when someone holds it. An ended entry leaves
--- the stream, so one that nobody holds and the stream lacks was ended if it is newer than the
--- group (`<stream>:since`, see group.lua), and lost with Redis's data if it is older.
+-- What a caller holding `id` as `consumer` should make of it: 'ours' still its own; 'taken' another
+-- consumer took it, or ended it, or the group was created anew over the stream (and delivers it
+-- again); 'gone' Redis lost it. Then the entry's idle milliseconds, when someone holds it. An ended
+-- entry leaves the stream, so one that nobody holds and the stream lacks was ended if it is newer
+-- than the group (`<stream>:since`, see group.lua), and lost with Redis's data if it is older.
 local function holding(stream, group, id, consumer)
   local h, idle = holder(stream, group, id)
   if h == consumer then
-    return 1, idle
+    return 'ours', idle
   elseif h then
-    return 0, idle
+    return 'taken', idle
   elseif #redis.call('XRANGE', stream, id, id) > 0 then
-    return 0
+    return 'taken'
   end
   local since = redis.call('GET', stream .. ':since')
   if since and not older(id, since) then
-    return 0
+    return 'taken'
   end
-  return -1
+  return 'gone'
 end

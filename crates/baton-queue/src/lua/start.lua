@@ -1,33 +1,34 @@
 -- Lets an entry start when it is the oldest unfinished entry of its project and no other holder
 -- has the project's lease; takes the lease.
--- KEYS[1] stream, KEYS[2] project queue, KEYS[3] project lease
--- ARGV[1] group, ARGV[2] entry id, ARGV[3] consumer, ARGV[4] lease ms
--- Returns 1 started, 0 wait, -1 the entry was taken or ended elsewhere, -2 Redis lost it.
-local held = holding(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
-if held ~= 1 then
-  return held - 1
+-- Returns 'started', 'wait', 'taken' (taken or ended elsewhere) or 'gone' (Redis lost it).
+local stream, queue, lease = KEYS[1], KEYS[2], KEYS[3]
+local group, id, consumer, lease_ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+
+local held = holding(stream, group, id, consumer)
+if held ~= 'ours' then
+  return held
 end
-if not redis.call('LPOS', KEYS[2], ARGV[2]) then
+if not redis.call('LPOS', queue, id) then
   -- The queue lost this entry (Redis restarted without persistence): queue it again.
-  redis.call('RPUSH', KEYS[2], ARGV[2])
+  redis.call('RPUSH', queue, id)
 end
 while true do
-  local head = redis.call('LINDEX', KEYS[2], 0)
-  if head == ARGV[2] then
+  local head = redis.call('LINDEX', queue, 0)
+  if head == id then
     break
   end
   -- A head nobody holds any more (acknowledged or deleted elsewhere) must not block the queue.
-  local pending = redis.call('XPENDING', KEYS[1], ARGV[1], head, head, 1)
+  local pending = redis.call('XPENDING', stream, group, head, head, 1)
   if #pending == 0 then
-    redis.call('LPOP', KEYS[2])
+    redis.call('LPOP', queue)
   else
-    return 0
+    return 'wait'
   end
 end
-local owner = ARGV[3] .. ':' .. ARGV[2]
-local holder = redis.call('GET', KEYS[3])
-if holder and holder ~= owner then
-  return 0
+local owner = consumer .. ':' .. id
+local current = redis.call('GET', lease)
+if current and current ~= owner then
+  return 'wait'
 end
-redis.call('SET', KEYS[3], owner, 'PX', ARGV[4])
-return 1
+redis.call('SET', lease, owner, 'PX', lease_ms)
+return 'started'
