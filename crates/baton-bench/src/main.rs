@@ -12,6 +12,8 @@
 //! - `slow`: runs of `--latency-ms` with many jobs in flight; reports memory per in-flight job and
 //!   throughput across concurrency and replica counts.
 //! - `failover`: kills one of two workers mid-run and reports how long its jobs took to resume.
+//! - `dispatch`: a backlog over few projects (`--projects 16`); reports the Redis calls and Redis
+//!   CPU per job, which must stay flat as `--concurrency` and `--jobs` grow.
 //!
 //! Needs `REDIS_URL` and `DATABASE_URL` (an account that may create databases) and the release
 //! binaries beside this one: run it with `just bench`.
@@ -41,6 +43,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 mod cpu;
+mod dispatch;
 mod ledger_limit;
 mod limits;
 mod modes;
@@ -48,6 +51,7 @@ mod pipeline;
 mod report;
 
 use cpu::*;
+use dispatch::*;
 use limits::*;
 use modes::*;
 use pipeline::*;
@@ -60,6 +64,7 @@ enum Mode {
     Fast,
     Slow,
     Failover,
+    Dispatch,
 }
 
 /// Benchmark Baton against the machine's own limits.
@@ -117,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
         Mode::Fast => fast(&args).await,
         Mode::Slow => slow(&args).await,
         Mode::Failover => failover(&args).await,
+        Mode::Dispatch => dispatch(&args).await,
     }
 }
 
