@@ -347,7 +347,7 @@ impl Queue {
             .arg(&self.group)
             .arg(&delivery.id)
             .arg(consumer)
-            .arg(if delivery.project.is_some() { "1" } else { "0" });
+            .arg(project);
         let wake = self.wake_channel();
         let event = event
             .map(|e| serde_json::to_string(e).expect("an event serialises"))

@@ -2,6 +2,15 @@
 
 use super::*;
 
+/// What an announcement on the wake channel says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wake {
+    /// A job of this project ended: the project's next entry may start.
+    Freed(String),
+    /// Entries were handed back, or something else changed: any waiting entry may start.
+    Any,
+}
+
 /// Follows the events stream; see [`Queue::event_reader`].
 pub struct EventReader {
     conn: MultiplexedConnection,
@@ -55,12 +64,16 @@ impl Queue {
     }
 
     /// Calls `on_wake` for every announcement on [`Queue::wake_channel`], until the connection ends.
-    pub async fn watch_wakes(&self, mut on_wake: impl FnMut()) -> Result<(), QueueError> {
+    pub async fn watch_wakes(&self, mut on_wake: impl FnMut(Wake)) -> Result<(), QueueError> {
         let mut pubsub = self.client.get_async_pubsub().await?;
         pubsub.subscribe(self.wake_channel()).await?;
         let mut messages = pubsub.on_message();
-        while futures_util::StreamExt::next(&mut messages).await.is_some() {
-            on_wake();
+        while let Some(message) = futures_util::StreamExt::next(&mut messages).await {
+            let payload: String = message.get_payload().unwrap_or_default();
+            on_wake(match payload.strip_prefix("freed:") {
+                Some(project) => Wake::Freed(project.to_string()),
+                None => Wake::Any,
+            });
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ mod report;
 pub mod transcripts;
 mod workspace;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,7 +23,7 @@ use baton_agent::Agent;
 use baton_core::JobKind;
 use baton_core::events::Event;
 use baton_ledger::Ledger;
-use baton_queue::{DeadLetter, Delivery, Ending, Holding, Queue, QueueError, Start};
+use baton_queue::{DeadLetter, Delivery, Ending, Holding, Queue, QueueError, Start, Wake};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +38,11 @@ const READ_BLOCK: Duration = Duration::from_secs(1);
 const DISPATCH_TICK: Duration = Duration::from_millis(250);
 /// Entries taken over per claim pass.
 const CLAIM_BATCH: usize = 100;
+
+/// How many entries a worker holds waiting per slot, at most: enough to find another project's
+/// job when the entries it read first wait behind busy projects, few enough that it neither
+/// hoards the backlog from other replicas nor spends Redis calls on entries that cannot start.
+const WAITING_PER_SLOT: usize = 4;
 
 /// An entry this worker holds: waiting for its project, or running.
 struct Held {
@@ -59,6 +64,10 @@ struct State {
     held: BTreeMap<StreamId, Held>,
     /// Why the worker takes no new jobs, when it does not.
     paused: Option<String>,
+    /// Projects whose job ended since the last dispatch: their waiting entries may start now.
+    freed: HashSet<String>,
+    /// Entries were handed back somewhere: every waiting entry may start now.
+    retry_all: bool,
 }
 
 /// A stream id, ordered as the stream orders them (`<ms>-<seq>`).
@@ -326,9 +335,13 @@ impl Worker {
         while !shutdown.is_cancelled() {
             let (held, running, ready) = self.held_count();
             // Read while a slot would stay free: entries blocked behind a busy project do not hold
-            // up other projects' jobs, but all held entries are bounded.
+            // up other projects' jobs. But the entries waiting are bounded by the slots too (and
+            // all held entries by BATON_MAX_HELD): past that, more entries stay in the stream for
+            // the other replicas rather than be held here behind busy projects.
+            let concurrency = self.ctx.scheduling.concurrency;
             let full = held >= self.ctx.scheduling.max_held
-                || running + ready >= self.ctx.scheduling.concurrency;
+                || running + ready >= concurrency
+                || held.saturating_sub(running) >= concurrency * WAITING_PER_SLOT;
             if full || self.paused().is_some() {
                 tokio::select! {
                     _ = self.room.notified() => {}
@@ -520,7 +533,19 @@ impl Worker {
         async move {
             while !stop.is_cancelled() {
                 let wake = this.wake.clone();
-                let watch = this.ctx.queue.watch_wakes(move || wake.notify_one());
+                let state = this.state.clone();
+                let watch = this.ctx.queue.watch_wakes(move |what| {
+                    {
+                        let mut state = state.lock().expect("state lock");
+                        match what {
+                            Wake::Freed(project) => {
+                                state.freed.insert(project);
+                            }
+                            Wake::Any => state.retry_all = true,
+                        }
+                    }
+                    wake.notify_one();
+                });
                 tokio::select! {
                     ended = watch => {
                         if let Err(e) = ended {
@@ -562,12 +587,20 @@ impl Worker {
     }
 
     async fn dispatch_loop(&self, shutdown: CancellationToken, jobs: &mut JoinSet<()>) {
+        let mut last_full = std::time::Instant::now();
         loop {
             while jobs.try_join_next().is_some() {}
             if shutdown.is_cancelled() {
                 return;
             }
-            self.dispatch(jobs).await;
+            // Waiting entries are tried again when their project is announced free; all of them
+            // every DISPATCH_TICK too, for what no announcement covers (a lease that expired with
+            // its worker, a lost message).
+            let everything = last_full.elapsed() >= DISPATCH_TICK;
+            if everything {
+                last_full = std::time::Instant::now();
+            }
+            self.dispatch(jobs, everything).await;
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(DISPATCH_TICK) => {}
@@ -576,22 +609,41 @@ impl Worker {
         }
     }
 
-    /// Starts waiting entries, oldest first, while there are free slots.
-    async fn dispatch(&self, jobs: &mut JoinSet<()>) {
+    /// Starts waiting entries, oldest first, while there are free slots. An entry that waited
+    /// before is tried again only when its project was announced free, or with `everything`.
+    async fn dispatch(&self, jobs: &mut JoinSet<()>, everything: bool) {
         // Counted once: only this loop starts jobs, and jobs ending only lower the count (and wake
         // this loop again).
         let (candidates, mut running): (Vec<Delivery>, usize) = {
-            let state = self.state.lock().expect("state lock");
+            let mut state = self.state.lock().expect("state lock");
             if state.paused.is_some() {
                 return;
             }
             let running = state.held.values().filter(|h| h.running.is_some()).count();
-            let waiting = state
+            // Only what can start is tried: of each project, the oldest entry this worker holds,
+            // unless it runs one of the project's jobs already. A try costs a Redis call, so trying
+            // every held entry on every wake grew with the backlog. The others are blocked behind
+            // their project's head and leave their slots to other projects' entries.
+            let busy: HashSet<String> = state
                 .held
                 .values()
-                .filter(|h| h.running.is_none())
-                .map(|h| h.delivery.clone())
+                .filter(|h| h.running.is_some())
+                .filter_map(|h| h.delivery.project.clone())
                 .collect();
+            let everything = everything || std::mem::take(&mut state.retry_all);
+            let freed = std::mem::take(&mut state.freed);
+            let mut heads = HashSet::new();
+            let mut waiting = Vec::new();
+            for held in state.held.values_mut().filter(|h| h.running.is_none()) {
+                match &held.delivery.project {
+                    Some(project) if busy.contains(project) || !heads.insert(project.clone()) => {
+                        held.blocked = true;
+                    }
+                    // It waited, and nothing says its project is free now.
+                    Some(project) if held.blocked && !everything && !freed.contains(project) => {}
+                    _ => waiting.push(held.delivery.clone()),
+                }
+            }
             (waiting, running)
         };
         for delivery in candidates {
@@ -665,11 +717,15 @@ impl Worker {
         self.ctx
             .metrics
             .job_ended(kind, end.outcome(), started.elapsed().as_secs_f64());
-        self.state
-            .lock()
-            .expect("state lock")
-            .held
-            .remove(&StreamId::parse(&delivery.id));
+        {
+            let mut state = self.state.lock().expect("state lock");
+            state.held.remove(&StreamId::parse(&delivery.id));
+            // Its project's next entry held here may start now, without waiting for the
+            // announcement to come back from Redis.
+            if let Some(project) = &delivery.project {
+                state.freed.insert(project.clone());
+            }
+        }
         self.wake.notify_one();
         self.room.notify_one();
     }

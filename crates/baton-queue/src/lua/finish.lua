@@ -6,7 +6,7 @@
 -- ARGV after the named ones: the dead letter's field/value pairs.
 -- Returns 'ended', or 'taken' when the entry is not this consumer's.
 local stream, queue, lease, dead, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local group, id, consumer, has_project, ending, wake = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local group, id, consumer, project, ending, wake = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local event, events_maxlen, event_field, dead_maxlen = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 local first_letter_field = 11
 
@@ -26,12 +26,13 @@ if ending == 'dead' then
 end
 redis.call('XACK', stream, group, id)
 redis.call('XDEL', stream, id)
-if has_project == '1' then
+if project ~= '' then
   redis.call('LREM', queue, 0, id)
   if redis.call('GET', lease) == consumer .. ':' .. id then
     redis.call('DEL', lease)
   end
-  -- Whoever holds the project's next entry may start it now.
-  redis.call('PUBLISH', wake, 'freed')
+  -- Whoever holds the project's next entry may start it now: the message names the project, so
+  -- the others need not try theirs.
+  redis.call('PUBLISH', wake, 'freed:' .. project)
 end
 return 'ended'
