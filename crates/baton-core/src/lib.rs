@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod checkpoint;
+pub mod connection;
 pub mod events;
 pub mod help;
 pub mod job;
@@ -12,6 +13,7 @@ pub mod plan;
 pub mod policy;
 
 pub use checkpoint::{Checkpoint, checkpoint_key};
+pub use connection::Connection;
 pub use job::{Job, JobError, JobKind, Limits, NewJob, ReadableJob};
 pub use plan::{BuildStatus, Source, Step};
 

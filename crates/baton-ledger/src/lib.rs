@@ -35,7 +35,7 @@ pub fn url_with_database(url: &str, name: &str) -> String {
 
 /// The Postgres schema Baton's tables and functions live in unless `BATON_DB_SCHEMA` names another,
 /// so that Baton can share a database with the application (which may have its own `projects`).
-pub const DEFAULT_SCHEMA: &str = "baton";
+pub const DEFAULT_SCHEMA: &str = baton_core::connection::DEFAULT_DB_SCHEMA;
 
 /// Checks a schema name: a plain lower-case SQL identifier (letters, digits and `_`, not starting
 /// with a digit, at most 63 bytes), so it needs no quoting wherever Postgres takes it.

@@ -44,33 +44,9 @@ fn write_out(args: std::fmt::Arguments) {
     about = "Enqueue Baton build jobs and inspect their sessions"
 )]
 struct Cli {
-    /// Redis holding the job stream.
-    #[arg(
-        long,
-        global = true,
-        env = "REDIS_URL",
-        hide_env_values = true,
-        default_value = "redis://127.0.0.1:6379"
-    )]
-    redis_url: String,
-    /// Postgres holding the ledger.
-    #[arg(
-        long,
-        global = true,
-        env = "DATABASE_URL",
-        hide_env_values = true,
-        default_value = "postgres://postgres@127.0.0.1:5432/baton?sslmode=disable"
-    )]
-    database_url: String,
-    /// The Postgres schema holding Baton's tables and functions.
-    #[arg(long = "db-schema", global = true, env = "BATON_DB_SCHEMA", default_value = baton_ledger::DEFAULT_SCHEMA)]
-    db_schema: String,
-    /// The job stream.
-    #[arg(long, global = true, env = "BATON_STREAM", default_value = baton_core::DEFAULT_STREAM)]
-    stream: String,
-    /// The workers' consumer group.
-    #[arg(long, global = true, env = "BATON_GROUP", default_value = baton_core::DEFAULT_GROUP)]
-    group: String,
+    /// Where Redis and Postgres are, and the stream, group and schema used in them.
+    #[command(flatten)]
+    connection: baton_core::Connection,
     #[command(subcommand)]
     command: Command,
 }
@@ -322,12 +298,21 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let db = Db {
-        url: &cli.database_url,
-        schema: &cli.db_schema,
-        stream: &cli.stream,
+        url: &cli.connection.database_url,
+        schema: &cli.connection.db_schema,
+        stream: &cli.connection.stream,
     };
     match cli.command {
-        Command::Enqueue(args) => enqueue(&cli.redis_url, db, &cli.stream, &cli.group, *args).await,
+        Command::Enqueue(args) => {
+            enqueue(
+                &cli.connection.redis_url,
+                db,
+                &cli.connection.stream,
+                &cli.connection.group,
+                *args,
+            )
+            .await
+        }
         Command::Migrate => {
             ledger(db).await?.migrate().await?;
             out!("migrations applied");
@@ -380,19 +365,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => {
             let services = Services {
-                redis_url: &cli.redis_url,
+                redis_url: &cli.connection.redis_url,
                 db,
-                stream: &cli.stream,
-                group: &cli.group,
+                stream: &cli.connection.stream,
+                group: &cli.connection.group,
             };
             requeue(services, &idle_for, dry_run, json).await
         }
         Command::Dlq { command } => {
             let services = Services {
-                redis_url: &cli.redis_url,
+                redis_url: &cli.connection.redis_url,
                 db,
-                stream: &cli.stream,
-                group: &cli.group,
+                stream: &cli.connection.stream,
+                group: &cli.connection.group,
             };
             dlq(services, command).await
         }

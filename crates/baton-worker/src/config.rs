@@ -12,40 +12,13 @@ pub const DEFAULT_TRANSCRIPT_MAX_BYTES: u64 = 128 * 1024 * 1024;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "baton-worker", version, about)]
 pub struct Config {
-    /// Redis holding the job stream and checkpoints.
-    #[arg(
-        long,
-        env = "REDIS_URL",
-        hide_env_values = true,
-        default_value = "redis://127.0.0.1:6379"
-    )]
-    pub redis_url: String,
-
-    /// Postgres holding the ledger.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        hide_env_values = true,
-        default_value = "postgres://postgres@127.0.0.1:5432/baton?sslmode=disable"
-    )]
-    pub database_url: String,
-
-    /// The Postgres schema holding Baton's tables and functions, so the ledger can share the
-    /// application's database.
-    #[arg(long = "db-schema", env = "BATON_DB_SCHEMA", default_value = baton_ledger::DEFAULT_SCHEMA)]
-    pub db_schema: String,
-
-    /// The job stream.
-    #[arg(long, env = "BATON_STREAM", default_value = baton_core::DEFAULT_STREAM)]
-    pub stream: String,
+    /// Where Redis and Postgres are, and the stream, group and schema used in them.
+    #[command(flatten)]
+    pub connection: baton_core::Connection,
 
     /// About how many dead letters to keep; the oldest go first.
     #[arg(long = "dead-letter-maxlen", env = "BATON_DEAD_LETTER_MAXLEN", default_value_t = baton_queue::DEFAULT_DEAD_LETTER_MAXLEN, value_parser = clap::value_parser!(u64).range(1..))]
     pub dead_letter_maxlen: u64,
-
-    /// The consumer group every replica joins.
-    #[arg(long, env = "BATON_GROUP", default_value = baton_core::DEFAULT_GROUP)]
-    pub group: String,
 
     /// This process's consumer name; unique per process start unless given.
     #[arg(long, env = "BATON_CONSUMER")]

@@ -3,6 +3,7 @@
 //! its project is free (one job per project at a time, in enqueue order), runs up to
 //! `BATON_CONCURRENCY` jobs at once, and on shutdown hands back what it could not finish.
 
+mod background;
 pub mod config;
 pub mod end;
 pub mod hold;
@@ -10,6 +11,7 @@ pub mod http;
 pub mod job;
 pub mod metrics;
 mod panics;
+mod reconcile;
 mod report;
 pub mod transcripts;
 mod workspace;
@@ -23,7 +25,7 @@ use baton_agent::Agent;
 use baton_core::JobKind;
 use baton_core::events::Event;
 use baton_ledger::Ledger;
-use baton_queue::{DeadLetter, Delivery, Ending, Holding, Queue, QueueError, Start, Wake};
+use baton_queue::{DeadLetter, Delivery, Ending, Holding, Queue, QueueError, Start};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -102,13 +104,20 @@ pub struct Worker {
 impl Worker {
     /// Connects to Redis and Postgres, applies migrations unless told not to, and joins the group.
     pub async fn connect(config: &Config) -> anyhow::Result<Worker> {
-        let queue = Queue::connect(&config.redis_url, &config.stream, &config.group)
-            .await?
-            .with_dead_letter_maxlen(config.dead_letter_maxlen);
+        let queue = Queue::connect(
+            &config.connection.redis_url,
+            &config.connection.stream,
+            &config.connection.group,
+        )
+        .await?
+        .with_dead_letter_maxlen(config.dead_letter_maxlen);
         queue.ensure_group().await?;
-        let ledger = Ledger::connect(&config.database_url, &config.db_schema)
-            .await?
-            .for_stream(&config.stream);
+        let ledger = Ledger::connect(
+            &config.connection.database_url,
+            &config.connection.db_schema,
+        )
+        .await?
+        .for_stream(&config.connection.stream);
         if !config.no_migrate {
             ledger.migrate().await?;
         }
@@ -367,220 +376,6 @@ impl Worker {
                     if let Ok(c) = self.ctx.queue.consumer(&self.consumer).await {
                         consumer = c;
                     }
-                }
-            }
-        }
-    }
-
-    /// Takes over entries nobody refreshed for the claim timeout: their worker died, or handed
-    /// them back.
-    fn claim_loop(
-        &self,
-        shutdown: CancellationToken,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let this = self.clone();
-        async move {
-            let every = (this.ctx.scheduling.claim_idle / 4)
-                .clamp(Duration::from_millis(250), Duration::from_secs(2));
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(every) => {}
-                    _ = shutdown.cancelled() => return,
-                }
-                if this.paused().is_some() || this.held_count().0 >= this.ctx.scheduling.max_held {
-                    continue;
-                }
-                match this
-                    .ctx
-                    .queue
-                    .autoclaim(&this.consumer, this.ctx.scheduling.claim_idle, CLAIM_BATCH)
-                    .await
-                {
-                    Ok(taken) if !taken.is_empty() => {
-                        this.ctx.metrics.claims.inc_by(taken.len() as u64);
-                        info!(entries = taken.len(), "took over entries a replica left");
-                        this.hold(taken);
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        warn!(error = %e, "claim pass failed");
-                        this.recover_group(&e).await;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Refreshes every held entry and lease; cancels the jobs whose entries another worker took.
-    fn heartbeat_loop(
-        &self,
-        stop: CancellationToken,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let this = self.clone();
-        async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(this.ctx.scheduling.heartbeat) => {}
-                    _ = stop.cancelled() => return,
-                }
-                let entries: Vec<(String, Option<String>)> = {
-                    let state = this.state.lock().expect("state lock");
-                    state
-                        .held
-                        .values()
-                        .map(|h| {
-                            let project = h.running.as_ref().and(h.delivery.project.clone());
-                            (h.delivery.id.clone(), project)
-                        })
-                        .collect()
-                };
-                let beat = std::time::Instant::now();
-                let holdings = match this
-                    .ctx
-                    .queue
-                    .heartbeat(&this.consumer, &entries, this.ctx.scheduling.claim_idle)
-                    .await
-                {
-                    Ok(h) => h,
-                    Err(e) => {
-                        let running = entries.iter().filter(|(_, p)| p.is_some()).count();
-                        match this.ctx.hold.lapsed() {
-                            Some(ago) if running > 0 => error!(
-                                error = %e,
-                                running,
-                                lapsed_secs = ago.as_secs_f64(),
-                                "heartbeat failed and this worker's hold on its jobs has run out: its CLI runs are stopped, since another replica may take the jobs over"
-                            ),
-                            _ => warn!(error = %e, "heartbeat failed"),
-                        }
-                        this.recover_group(&e).await;
-                        continue;
-                    }
-                };
-                this.ctx.hold.renew(beat);
-                this.ctx.agent.hold_runs_until(this.ctx.hold.expires_at());
-                let mut requeue = Vec::new();
-                {
-                    let mut state = this.state.lock().expect("state lock");
-                    for ((id, _), holding) in entries.iter().zip(holdings) {
-                        let key = StreamId::parse(id);
-                        let Some(held) = state.held.get_mut(&key) else {
-                            continue;
-                        };
-                        let project = held.delivery.project.as_deref().unwrap_or("-");
-                        match (holding, &held.running) {
-                            (Holding::Ours, _) => {}
-                            // Acknowledged by its own job's ending, which is under way.
-                            _ if held.ending => {}
-                            (Holding::Taken, running) => {
-                                warn!(
-                                    entry = %id,
-                                    project_id = project,
-                                    "another worker took this entry; dropping it"
-                                );
-                                match running {
-                                    // The job task ends the entry's bookkeeping when its run is gone.
-                                    Some(signals) => signals.lost.cancel(),
-                                    None => {
-                                        state.held.remove(&key);
-                                    }
-                                }
-                            }
-                            (Holding::Gone, running) if !held.vanished => {
-                                this.ctx.metrics.lost_entries.inc();
-                                let next = match running {
-                                    Some(_) => "running entry; the job runs on",
-                                    None => {
-                                        "waiting entry; enqueueing its job again at the next heartbeat"
-                                    }
-                                };
-                                warn!(
-                                    entry = %id,
-                                    project_id = project,
-                                    "Redis lost this {next} (did it restart without its data?)"
-                                );
-                                held.vanished = true;
-                            }
-                            // Nobody else can have it: the job runs on, holding its project's lease
-                            // (the heartbeat took it back), and ends the entry as usual.
-                            (Holding::Gone, Some(_)) => {}
-                            // Not at once: by now every replica running a job Redis lost has had a
-                            // heartbeat to take its project's lease back, so the copy cannot start
-                            // beside a job of its project.
-                            (Holding::Gone, None) => {
-                                if let Some(held) = state.held.remove(&key) {
-                                    requeue.push(held.delivery);
-                                }
-                            }
-                        }
-                    }
-                }
-                // The copies arrive through the stream, like any new entry.
-                for delivery in &requeue {
-                    this.requeue(delivery).await;
-                }
-            }
-        }
-    }
-
-    /// Wakes the dispatcher whenever any worker ends or hands back an entry: a project this worker
-    /// waits on may be free now.
-    fn wake_loop(
-        &self,
-        stop: CancellationToken,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let this = self.clone();
-        async move {
-            while !stop.is_cancelled() {
-                let wake = this.wake.clone();
-                let state = this.state.clone();
-                let watch = this.ctx.queue.watch_wakes(move |what| {
-                    {
-                        let mut state = state.lock().expect("state lock");
-                        match what {
-                            Wake::Freed(project) => {
-                                state.freed.insert(project);
-                            }
-                            Wake::Any => state.retry_all = true,
-                        }
-                    }
-                    wake.notify_one();
-                });
-                tokio::select! {
-                    ended = watch => {
-                        if let Err(e) = ended {
-                            warn!(error = %e, "lost the wake channel; waiting entries retry on their tick");
-                        }
-                    }
-                    _ = stop.cancelled() => return,
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    }
-
-    /// While paused on an authentication failure, probes the CLI now and then; resumes when it works.
-    fn auth_probe_loop(
-        &self,
-        shutdown: CancellationToken,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let this = self.clone();
-        async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(this.ctx.scheduling.auth_probe_interval) => {}
-                    _ = shutdown.cancelled() => return,
-                }
-                // Only a pause on credentials is probed; a misconfiguration does not pass.
-                if this.state.lock().expect("state lock").paused.is_none() {
-                    continue;
-                }
-                if this.ctx.probe_cli().await {
-                    info!("the CLI's credentials work again; taking jobs");
-                    this.state.lock().expect("state lock").paused = None;
-                    this.wake.notify_one();
-                } else {
-                    warn!("the CLI's credentials still fail; staying paused");
                 }
             }
         }
