@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::reconcile::{Action, Seen, reconcile};
-use crate::{CLAIM_BATCH, StreamId, Worker};
+use crate::{CLAIM_BATCH, Phase, StreamId, Worker};
 
 impl Worker {
     /// Takes over entries nobody refreshed for the claim timeout: their worker died, or handed
@@ -69,7 +69,7 @@ impl Worker {
                         .held
                         .values()
                         .map(|h| {
-                            let project = h.running.as_ref().and(h.delivery.project.clone());
+                            let project = h.delivery.project.clone().filter(|_| h.in_slot());
                             (h.delivery.id.clone(), project)
                         })
                         .collect()
@@ -108,8 +108,8 @@ impl Worker {
                             continue;
                         };
                         let seen = Seen {
-                            running: held.running.is_some(),
-                            ending: held.ending,
+                            running: held.in_slot(),
+                            ending: matches!(held.phase, Phase::Ending),
                             vanished: held.vanished,
                         };
                         let project = held.delivery.project.as_deref().unwrap_or("-");
@@ -121,7 +121,7 @@ impl Worker {
                                     project_id = project,
                                     "another worker took this entry; dropping it"
                                 );
-                                match &held.running {
+                                match held.signals() {
                                     Some(signals) => signals.lost.cancel(),
                                     None => {
                                         state.held.remove(&key);

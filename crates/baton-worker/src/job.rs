@@ -87,6 +87,18 @@ pub struct JobContext {
     pub max_result_bytes: usize,
 }
 
+/// How one delivered entry was processed, for its caller to end the entry.
+pub struct Processed {
+    /// The job's end.
+    pub end: JobEnd,
+    /// The progress event announcing it, when there is one, published with the entry's ending.
+    pub event: Option<Event>,
+    /// The job's span, so that what the caller logs while ending the entry carries its ids too.
+    pub span: tracing::Span,
+    /// The job's kind, when the entry held a valid job.
+    pub kind: Option<JobKind>,
+}
+
 /// The tokens that end a job early.
 #[derive(Clone, Default)]
 pub struct JobSignals {
@@ -97,15 +109,8 @@ pub struct JobSignals {
 }
 
 impl JobContext {
-    /// Runs one delivered entry to its end. Returns the end; when there is one, the progress event
-    /// announcing it, left for the caller to publish with the entry's ending; the job's span, so
-    /// that what the caller logs while ending the entry carries the job's ids too; and the job's
-    /// kind, when the entry held a valid job.
-    pub async fn process(
-        &self,
-        delivery: &Delivery,
-        signals: &JobSignals,
-    ) -> (JobEnd, Option<Event>, tracing::Span, Option<JobKind>) {
+    /// Runs one delivered entry to its end; see [`Processed`].
+    pub async fn process(&self, delivery: &Delivery, signals: &JobSignals) -> Processed {
         let job = match delivery
             .payload
             .as_deref()
@@ -138,7 +143,12 @@ impl JobContext {
                     reason,
                     attempts: 0,
                 };
-                return (end, event, info_span!("job", entry = %delivery.id), None);
+                return Processed {
+                    end,
+                    event,
+                    span: info_span!("job", entry = %delivery.id),
+                    kind: None,
+                };
             }
         };
         let span = info_span!("job", build_id = %job.build_id, project_id = %job.project_id, kind = %job.kind);
@@ -172,7 +182,12 @@ impl JobContext {
                 .map(|o| baton_core::events::bounded(o, baton_core::events::EVENT_OUTPUT_BYTES));
             event
         });
-        (end, event, span, Some(job.kind))
+        Processed {
+            end,
+            event,
+            span,
+            kind: Some(job.kind),
+        }
     }
 
     /// Ends a job whose processing panicked: dead-lettered with the panic's message, so it can be

@@ -46,17 +46,40 @@ const CLAIM_BATCH: usize = 100;
 /// hoards the backlog from other replicas nor spends Redis calls on entries that cannot start.
 const WAITING_PER_SLOT: usize = 4;
 
-/// An entry this worker holds: waiting for its project, or running.
+/// An entry this worker holds.
 struct Held {
     delivery: Delivery,
-    running: Option<JobSignals>,
-    /// The last start attempt found its project busy or an older entry of it unfinished.
-    blocked: bool,
-    /// Its job has ended and the entry is being ended: nobody holding it is expected from now on.
-    ending: bool,
+    phase: Phase,
     /// A heartbeat found that Redis lost the entry. A running job runs on, holding its project's
     /// lease; a waiting entry is enqueued again at the next heartbeat.
     vanished: bool,
+}
+
+/// Where a held entry is.
+enum Phase {
+    /// Waiting for its project. `blocked`: its last try found the project busy or an older entry
+    /// of it unfinished, or it waits behind another entry of its project held here.
+    Waiting { blocked: bool },
+    /// Its job runs; the signals end it early.
+    Running(JobSignals),
+    /// Its job has ended and the entry is being ended: nobody holding it is expected from now on.
+    /// It keeps its slot and its project's lease until then.
+    Ending,
+}
+
+impl Held {
+    /// Whether it holds a slot: running, or ending.
+    fn in_slot(&self) -> bool {
+        !matches!(self.phase, Phase::Waiting { .. })
+    }
+
+    /// The signals of its running job.
+    fn signals(&self) -> Option<&JobSignals> {
+        match &self.phase {
+            Phase::Running(signals) => Some(signals),
+            _ => None,
+        }
+    }
 }
 
 /// What the worker holds and whether it takes work, shared by its tasks.
@@ -275,7 +298,7 @@ impl Worker {
         {
             warn!("grace over; cancelling the running jobs");
             for held in self.state.lock().expect("state lock").held.values() {
-                if let Some(signals) = &held.running {
+                if let Some(signals) = held.signals() {
                     signals.cancel.cancel();
                 }
             }
@@ -301,11 +324,11 @@ impl Worker {
     /// Held entries: (all, running, waiting without being known blocked).
     fn held_count(&self) -> (usize, usize, usize) {
         let state = self.state.lock().expect("state lock");
-        let running = state.held.values().filter(|h| h.running.is_some()).count();
+        let running = state.held.values().filter(|h| h.in_slot()).count();
         let ready = state
             .held
             .values()
-            .filter(|h| h.running.is_none() && !h.blocked)
+            .filter(|h| matches!(h.phase, Phase::Waiting { blocked: false }))
             .count();
         (state.held.len(), running, ready)
     }
@@ -318,9 +341,7 @@ impl Worker {
         for d in deliveries {
             state.held.entry(StreamId::parse(&d.id)).or_insert(Held {
                 delivery: d,
-                running: None,
-                blocked: false,
-                ending: false,
+                phase: Phase::Waiting { blocked: false },
                 vanished: false,
             });
         }
@@ -414,7 +435,7 @@ impl Worker {
             if state.paused.is_some() {
                 return;
             }
-            let running = state.held.values().filter(|h| h.running.is_some()).count();
+            let running = state.held.values().filter(|h| h.in_slot()).count();
             // Only what can start is tried: of each project, the oldest entry this worker holds,
             // unless it runs one of the project's jobs already. A try costs a Redis call, so trying
             // every held entry on every wake grew with the backlog. The others are blocked behind
@@ -422,20 +443,23 @@ impl Worker {
             let busy: HashSet<String> = state
                 .held
                 .values()
-                .filter(|h| h.running.is_some())
+                .filter(|h| h.in_slot())
                 .filter_map(|h| h.delivery.project.clone())
                 .collect();
             let everything = everything || std::mem::take(&mut state.retry_all);
             let freed = std::mem::take(&mut state.freed);
             let mut heads = HashSet::new();
             let mut waiting = Vec::new();
-            for held in state.held.values_mut().filter(|h| h.running.is_none()) {
+            for held in state.held.values_mut() {
+                let Phase::Waiting { blocked } = &mut held.phase else {
+                    continue;
+                };
                 match &held.delivery.project {
                     Some(project) if busy.contains(project) || !heads.insert(project.clone()) => {
-                        held.blocked = true;
+                        *blocked = true;
                     }
                     // It waited, and nothing says its project is free now.
-                    Some(project) if held.blocked && !everything && !freed.contains(project) => {}
+                    Some(project) if *blocked && !everything && !freed.contains(project) => {}
                     _ => waiting.push(held.delivery.clone()),
                 }
             }
@@ -455,8 +479,7 @@ impl Worker {
                 Ok(Start::Started) => {
                     let signals = JobSignals::default();
                     if let Some(h) = self.state.lock().expect("state lock").held.get_mut(&key) {
-                        h.running = Some(signals.clone());
-                        h.blocked = false;
+                        h.phase = Phase::Running(signals.clone());
                     } else {
                         continue;
                     }
@@ -467,7 +490,7 @@ impl Worker {
                 // Redis lost it: the heartbeat enqueues it again.
                 Ok(Start::Wait | Start::Gone) => {
                     if let Some(h) = self.state.lock().expect("state lock").held.get_mut(&key) {
-                        h.blocked = true;
+                        h.phase = Phase::Waiting { blocked: true };
                     }
                     // A blocked entry leaves its slot to entries of other projects.
                     self.room.notify_one();
@@ -487,7 +510,12 @@ impl Worker {
     async fn run_job(&self, delivery: Delivery, signals: JobSignals) {
         let started = std::time::Instant::now();
         self.ctx.metrics.jobs_in_flight.inc();
-        let (end, event, span, kind) = self.ctx.process(&delivery, &signals).await;
+        let job::Processed {
+            end,
+            event,
+            span,
+            kind,
+        } = self.ctx.process(&delivery, &signals).await;
         self.ctx.metrics.jobs_in_flight.dec();
         let end = if signals.lost.is_cancelled() {
             JobEnd::Fenced
@@ -501,7 +529,7 @@ impl Worker {
             .held
             .get_mut(&StreamId::parse(&delivery.id))
         {
-            held.ending = true;
+            held.phase = Phase::Ending;
         }
         self.end_entry(&delivery, &end, event.as_ref())
             .instrument(span)
@@ -609,7 +637,7 @@ impl Worker {
         let waiting: Vec<StreamId> = state
             .held
             .iter()
-            .filter(|(_, h)| h.running.is_none())
+            .filter(|(_, h)| !h.in_slot())
             .map(|(k, _)| k.clone())
             .collect();
         waiting
