@@ -60,7 +60,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations"
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     /// The database refused or failed a query.
-    #[error("database error: {0}")]
+    #[error(transparent)]
     Db(#[from] sqlx::Error),
     /// `BATON_DB_SCHEMA` is not a plain identifier.
     #[error(
@@ -68,7 +68,7 @@ pub enum LedgerError {
     )]
     InvalidSchema(String),
     /// A migration failed.
-    #[error("migration failed: {0}")]
+    #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// A newer claim of the build exists; the caller's work is stale and must stop.
     #[error(

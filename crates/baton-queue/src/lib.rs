@@ -49,7 +49,7 @@ pub const DEFAULT_DEAD_LETTER_MAXLEN: u64 = 10_000;
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     /// Redis refused or failed a command.
-    #[error("redis error: {0}")]
+    #[error(transparent)]
     Redis(#[from] redis::RedisError),
     /// A blocking read got no reply long after its block ran out: its connection is presumed
     /// dead (a firewall or NAT that forgot it drops the reply without a word, and the reader,
