@@ -3,10 +3,40 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::error::{WorkerError, ensure};
 use clap::Parser;
 
 /// Default of `BATON_TRANSCRIPT_MAX_BYTES`: 128 MiB, several hundred turns of a real CLI session.
 pub const DEFAULT_TRANSCRIPT_MAX_BYTES: u64 = 128 * 1024 * 1024;
+
+/// `BATON_RESUME`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Resume {
+    /// Resume each project's newest session, as the policy allows.
+    On,
+    /// Start every job fresh.
+    Off,
+}
+
+/// `BATON_CLI_SESSION_IDS`: what the CLI does with a session's id when it resumes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CliSessionIds {
+    /// Keeps it (current CLIs): a resume answered under another id started fresh.
+    Keep,
+    /// Gives a new one each time (CLIs up to about 1.0.120).
+    Rolling,
+}
+
+/// `BATON_LOG_FORMAT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
+    /// Text on a terminal, JSON otherwise.
+    Auto,
+}
 
 /// `baton-worker`: takes build jobs from the Redis stream and runs them through the `claude` CLI.
 #[derive(Debug, Clone, Parser)]
@@ -73,8 +103,8 @@ pub struct Config {
     pub session_max_ops: u32,
 
     /// `on` resumes sessions; `off` starts every job fresh.
-    #[arg(long, env = "BATON_RESUME", default_value = "on", value_parser = ["on", "off"])]
-    pub resume: String,
+    #[arg(long, env = "BATON_RESUME", value_name = "BATON_RESUME", value_enum, default_value_t = Resume::On)]
+    pub resume: Resume,
 
     /// Largest total of one session's files (transcript and `<id>/` folder) kept in the ledger;
     /// a larger session is recorded as incomplete and the next job starts fresh.
@@ -84,8 +114,8 @@ pub struct Config {
     /// Whether the CLI keeps a session's id when it resumes it (`keep`: current CLIs) or gives a
     /// new one each time (`rolling`: CLIs up to about 1.0.120). With `keep`, a resume that comes
     /// back under another id started fresh, and is recorded so.
-    #[arg(long, env = "BATON_CLI_SESSION_IDS", default_value = "keep", value_parser = ["keep", "rolling"])]
-    pub cli_session_ids: String,
+    #[arg(long, env = "BATON_CLI_SESSION_IDS", value_name = "BATON_CLI_SESSION_IDS", value_enum, default_value_t = CliSessionIds::Keep)]
+    pub cli_session_ids: CliSessionIds,
 
     /// The CLI's permission mode for every run; a job may choose another, but `bypassPermissions`
     /// only with `BATON_ALLOW_BYPASS_PERMISSIONS`.
@@ -190,8 +220,8 @@ pub struct Config {
     pub metrics_addr: String,
 
     /// Log format: `text`, `json`, or `auto` (text on a terminal, JSON otherwise).
-    #[arg(long, env = "BATON_LOG_FORMAT", default_value = "auto")]
-    pub log_format: String,
+    #[arg(long, env = "BATON_LOG_FORMAT", value_name = "BATON_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
 }
 
 /// A count that must be at least 1.
@@ -242,18 +272,18 @@ impl Config {
     }
 
     /// The resume policy's settings.
-    pub fn policy(&self) -> anyhow::Result<baton_core::policy::PolicyConfig> {
+    pub fn policy(&self) -> Result<baton_core::policy::PolicyConfig, WorkerError> {
         Ok(baton_core::policy::PolicyConfig {
             max_age: self.session_max_age,
             max_ops: self.session_max_ops,
-            resume: self.resume == "on",
+            resume: self.resume == Resume::On,
         })
     }
 
     /// How the worker schedules and keeps its jobs.
-    pub fn scheduling(&self) -> anyhow::Result<Scheduling> {
-        let positive = |name: &str, d: Duration| -> anyhow::Result<Duration> {
-            anyhow::ensure!(!d.is_zero(), "{name} must be longer than zero");
+    pub fn scheduling(&self) -> Result<Scheduling, WorkerError> {
+        let positive = |name: &str, d: Duration| -> Result<Duration, WorkerError> {
+            ensure(!d.is_zero(), || format!("{name} must be longer than zero"))?;
             Ok(d)
         };
         let scheduling = Scheduling {
@@ -267,41 +297,42 @@ impl Config {
             shutdown_grace: self.shutdown_grace,
             max_held: self.max_held.max(self.concurrency.max(1)),
             progress_window: {
-                anyhow::ensure!(
-                    self.progress_window <= Duration::from_secs(60),
-                    "BATON_PROGRESS_WINDOW must be at most 60 seconds, not {:?}",
-                    self.progress_window
-                );
+                ensure(self.progress_window <= Duration::from_secs(60), || {
+                    format!(
+                        "BATON_PROGRESS_WINDOW must be at most 60 seconds, not {:?}",
+                        self.progress_window
+                    )
+                })?;
                 self.progress_window
             },
         };
         // A worker stops its runs once it has gone three quarters of the claim timeout without a
         // heartbeat (see `job::Hold`): heartbeats must come well within that, or a slow one would
         // stop live runs.
-        anyhow::ensure!(
-            scheduling.heartbeat * 2 <= scheduling.claim_idle,
-            "BATON_HEARTBEAT ({:?}) must be at most half of BATON_CLAIM_IDLE ({:?}), or live jobs get stopped and taken over",
-            scheduling.heartbeat,
-            scheduling.claim_idle
-        );
+        ensure(scheduling.heartbeat * 2 <= scheduling.claim_idle, || {
+            format!(
+                "BATON_HEARTBEAT ({:?}) must be at most half of BATON_CLAIM_IDLE ({:?}), or live jobs get stopped and taken over",
+                scheduling.heartbeat, scheduling.claim_idle
+            )
+        })?;
         Ok(scheduling)
     }
 
     /// The metrics address, or `None` for `off`.
-    pub fn metrics_addr(&self) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    pub fn metrics_addr(&self) -> Result<Option<std::net::SocketAddr>, WorkerError> {
         if self.metrics_addr.eq_ignore_ascii_case("off") {
             return Ok(None);
         }
         self.metrics_addr.parse().map(Some).map_err(|e| {
-            anyhow::anyhow!(
+            WorkerError::Setting(format!(
                 "BATON_METRICS_ADDR {:?} is not host:port: {e}",
                 self.metrics_addr
-            )
+            ))
         })
     }
 
     /// The operator's agent settings, checked as a job's would be.
-    pub fn operator_agent(&self) -> anyhow::Result<baton_core::agent::OperatorAgent> {
+    pub fn operator_agent(&self) -> Result<baton_core::agent::OperatorAgent, WorkerError> {
         let given = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
         let tools = |v: &[String]| -> Vec<String> {
             v.iter()
@@ -332,26 +363,29 @@ impl Config {
             append_system_prompt: None,
         })
         .map_err(|e| {
-            anyhow::anyhow!("the agent settings (BATON_PERMISSION_MODE and the rest): {e}")
+            WorkerError::Setting(format!(
+                "the agent settings (BATON_PERMISSION_MODE and the rest): {e}"
+            ))
         })?;
         if let Some(b) = self.job_max_budget_usd {
-            anyhow::ensure!(
-                b.is_finite() && b > 0.0,
-                "BATON_JOB_MAX_BUDGET_USD must be a positive number, not {b}"
-            );
+            ensure(b.is_finite() && b > 0.0, || {
+                format!("BATON_JOB_MAX_BUDGET_USD must be a positive number, not {b}")
+            })?;
         }
         Ok(operator)
     }
 
     /// The metadata steps' prompts: the built-in ones, or those `BATON_STEP_PROMPTS` names.
-    pub fn step_prompts(&self) -> anyhow::Result<baton_core::plan::StepPrompts> {
+    pub fn step_prompts(&self) -> Result<baton_core::plan::StepPrompts, WorkerError> {
         let Some(path) = &self.step_prompts else {
             return Ok(baton_core::plan::StepPrompts::default());
         };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("BATON_STEP_PROMPTS {}: {e}", path.display()))?;
-        baton_core::plan::StepPrompts::from_json(&text)
-            .map_err(|e| anyhow::anyhow!("BATON_STEP_PROMPTS {}: {e}", path.display()))
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            WorkerError::Setting(format!("BATON_STEP_PROMPTS {}: {e}", path.display()))
+        })?;
+        baton_core::plan::StepPrompts::from_json(&text).map_err(|e| {
+            WorkerError::Setting(format!("BATON_STEP_PROMPTS {}: {e}", path.display()))
+        })
     }
 
     /// The job limits.

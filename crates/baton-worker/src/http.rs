@@ -14,6 +14,7 @@ use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
 use crate::Worker;
+use crate::error::WorkerError;
 
 /// How long each readiness check may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -24,10 +25,12 @@ pub async fn serve(
     addr: SocketAddr,
     shutdown: CancellationToken,
     stop: CancellationToken,
-) -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr} (BATON_METRICS_ADDR): {e}"))?;
+) -> Result<SocketAddr, WorkerError> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        WorkerError::Setting(format!(
+            "cannot serve metrics on {addr} (BATON_METRICS_ADDR): {e}"
+        ))
+    })?;
     let bound = listener.local_addr()?;
     let state = Arc::new((worker, shutdown));
     let app = Router::new()

@@ -6,6 +6,7 @@
 mod background;
 pub mod config;
 pub mod end;
+pub mod error;
 pub mod hold;
 pub mod http;
 pub mod job;
@@ -26,6 +27,7 @@ use baton_core::JobKind;
 use baton_core::events::Event;
 use baton_ledger::Ledger;
 use baton_queue::{DeadLetter, Delivery, Ending, Holding, Queue, QueueError, Start};
+use error::{WorkerError, ensure};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -126,7 +128,7 @@ pub struct Worker {
 
 impl Worker {
     /// Connects to Redis and Postgres, applies migrations unless told not to, and joins the group.
-    pub async fn connect(config: &Config) -> anyhow::Result<Worker> {
+    pub async fn connect(config: &Config) -> Result<Worker, WorkerError> {
         let queue = Queue::connect(
             &config.connection.redis_url,
             &config.connection.stream,
@@ -161,7 +163,7 @@ impl Worker {
         let transcripts = transcripts::TranscriptSettings {
             config_dir: agent.claude_config_dir(),
             max_bytes: config.transcript_max_bytes,
-            keep_ids: config.cli_session_ids == "keep",
+            keep_ids: config.cli_session_ids == config::CliSessionIds::Keep,
         };
         info!(config_dir = %transcripts.config_dir.display(), "the CLI keeps its sessions here; the ledger keeps a copy of each");
         Ok(Worker {
@@ -260,13 +262,16 @@ impl Worker {
 
     /// Runs until `shutdown`: reads, claims, dispatches and heartbeats. After `shutdown`, running
     /// jobs get the grace, then are cancelled; everything unfinished is handed back.
-    pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), WorkerError> {
         let s = self.ctx.scheduling;
         info!(consumer = %self.consumer, stream = %self.ctx.queue.stream(), group = %self.ctx.queue.group(),
               concurrency = s.concurrency, claim_idle_ms = s.claim_idle.as_millis() as u64, "worker started");
         for warning in self.warnings().await {
             warn!("{warning}");
         }
+        // The heartbeat (and the wake channel) must outlive the drain below: jobs still running
+        // after shutdown was asked for keep their entries and leases only while it beats, and a
+        // lapsed hold would have the supervisor kill their runs mid-grace. It stops last.
         let stop_heartbeat = CancellationToken::new();
         if let Some(addr) = self.metrics_addr {
             let bound =
@@ -735,13 +740,11 @@ async fn drain(jobs: &mut JoinSet<()>) {
 
 /// Finds the CLI the way the child's spawn will, so a missing one stops the worker at start
 /// instead of failing every job.
-fn resolve_program(program: &Path) -> anyhow::Result<PathBuf> {
+fn resolve_program(program: &Path) -> Result<PathBuf, WorkerError> {
     if program.components().count() > 1 {
-        anyhow::ensure!(
-            program.is_file(),
-            "BATON_CLAUDE_BIN {} does not exist",
-            program.display()
-        );
+        ensure(program.is_file(), || {
+            format!("BATON_CLAUDE_BIN {} does not exist", program.display())
+        })?;
         return Ok(program.to_path_buf());
     }
     std::env::var_os("PATH")
@@ -750,9 +753,9 @@ fn resolve_program(program: &Path) -> anyhow::Result<PathBuf> {
         .map(|dir| dir.join(program))
         .find(|p| p.is_file())
         .ok_or_else(|| {
-            anyhow::anyhow!(
+            WorkerError::Setting(format!(
                 "BATON_CLAUDE_BIN {} is not on PATH; install the claude CLI or point BATON_CLAUDE_BIN at it (or at claude-emulator)",
                 program.display()
-            )
+            ))
         })
 }
