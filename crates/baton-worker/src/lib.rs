@@ -122,6 +122,8 @@ pub struct Worker {
     wake: Arc<Notify>,
     /// Wakes the reader when a slot may have come free (a job ended, an entry turned out blocked).
     room: Arc<Notify>,
+    /// One permit per slot: a running job holds one until its entry is ended.
+    slots: Arc<tokio::sync::Semaphore>,
     claude_bin: PathBuf,
     metrics_addr: Option<std::net::SocketAddr>,
 }
@@ -188,6 +190,7 @@ impl Worker {
             state: Arc::new(Mutex::new(State::default())),
             wake: Arc::new(Notify::new()),
             room: Arc::new(Notify::new()),
+            slots: Arc::new(tokio::sync::Semaphore::new(scheduling.concurrency)),
             claude_bin: config.claude_bin.clone(),
             metrics_addr: config.metrics_addr()?,
         })
@@ -329,7 +332,7 @@ impl Worker {
     /// Held entries: (all, running, waiting without being known blocked).
     fn held_count(&self) -> (usize, usize, usize) {
         let state = self.state.lock().expect("state lock");
-        let running = state.held.values().filter(|h| h.in_slot()).count();
+        let running = self.ctx.scheduling.concurrency - self.slots.available_permits();
         let ready = state
             .held
             .values()
@@ -433,14 +436,11 @@ impl Worker {
     /// Starts waiting entries, oldest first, while there are free slots. An entry that waited
     /// before is tried again only when its project was announced free, or with `everything`.
     async fn dispatch(&self, jobs: &mut JoinSet<()>, everything: bool) {
-        // Counted once: only this loop starts jobs, and jobs ending only lower the count (and wake
-        // this loop again).
-        let (candidates, mut running): (Vec<Delivery>, usize) = {
+        let candidates: Vec<Delivery> = {
             let mut state = self.state.lock().expect("state lock");
             if state.paused.is_some() {
                 return;
             }
-            let running = state.held.values().filter(|h| h.in_slot()).count();
             // Only what can start is tried: of each project, the oldest entry this worker holds,
             // unless it runs one of the project's jobs already. A try costs a Redis call, so trying
             // every held entry on every wake grew with the backlog. The others are blocked behind
@@ -468,12 +468,13 @@ impl Worker {
                     _ => waiting.push(held.delivery.clone()),
                 }
             }
-            (waiting, running)
+            waiting
         };
         for delivery in candidates {
-            if running >= self.ctx.scheduling.concurrency {
+            // A free slot first: a try that starts the job hands it the permit.
+            let Ok(slot) = self.slots.clone().try_acquire_owned() else {
                 return;
-            }
+            };
             let key = StreamId::parse(&delivery.id);
             match self
                 .ctx
@@ -488,9 +489,8 @@ impl Worker {
                     } else {
                         continue;
                     }
-                    running += 1;
                     let this = self.clone();
-                    jobs.spawn(async move { this.run_job(delivery, signals).await });
+                    jobs.spawn(async move { this.run_job(delivery, signals, slot).await });
                 }
                 // Redis lost it: the heartbeat enqueues it again.
                 Ok(Start::Wait | Start::Gone) => {
@@ -512,7 +512,12 @@ impl Worker {
         }
     }
 
-    async fn run_job(&self, delivery: Delivery, signals: JobSignals) {
+    async fn run_job(
+        &self,
+        delivery: Delivery,
+        signals: JobSignals,
+        slot: tokio::sync::OwnedSemaphorePermit,
+    ) {
         let started = std::time::Instant::now();
         self.ctx.metrics.jobs_in_flight.inc();
         let job::Processed {
@@ -554,6 +559,8 @@ impl Worker {
                 state.freed.insert(project.clone());
             }
         }
+        // The slot is free before the dispatcher is woken to fill it.
+        drop(slot);
         self.wake.notify_one();
         self.room.notify_one();
     }
@@ -728,6 +735,7 @@ impl Clone for Worker {
             state: self.state.clone(),
             wake: self.wake.clone(),
             room: self.room.clone(),
+            slots: self.slots.clone(),
             claude_bin: self.claude_bin.clone(),
             metrics_addr: self.metrics_addr,
         }
