@@ -1,6 +1,6 @@
 //! A build as the ledger knows it: its state, and each recorded run with what the agent answered.
 
-use baton_core::{Job, Step};
+use baton_core::{BuildStatus, Job, Step};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -60,10 +60,11 @@ pub struct BuildState {
     pub project_id: String,
     /// Its version.
     pub version_id: String,
-    /// `create`, `update` or `chat_plan`.
+    /// What the job asks for: `create`, `update` or `chat_plan`, or, for a job refused because
+    /// it could not be read, what it said (`invalid` when nothing).
     pub kind: String,
-    /// `queued`, `running`, `completed` or `failed`.
-    pub status: String,
+    /// Where it stands.
+    pub status: BuildStatus,
     /// The last step recorded.
     pub step: Option<String>,
     /// The step running now: the first of the job's plan not recorded yet, while the build runs.
@@ -102,8 +103,13 @@ impl Ledger {
             .payload
             .and_then(|p| serde_json::from_value::<Job>(p).ok())
             .map(|job| Step::plan_of(&job));
-        let current_step = match (row.status.as_str(), plan) {
-            ("running", Some(plan)) => plan
+        let unexpected = |what: &str, value: &str| {
+            LedgerError::Unexpected(format!("build {build_id} has {what} {value:?}"))
+        };
+        let status = BuildStatus::from_name(&row.status)
+            .ok_or_else(|| unexpected("the status", &row.status))?;
+        let current_step = match (status, plan) {
+            (BuildStatus::Running, Some(plan)) => plan
                 .iter()
                 .find(|s| !runs.iter().any(|r| r.step == s.name()))
                 .map(|s| s.name().to_string()),
@@ -114,7 +120,7 @@ impl Ledger {
             project_id: row.project_id,
             version_id: row.version_id,
             kind: row.kind,
-            status: row.status,
+            status,
             step: row.step,
             current_step,
             attempt: row.attempt,

@@ -209,7 +209,7 @@ async fn a_stale_claim_cannot_write(pool: PgPool) {
     assert_eq!(ledger.project_session("p1").await.unwrap(), None);
     assert_eq!(
         ledger.build_state(&j.build_id).await.unwrap().status,
-        "running"
+        BuildStatus::Running
     );
 }
 
@@ -766,7 +766,7 @@ async fn the_last_runs_record_completes_the_build_and_a_refused_one_writes_nothi
     last.completes = true;
     assert_eq!(ledger.record_run(&last).await.unwrap(), Recorded::Written);
     let state = ledger.build_state(&j.build_id).await.unwrap();
-    assert_eq!(state.status, "completed");
+    assert_eq!(state.status, BuildStatus::Completed);
     assert!(state.finished_at.is_some());
     assert_eq!(state.step.as_deref(), Some(Step::Recommendations.name()));
     assert_eq!(
@@ -781,7 +781,7 @@ async fn the_last_runs_record_completes_the_build_and_a_refused_one_writes_nothi
     assert_eq!(count(&pool, "session_transitions").await, 2);
     assert_eq!(
         ledger.build_state(&j.build_id).await.unwrap().status,
-        "completed"
+        BuildStatus::Completed
     );
 }
 

@@ -805,7 +805,7 @@ fn print_chain(project: &str, chain: &[Transition]) {
 
 fn print_status(s: &BuildState) {
     out!("build     {}", s.build_id);
-    out!("status    {}", s.status);
+    out!("status    {}", s.status.as_str());
     out!("kind      {}", s.kind);
     out!("project   {}  version {}", s.project_id, s.version_id);
     match &s.current_step {

@@ -3,6 +3,7 @@
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
+use baton_core::BuildStatus;
 use baton_core::events::EventType;
 use baton_ledger::{BuildState, Ledger};
 use baton_queue::Queue;
@@ -109,7 +110,7 @@ impl Follow<'_> {
                 if open_line {
                     out!();
                 }
-                let completed = state.status == "completed";
+                let completed = state.status == BuildStatus::Completed;
                 let session = state.runs.last().map(|r| r.new_session_id.clone());
                 if !self.json {
                     let line =
@@ -123,11 +124,14 @@ impl Follow<'_> {
             {
                 ledger_checked = std::time::Instant::now();
                 // Not at once: the events of the job's last moments get one more read to arrive.
-                ended_in_ledger = ledger
-                    .build_state(&self.done.build_id)
-                    .await
-                    .ok()
-                    .filter(|state| matches!(state.status.as_str(), "completed" | "failed"));
+                ended_in_ledger =
+                    ledger
+                        .build_state(&self.done.build_id)
+                        .await
+                        .ok()
+                        .filter(|state| {
+                            matches!(state.status, BuildStatus::Completed | BuildStatus::Failed)
+                        });
             }
         }
     }
