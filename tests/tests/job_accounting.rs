@@ -108,14 +108,7 @@ async fn a_build_id_seen_again_is_one_build_and_another_builds_id_is_refused_unt
     env.assert_in_sync();
 
     // The producer refuses a reused id before anything is enqueued.
-    let length_before: i64 = {
-        let mut redis = env.redis().await;
-        redis::cmd("XLEN")
-            .arg(&env.stream)
-            .query_async(&mut redis)
-            .await
-            .unwrap()
-    };
+    let length_before = stream_length(&env, &env.stream).await;
     let out = env.baton(&[
         "enqueue",
         "--project",
@@ -132,12 +125,7 @@ async fn a_build_id_seen_again_is_one_build_and_another_builds_id_is_refused_unt
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("belongs to another build"), "{stderr}");
-    let mut redis = env.redis().await;
-    let length_after: i64 = redis::cmd("XLEN")
-        .arg(&env.stream)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let length_after = stream_length(&env, &env.stream).await;
     assert_eq!(length_after, length_before, "nothing enqueued");
 }
 
