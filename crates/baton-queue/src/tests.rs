@@ -755,3 +755,36 @@ async fn an_ended_entry_leaves_the_stream_and_lag_counts_what_is_undelivered() {
     assert_eq!(q.stream_length().await.unwrap(), 0);
     assert_eq!(q.dead_letter_length().await.unwrap(), 2);
 }
+
+#[tokio::test]
+async fn an_entry_enqueued_before_the_group_existed_and_ended_elsewhere_is_taken_not_lost() {
+    let stream = format!("baton-test:{}", uuid::Uuid::new_v4());
+    let q = Scratch(
+        Queue::connect(&redis_url(), &stream, "workers")
+            .await
+            .unwrap(),
+    );
+    // The producer is first: its XADD makes the stream, and the group comes later.
+    q.enqueue(&job("p1")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    q.ensure_group().await.unwrap();
+    let mut a = q.consumer("a").await.unwrap();
+    let d = a.next(1, SHORT).await.unwrap().remove(0);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let taken = q
+        .autoclaim("b", Duration::from_millis(10), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        q.try_start("b", &taken[0], LEASE).await.unwrap(),
+        Start::Started
+    );
+    assert!(q.finish("b", &taken[0], Ending::Ack).await.unwrap());
+    assert_eq!(
+        q.heartbeat("a", &[(d.id.clone(), Some("p1".into()))], LEASE)
+            .await
+            .unwrap(),
+        [Holding::Taken],
+        "ended by b, not lost with Redis's data"
+    );
+}
