@@ -1,5 +1,8 @@
 //! How a job's processing ended, for the scheduler to end its entry.
 
+use baton_core::JobKind;
+use baton_core::events::Event;
+
 /// How a job's processing ended; the scheduler ends its entry accordingly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobEnd {
@@ -74,4 +77,16 @@ impl JobEnd {
             JobEnd::Completed { .. } | JobEnd::Fenced => None,
         }
     }
+}
+
+/// How one delivered entry was processed, for its caller to end the entry.
+pub struct Processed {
+    /// The job's end.
+    pub end: JobEnd,
+    /// The progress event announcing it, when there is one, published with the entry's ending.
+    pub event: Option<Event>,
+    /// The job's span, so that what the caller logs while ending the entry carries its ids too.
+    pub span: tracing::Span,
+    /// The job's kind, when the entry held a valid job.
+    pub kind: Option<JobKind>,
 }

@@ -10,14 +10,14 @@ use baton_core::agent::RunSettings;
 use baton_core::checkpoint::Phase;
 use baton_core::events::{Event, EventType};
 use baton_core::policy::{self, Decision, FreshReason, PolicyConfig};
-use baton_core::{BuildStatus, Checkpoint, Job, JobKind, Limits, Step};
+use baton_core::{BuildStatus, Checkpoint, Job, Limits, Step};
 use baton_ledger::{Claim, Ledger, LedgerError, Recorded, RunRecord};
 use baton_queue::{Delivery, Queue, QueueError};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::config::Scheduling;
-pub use crate::end::JobEnd;
+pub use crate::end::{JobEnd, Processed};
 pub use crate::hold::Hold;
 use crate::metrics::Metrics;
 use crate::panics::panic_message;
@@ -85,18 +85,6 @@ pub struct JobContext {
     pub job_max_budget_usd: Option<f64>,
     /// `BATON_MAX_RESULT_BYTES`: the longest answer kept of one run.
     pub max_result_bytes: usize,
-}
-
-/// How one delivered entry was processed, for its caller to end the entry.
-pub struct Processed {
-    /// The job's end.
-    pub end: JobEnd,
-    /// The progress event announcing it, when there is one, published with the entry's ending.
-    pub event: Option<Event>,
-    /// The job's span, so that what the caller logs while ending the entry carries its ids too.
-    pub span: tracing::Span,
-    /// The job's kind, when the entry held a valid job.
-    pub kind: Option<JobKind>,
 }
 
 /// The tokens that end a job early.
@@ -190,26 +178,6 @@ impl JobContext {
         }
     }
 
-    /// Ends a job whose processing panicked: dead-lettered with the panic's message, so it can be
-    /// replayed once the bug is fixed, and marked failed in the ledger unless another worker has
-    /// taken it over.
-    async fn after_panic(&self, job: &Job, message: &str, signals: &JobSignals) -> JobEnd {
-        let reason = format!("the worker panicked while running this job: {message}");
-        if signals.lost.is_cancelled() {
-            error!(%reason, "job panicked; another worker has taken it over");
-            return JobEnd::Fenced;
-        }
-        error!(%reason, "job panicked; dead-lettering it");
-        if let Err(e) = self.ledger.fail_unclaimed(job, &reason).await {
-            self.ledger_error(&e);
-            warn!(error = %e, "could not mark the panicked build failed");
-        }
-        JobEnd::DeadLettered {
-            reason,
-            attempts: 1,
-        }
-    }
-
     /// Publishes a progress event; a lost event costs a backend a live update, never the job.
     pub(crate) async fn publish(&self, event: &Event) {
         if let Err(e) = self.queue.publish_event(event).await {
@@ -235,7 +203,7 @@ impl JobContext {
     }
 
     /// Counts a ledger error.
-    fn ledger_error(&self, e: &LedgerError) {
+    pub(crate) fn ledger_error(&self, e: &LedgerError) {
         match e {
             LedgerError::Fenced { .. } => self.metrics.fenced_writes.inc(),
             _ => self.metrics.ledger_errors.inc(),

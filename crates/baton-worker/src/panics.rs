@@ -1,5 +1,10 @@
 //! A job whose processing panics is ended, not stranded: the panic's message becomes its reason.
 
+use baton_core::Job;
+use tracing::{error, warn};
+
+use crate::job::{JobContext, JobEnd, JobSignals};
+
 /// The text a panic carried, as `panic!` and `expect` give it.
 pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
@@ -7,6 +12,33 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".into())
+}
+
+impl JobContext {
+    /// Ends a job whose processing panicked: dead-lettered with the panic's message, so it can be
+    /// replayed once the bug is fixed, and marked failed in the ledger unless another worker has
+    /// taken it over.
+    pub(crate) async fn after_panic(
+        &self,
+        job: &Job,
+        message: &str,
+        signals: &JobSignals,
+    ) -> JobEnd {
+        let reason = format!("the worker panicked while running this job: {message}");
+        if signals.lost.is_cancelled() {
+            error!(%reason, "job panicked; another worker has taken it over");
+            return JobEnd::Fenced;
+        }
+        error!(%reason, "job panicked; dead-lettering it");
+        if let Err(e) = self.ledger.fail_unclaimed(job, &reason).await {
+            self.ledger_error(&e);
+            warn!(error = %e, "could not mark the panicked build failed");
+        }
+        JobEnd::DeadLettered {
+            reason,
+            attempts: 1,
+        }
+    }
 }
 
 #[cfg(test)]
