@@ -74,11 +74,7 @@ async fn a_build_id_seen_again_is_one_build_and_another_builds_id_is_refused_unt
         assert!(reason.contains("belongs to another build"), "{letter}");
     }
     // Wait for the duplicates' acknowledgement too: every entry ended, and so left the stream.
-    env.wait_until(LIMIT, "every entry ended", || {
-        tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(stream_length(&env, &env.stream))
-        }) == 0
-    });
+    wait_stream_empty(&env, "every entry ended");
 
     // One build: no step ran again, and nothing of it changed.
     assert_eq!(env.emulator_runs().len(), runs_before, "no step ran twice");
@@ -226,6 +222,15 @@ async fn stream_length(env: &TestEnv, key: &str) -> i64 {
         .unwrap()
 }
 
+/// Waits until every entry of the job stream has ended, and so left it.
+fn wait_stream_empty(env: &TestEnv, what: &str) {
+    env.wait_until(LIMIT, what, || {
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(stream_length(env, &env.stream))
+        }) == 0
+    });
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_stream_holds_only_the_backlog_and_dead_letters_are_capped() {
     let mut env = TestEnv::new().await;
@@ -241,22 +246,14 @@ async fn the_stream_holds_only_the_backlog_and_dead_letters_are_capped() {
     for build in &builds {
         assert_eq!(env.wait_finished(build, LIMIT)["status"], "completed");
     }
-    env.wait_until(LIMIT, "the stream emptying", || {
-        tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(stream_length(&env, &env.stream))
-        }) == 0
-    });
+    wait_stream_empty(&env, "the stream emptying");
     // `MAXLEN ~` trims whole nodes of the stream: a cap of 1 keeps no more than one node's worth,
     // never everything once the cap is passed by far.
     let dead = format!("{}:dead", env.stream);
     for n in 0..200 {
         xadd(&env, &serde_json::json!({"v": 1, "junk": n})).await;
     }
-    env.wait_until(LIMIT, "the junk ending", || {
-        tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(stream_length(&env, &env.stream))
-        }) == 0
-    });
+    wait_stream_empty(&env, "the junk ending");
     let kept = stream_length(&env, &dead).await;
     assert!(kept < 203, "dead letters are capped: {kept} kept");
     let (status, metrics) = baton_tests::http_get(&env.http_addr(0), "/metrics");
