@@ -234,6 +234,37 @@ async fn a_run_over_within_the_progress_window_sends_its_progress_with_its_end()
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_zero_progress_window_sends_each_runs_start_checkpoint_as_soon_as_its_session_is_named() {
+    let mut env = TestEnv::new().await;
+    let monitor = RedisMonitor::start(&env.redis_url).await;
+    env.start_worker_with(&[("BATON_PROGRESS_WINDOW", "0")]);
+    let build = env.enqueue("immediate", "immediate-v1", "create", "Build it");
+    env.wait_finished(&build, LIMIT);
+    let types: Vec<String> = env
+        .build_events(&build)
+        .await
+        .iter()
+        .map(|(_, e)| e["event"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        &types[1..4],
+        ["run_started", "session_seen", "run_finished"],
+        "{types:?}"
+    );
+    let key = format!("\"claude:session:{build}\"");
+    env.wait_until(LIMIT, "the monitor to see the last checkpoint", || {
+        monitor.matching(&["\"SET\"", &key]).len() >= 8
+    });
+    let checkpoints = monitor.matching(&["\"SET\"", &key]);
+    let started = checkpoints.iter().filter(|c| c.contains("started")).count();
+    assert_eq!(
+        (started, checkpoints.len()),
+        (4, 8),
+        "each run's start checkpoint goes out on its own: {checkpoints:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_slow_starting_cli_gets_its_run_started_before_it_names_a_session() {
     let mut env = TestEnv::new().await;
     // A CLI that takes its time before its first line, as the real one does while Node starts.

@@ -244,20 +244,20 @@ pub struct RunHooks {
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     /// The CLI could not be started.
-    #[error("cannot start {program}: {source}")]
+    #[error("cannot start {program}: {cause}")]
     Spawn {
         /// The program that was run.
         program: String,
         /// Why it failed.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The supervisor could not be started.
-    #[error("cannot start the supervisor {exe}: {source}")]
+    #[error("cannot start the supervisor {exe}: {cause}")]
     Supervisor {
         /// The executable that was run.
         exe: String,
         /// Why it failed.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -339,10 +339,10 @@ impl Agent {
             }
             tracing::warn!(supervisor = %exe.display(), "the supervisor died; starting it again");
         }
-        let started = supervise::Supervisor::start(exe, &self.guard.token).map_err(|source| {
+        let started = supervise::Supervisor::start(exe, &self.guard.token).map_err(|cause| {
             AgentError::Supervisor {
                 exe: exe.display().to_string(),
-                source,
+                cause,
             }
         })?;
         let deadline = self
@@ -451,9 +451,9 @@ impl Agent {
         }
         let mut child = spawn_retrying(&mut cmd)
             .await
-            .map_err(|source| AgentError::Spawn {
+            .map_err(|cause| AgentError::Spawn {
                 program: self.config.program.display().to_string(),
-                source,
+                cause,
             })?;
         let pgid = child.id().map(|id| Pid::from_raw(id as i32));
         // The prompt, then end of input, as `echo prompt | claude -p` gives it. Written from a task

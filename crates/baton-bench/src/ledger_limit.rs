@@ -75,7 +75,7 @@ pub async fn ledger_limit(
                 }
                 .into_job(&Limits::default())?;
                 let claim = ledger.claim_build(&job, None).await?;
-                let mut old: Option<String> = claim.project.last_session.clone();
+                let mut old: Option<String> = claim.project.last_session.clone().map(String::from);
                 // As a worker does: the last run's record also completes the build.
                 let plan = Step::plan(job.kind);
                 for (i, step) in plan.iter().enumerate() {

@@ -270,7 +270,7 @@ pub(crate) async fn redis_limit(bench: &Bench, lanes: usize, jobs: usize) -> any
                         build_id: job.build_id.clone(),
                         project_path: job.project_path.clone(),
                         files_created: vec![],
-                        step: "build".into(),
+                        step: baton_core::Step::Build,
                         phase: Phase::Finished,
                         updated_at: Utc::now(),
                     };

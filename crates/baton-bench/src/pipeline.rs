@@ -169,7 +169,7 @@ pub(crate) async fn enqueue(
                 ..NewJob::default()
             })
             .await?;
-        builds.push(done.build_id);
+        builds.push(done.build_id.into_string());
     }
     Ok(builds)
 }

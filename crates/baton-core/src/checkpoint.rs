@@ -18,15 +18,15 @@ pub fn checkpoint_key(build_id: &str) -> String {
 #[serde(rename_all = "camelCase")]
 pub struct Checkpoint {
     /// The session id the run reported.
-    pub session_id: String,
+    pub session_id: crate::SessionId,
     /// The build the run belongs to.
-    pub build_id: String,
+    pub build_id: crate::BuildId,
     /// The project's directory, relative to the workspace root.
     pub project_path: String,
     /// Files the run wrote, as the CLI reported them.
     pub files_created: Vec<String>,
-    /// The step the run belonged to (see [`crate::Step::name`]).
-    pub step: String,
+    /// The step the run belonged to, by its name (see [`crate::Step::name`]).
+    pub step: crate::Step,
     /// Whether the run had just started (its `init` named the session) or had finished and was
     /// recorded. A replay resumes a started run's session, so its partial work is kept.
     #[serde(default)]

@@ -73,11 +73,11 @@ pub struct Job {
     /// Format version; always [`JOB_VERSION`].
     pub v: u64,
     /// Unique id of this build; the key of its checkpoint and ledger rows.
-    pub build_id: String,
+    pub build_id: crate::BuildId,
     /// Which step plan to run.
     pub kind: JobKind,
     /// The project the build belongs to.
-    pub project_id: String,
+    pub project_id: crate::ProjectId,
     /// The project version this build produces.
     pub version_id: String,
     /// The user who owns the project.
@@ -85,7 +85,7 @@ pub struct Job {
     /// What the user asked for.
     pub prompt: String,
     /// The session the backend believes is the project's newest, if any.
-    pub previous_session_id: Option<String>,
+    pub previous_session_id: Option<crate::SessionId>,
     /// The project's directory, relative to `BATON_WORKSPACE_ROOT`.
     pub project_path: String,
     /// When the job was enqueued: RFC 3339 with a four-digit year, `T` and `Z` or an offset, as the
@@ -237,14 +237,15 @@ impl NewJob {
             v: JOB_VERSION,
             build_id: self
                 .build_id
-                .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+                .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+                .into(),
             kind,
             project_path: self.project_path.unwrap_or_else(|| self.project_id.clone()),
-            project_id: self.project_id,
+            project_id: self.project_id.into(),
             version_id: self.version_id,
             user_id: self.user_id,
             prompt: self.prompt,
-            previous_session_id: self.previous_session_id,
+            previous_session_id: self.previous_session_id.map(Into::into),
             enqueued_at: Utc::now(),
             agent: self.agent,
             steps: self.steps,

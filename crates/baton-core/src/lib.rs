@@ -8,12 +8,14 @@ pub mod checkpoint;
 pub mod connection;
 pub mod events;
 pub mod help;
+pub mod ids;
 pub mod job;
 pub mod plan;
 pub mod policy;
 
 pub use checkpoint::{Checkpoint, checkpoint_key};
 pub use connection::Connection;
+pub use ids::{BuildId, Fence, ProjectId, SessionId};
 pub use job::{Job, JobError, JobKind, Limits, NewJob, ReadableJob};
 pub use plan::{BuildStatus, Source, Step};
 

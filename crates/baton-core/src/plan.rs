@@ -11,8 +11,10 @@ pub enum Step {
     /// The user's prompt: creates or changes the project.
     Build,
     /// Metadata, first run: recommendations for the project's next steps.
+    #[serde(rename = "metadata.recommendations")]
     Recommendations,
     /// Metadata, second run: the project's documentation.
+    #[serde(rename = "metadata.documentation")]
     Documentation,
     /// `/compact` on the session the steps before left.
     Compact,
@@ -161,7 +163,8 @@ impl StepPrompts {
 
 impl std::fmt::Display for Step {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+        // `pad`, so that `{:<25}` lines steps up in the CLI's tables.
+        f.pad(self.name())
     }
 }
 
@@ -183,6 +186,8 @@ pub enum Source {
     Reset,
     /// A forked session.
     Fork,
+    /// A session an operator imported from elsewhere.
+    Import,
 }
 
 impl Source {
@@ -196,7 +201,24 @@ impl Source {
             Source::ResumeFallback => "resume_fallback",
             Source::Reset => "reset",
             Source::Fork => "fork",
+            Source::Import => "import",
         }
+    }
+
+    /// Parses a name written by [`Source::as_str`].
+    pub fn from_name(name: &str) -> Option<Source> {
+        [
+            Source::Build,
+            Source::Metadata,
+            Source::Compact,
+            Source::ChatPlan,
+            Source::ResumeFallback,
+            Source::Reset,
+            Source::Fork,
+            Source::Import,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
     }
 }
 
@@ -271,6 +293,23 @@ mod tests {
             assert_eq!(Step::from_name(step.name()), Some(*step));
         }
         assert_eq!(Step::from_name("nope"), None);
+    }
+
+    #[test]
+    fn serde_names_are_the_ledger_names() {
+        for step in [
+            Step::Build,
+            Step::Recommendations,
+            Step::Documentation,
+            Step::Compact,
+            Step::ChatPlan,
+        ] {
+            assert_eq!(serde_json::to_value(step).unwrap(), step.name());
+        }
+        for source in [Source::Build, Source::ResumeFallback, Source::Import] {
+            assert_eq!(serde_json::to_value(source).unwrap(), source.as_str());
+            assert_eq!(Source::from_name(source.as_str()), Some(source));
+        }
     }
 
     #[test]

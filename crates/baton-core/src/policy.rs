@@ -40,7 +40,7 @@ pub struct ProjectSessions {
     /// The project's owner; `None` for a project the ledger has not seen.
     pub owner: Option<String>,
     /// The project's newest session.
-    pub last_session: Option<String>,
+    pub last_session: Option<crate::SessionId>,
     /// Whether the newest session may be resumed (not marked after a failed resume).
     pub last_resumable: bool,
     /// When the current conversation started fresh.
@@ -106,9 +106,9 @@ pub enum Decision {
     /// Resume this session. `stale` is the job's own, older id of the same chain, if it sent one.
     Resume {
         /// The session to resume: the project's newest.
-        session_id: String,
+        session_id: crate::SessionId,
         /// The job's `previous_session_id` when it was not the newest.
-        stale: Option<String>,
+        stale: Option<crate::SessionId>,
     },
     /// Start a new session, for this reason.
     Fresh(FreshReason),

@@ -1,7 +1,7 @@
 //! A build's state outside its runs' records: ending it, handing it back, reopening it, and the
 //! final state of a job that could not run.
 
-use baton_core::{BuildStatus, Job};
+use baton_core::{BuildStatus, Fence, Job};
 
 use crate::{Ledger, LedgerError};
 
@@ -10,7 +10,7 @@ impl Ledger {
     pub async fn finish_build(
         &self,
         build_id: &str,
-        fence: i64,
+        fence: Fence,
         status: BuildStatus,
         last_error: Option<&str>,
     ) -> Result<(), LedgerError> {
@@ -21,7 +21,7 @@ impl Ledger {
             build_id,
             status.as_str(),
             last_error,
-            fence
+            fence.get()
         )
         .execute(&self.pool)
         .await?;
@@ -36,14 +36,14 @@ impl Ledger {
     pub async fn requeue_build(
         &self,
         build_id: &str,
-        fence: i64,
+        fence: Fence,
         reason: &str,
     ) -> Result<(), LedgerError> {
         let done = sqlx::query!(
             "UPDATE builds SET status = 'queued', last_error = $2, updated_at = now() WHERE build_id = $1 AND fencing_token = $3",
             build_id,
             reason,
-            fence
+            fence.get()
         )
         .execute(&self.pool)
         .await?;
@@ -54,7 +54,7 @@ impl Ledger {
     }
 
     /// Why a fenced write of `build_id` matched no row: the build is unknown or claimed again.
-    pub(crate) async fn fence_refusal(&self, build_id: &str, fence: i64) -> LedgerError {
+    pub(crate) async fn fence_refusal(&self, build_id: &str, fence: Fence) -> LedgerError {
         match sqlx::query_scalar!(
             "SELECT fencing_token FROM builds WHERE build_id = $1",
             build_id
@@ -65,7 +65,7 @@ impl Ledger {
             Ok(Some(current)) => LedgerError::Fenced {
                 build_id: build_id.to_string(),
                 yours: fence,
-                current,
+                current: Fence(current),
             },
             Ok(None) => LedgerError::UnknownBuild(build_id.to_string()),
             Err(e) => LedgerError::Db(e),
@@ -89,8 +89,8 @@ impl Ledger {
     /// them, and for one whose worker panicked while running it.
     pub async fn fail_unclaimed(&self, job: &Job, error: &str) -> Result<(), LedgerError> {
         let readable = baton_core::ReadableJob {
-            build_id: job.build_id.clone(),
-            project_id: job.project_id.clone(),
+            build_id: job.build_id.to_string(),
+            project_id: job.project_id.to_string(),
             version_id: job.version_id.clone(),
             user_id: job.user_id.clone(),
             kind: job.kind.as_str().to_string(),
@@ -118,8 +118,8 @@ impl Ledger {
                  AND b.user_id = EXCLUDED.user_id AND b.version_id = EXCLUDED.version_id
                  AND b.kind = EXCLUDED.kind
                  AND (b.payload - 'enqueued_at') IS NOT DISTINCT FROM (EXCLUDED.payload - 'enqueued_at')"#,
-            job.build_id,
-            job.project_id,
+            job.build_id.as_str(),
+            job.project_id.as_str(),
             job.version_id,
             job.user_id,
             job.kind,

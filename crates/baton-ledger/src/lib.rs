@@ -7,7 +7,7 @@
 //! successor.
 
 use baton_core::policy::{FreshReason, ProjectSessions};
-use baton_core::{BuildStatus, Job, Step};
+use baton_core::{BuildId, BuildStatus, Fence, Job, SessionId, Source, Step};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::pool::PoolConnection;
@@ -78,9 +78,9 @@ pub enum LedgerError {
         /// The build.
         build_id: String,
         /// The caller's token.
-        yours: i64,
+        yours: Fence,
         /// The newest token.
-        current: i64,
+        current: Fence,
     },
     /// The job's user does not own the project it names.
     #[error("project {project_id} belongs to another user than {user_id}")]
@@ -145,7 +145,7 @@ impl LedgerError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
     /// The fencing token every write of this claim carries.
-    pub fence: i64,
+    pub fence: Fence,
     /// How many times the build has been claimed, this claim included.
     pub attempt: i32,
     /// The build had already finished; nothing is to be run.
@@ -159,12 +159,12 @@ pub struct Claim {
 /// A run of a build that the ledger holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RecordedRun {
-    /// The step's name.
-    pub step: String,
+    /// The step.
+    pub step: Step,
     /// The session the run resumed.
-    pub old_session_id: Option<String>,
+    pub old_session_id: Option<SessionId>,
     /// The session the run left.
-    pub new_session_id: String,
+    pub new_session_id: SessionId,
 }
 
 /// One agent run to record.
@@ -173,7 +173,7 @@ pub struct RunRecord<'a> {
     /// The job the run belongs to.
     pub job: &'a Job,
     /// The claim's fencing token.
-    pub fence: i64,
+    pub fence: Fence,
     /// The step.
     pub step: Step,
     /// The session the run resumed, if any.
@@ -231,15 +231,15 @@ pub struct Transition {
     /// The version the run belonged to.
     pub version_id: Option<String>,
     /// The build the run belonged to.
-    pub build_id: Option<String>,
+    pub build_id: Option<BuildId>,
     /// The step.
-    pub step: Option<String>,
+    pub step: Option<Step>,
     /// The session resumed.
-    pub old_session_id: Option<String>,
+    pub old_session_id: Option<SessionId>,
     /// The session left; none for a reset or a resume fallback, which end a session.
-    pub new_session_id: Option<String>,
+    pub new_session_id: Option<SessionId>,
     /// Why it was recorded.
-    pub source: String,
+    pub source: Source,
     /// Why the run started fresh, when it did.
     pub fresh_reason: Option<String>,
     /// What the job survived in this run, e.g. a compaction that did not happen.
@@ -454,8 +454,8 @@ impl Ledger {
                                 AND b.user_id = $4 AND b.kind = $5
                                 AND (b.payload IS NULL OR b.payload - 'enqueued_at' = $7::jsonb - 'enqueued_at'))
                    AS "same!""#,
-            job.build_id,
-            job.project_id,
+            job.build_id.as_str(),
+            job.project_id.as_str(),
             job.version_id,
             job.user_id,
             job.kind.as_str(),
@@ -467,7 +467,7 @@ impl Ledger {
         .fetch_one(&self.pool)
         .await?;
         if !same {
-            return Err(LedgerError::BuildIdReused(job.build_id.clone()));
+            return Err(LedgerError::BuildIdReused(job.build_id.to_string()));
         }
         Ok(())
     }
@@ -492,25 +492,25 @@ impl Ledger {
                    p_build_id => $1, p_project_id => $2, p_version_id => $3, p_user_id => $4,
                    p_kind => $5, p_stream_id => $6, p_payload => $7, p_enqueued_at => $8,
                    p_previous_session_id => $9, p_stream => $10)"#,
-            job.build_id,
-            job.project_id,
+            job.build_id.as_str(),
+            job.project_id.as_str(),
             job.version_id,
             job.user_id,
             job.kind.as_str(),
             stream_id,
             serde_json::to_value(job).expect("a job serialises"),
             job.enqueued_at,
-            job.previous_session_id,
+            job.previous_session_id.as_deref(),
             self.stream.as_deref(),
         )
         .fetch_one(&mut *conn.conn)
         .await
         .map_err(|e| match Refusal::of(&e).map(|r| r.code) {
             Some(refusal::NOT_OWNER) => LedgerError::NotOwner {
-                project_id: job.project_id.clone(),
+                project_id: job.project_id.to_string(),
                 user_id: job.user_id.clone(),
             },
-            Some(refusal::BUILD_ID_REUSED) => LedgerError::BuildIdReused(job.build_id.clone()),
+            Some(refusal::BUILD_ID_REUSED) => LedgerError::BuildIdReused(job.build_id.to_string()),
             _ => LedgerError::Db(e),
         })?;
         self.keep(conn);
@@ -519,20 +519,22 @@ impl Ledger {
             .into_iter()
             .zip(row.recorded_old)
             .zip(row.recorded_new)
-            .map(|((step, old_session_id), new_session_id)| RecordedRun {
-                step,
-                old_session_id,
-                new_session_id,
+            .map(|((step, old_session_id), new_session_id)| {
+                Ok(RecordedRun {
+                    step: step_named(&step)?,
+                    old_session_id: old_session_id.map(SessionId::from),
+                    new_session_id: new_session_id.into(),
+                })
             })
-            .collect();
+            .collect::<Result<_, LedgerError>>()?;
         Ok(Claim {
-            fence: row.fence,
+            fence: Fence(row.fence),
             attempt: row.attempt,
             finished: BuildStatus::from_name(&row.status)
                 .filter(|s| matches!(s, BuildStatus::Completed | BuildStatus::Failed)),
             project: ProjectSessions {
                 owner: Some(job.user_id.clone()),
-                last_session: row.last_session,
+                last_session: row.last_session.map(SessionId::from),
                 last_resumable: row.last_resumable,
                 fresh_start_at: row.fresh_start_at,
                 ops_since_fresh: u32::try_from(row.ops).unwrap_or(u32::MAX),
@@ -579,11 +581,11 @@ impl Ledger {
                           p_is_error => $32, p_permission_denials => $33,
                           p_nothing_done => $34) END AS "kept_result"
                FROM recorded r"#,
-            job.project_id,
+            job.project_id.as_str(),
             job.version_id,
-            job.build_id,
+            job.build_id.as_str(),
             run.step.name(),
-            run.fence,
+            run.fence.get(),
             run.old_session_id,
             run.new_session_id,
             run.step.source().as_str(),
@@ -635,15 +637,15 @@ impl Ledger {
         };
         match refused.reason {
             reason::ALREADY_RECORDED => Ok(Recorded::AlreadyRecorded),
-            reason::UNKNOWN_PROJECT => Err(LedgerError::UnknownProject(job.project_id.clone())),
-            reason::UNKNOWN_BUILD => Err(LedgerError::UnknownBuild(job.build_id.clone())),
+            reason::UNKNOWN_PROJECT => Err(LedgerError::UnknownProject(job.project_id.to_string())),
+            reason::UNKNOWN_BUILD => Err(LedgerError::UnknownBuild(job.build_id.to_string())),
             reason::FENCED => Err(LedgerError::Fenced {
-                build_id: job.build_id.clone(),
+                build_id: job.build_id.to_string(),
                 yours: run.fence,
-                current: refused.detail.parse().unwrap_or_default(),
+                current: Fence(refused.detail.parse().unwrap_or_default()),
             }),
             reason::STALE => Err(LedgerError::StaleSession {
-                project_id: job.project_id.clone(),
+                project_id: job.project_id.to_string(),
                 expected: run.old_session_id.unwrap_or_default().to_string(),
                 actual: Some(refused.hint.to_string()).filter(|s| !s.is_empty()),
             }),
@@ -662,26 +664,53 @@ impl Ledger {
     }
 
     /// The project's newest session, if it has one.
-    pub async fn project_session(&self, project_id: &str) -> Result<Option<String>, LedgerError> {
+    pub async fn project_session(
+        &self,
+        project_id: &str,
+    ) -> Result<Option<SessionId>, LedgerError> {
         Ok(sqlx::query_scalar!(
             "SELECT last_ai_session_id FROM projects WHERE project_id = $1",
             project_id
         )
         .fetch_optional(&self.pool)
         .await?
-        .flatten())
+        .flatten()
+        .map(SessionId::from))
     }
 
     /// The project's session transitions, oldest first.
     pub async fn chain(&self, project_id: &str) -> Result<Vec<Transition>, LedgerError> {
-        Ok(sqlx::query_as!(
-            Transition,
+        sqlx::query!(
             r#"SELECT id, version_id, build_id, step, old_session_id, new_session_id, source, fresh_reason, note, created_at
                FROM session_transitions WHERE project_id = $1 ORDER BY id"#,
             project_id
         )
         .fetch_all(&self.pool)
-        .await?)
+        .await?
+        .into_iter()
+        .map(|r| {
+            Ok(Transition {
+                id: r.id,
+                version_id: r.version_id,
+                build_id: r.build_id.map(BuildId::from),
+                // A fallback is stored under `<step>:resume_fallback`, unique beside the step's
+                // own run; its source already says what it is.
+                step: r
+                    .step
+                    .as_deref()
+                    .map(|s| step_named(s.strip_suffix(FALLBACK_SUFFIX).unwrap_or(s)))
+                    .transpose()?,
+                old_session_id: r.old_session_id.map(SessionId::from),
+                new_session_id: r.new_session_id.map(SessionId::from),
+                source: Source::from_name(&r.source).ok_or_else(|| {
+                    LedgerError::Unexpected(format!("unknown transition source {:?}", r.source))
+                })?,
+                fresh_reason: r.fresh_reason,
+                note: r.note,
+                created_at: r.created_at,
+            })
+        })
+        .collect()
     }
 }
 
@@ -692,26 +721,26 @@ impl Ledger {
     pub async fn record_resume_fallback(
         &self,
         job: &Job,
-        fence: i64,
+        fence: Fence,
         step: Step,
         missing_session: &str,
     ) -> Result<(), LedgerError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query!(
             "SELECT project_id FROM projects WHERE project_id = $1 FOR UPDATE",
-            job.project_id
+            job.project_id.as_str()
         )
         .fetch_one(&mut *tx)
         .await?;
         check_fence(&mut tx, &job.build_id, fence).await?;
-        let fallback_step = format!("{}:resume_fallback", step.name());
+        let fallback_step = format!("{}{FALLBACK_SUFFIX}", step.name());
         sqlx::query!(
             r#"INSERT INTO session_transitions (project_id, version_id, build_id, step, old_session_id, new_session_id, source)
                VALUES ($1, $2, $3, $4, $5, NULL, 'resume_fallback')
                ON CONFLICT (build_id, step) WHERE build_id IS NOT NULL AND step IS NOT NULL DO NOTHING"#,
-            job.project_id,
+            job.project_id.as_str(),
             job.version_id,
-            job.build_id,
+            job.build_id.as_str(),
             fallback_step,
             missing_session,
         )
@@ -805,10 +834,20 @@ async fn mark_not_resumable(
     Ok(())
 }
 
+/// What a resume fallback's transition adds to its step's name, so that it is recorded once per
+/// (build, step) beside the step's own run.
+const FALLBACK_SUFFIX: &str = ":resume_fallback";
+
+/// A step the ledger recorded, by its name; a name no Baton writes is an unexpected answer.
+fn step_named(name: &str) -> Result<Step, LedgerError> {
+    Step::from_name(name)
+        .ok_or_else(|| LedgerError::Unexpected(format!("unknown step {name:?} in the ledger")))
+}
+
 async fn check_fence(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     build_id: &str,
-    fence: i64,
+    fence: Fence,
 ) -> Result<(), LedgerError> {
     let current = sqlx::query_scalar!(
         "SELECT fencing_token FROM builds WHERE build_id = $1 FOR UPDATE",
@@ -817,11 +856,11 @@ async fn check_fence(
     .fetch_optional(&mut **tx)
     .await?
     .ok_or_else(|| LedgerError::UnknownBuild(build_id.to_string()))?;
-    if current != fence {
+    if current != fence.get() {
         return Err(LedgerError::Fenced {
             build_id: build_id.to_string(),
             yours: fence,
-            current,
+            current: Fence(current),
         });
     }
     Ok(())

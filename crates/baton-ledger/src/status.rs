@@ -1,6 +1,6 @@
 //! A build as the ledger knows it: its state, and each recorded run with what the agent answered.
 
-use baton_core::{BuildStatus, Job, Step};
+use baton_core::{BuildId, BuildStatus, Job, ProjectId, SessionId, Step};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -28,12 +28,12 @@ pub struct RunResult {
 /// One recorded run of a build, as `baton status` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunSummary {
-    /// The step's name.
-    pub step: String,
+    /// The step.
+    pub step: Step,
     /// The session the run resumed.
-    pub old_session_id: Option<String>,
+    pub old_session_id: Option<SessionId>,
     /// The session the run left.
-    pub new_session_id: String,
+    pub new_session_id: SessionId,
     /// What it answered.
     #[serde(flatten)]
     pub answer: RunResult,
@@ -55,9 +55,9 @@ pub struct RunSummary {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BuildState {
     /// The build.
-    pub build_id: String,
+    pub build_id: BuildId,
     /// Its project.
-    pub project_id: String,
+    pub project_id: ProjectId,
     /// Its version.
     pub version_id: String,
     /// What the job asks for: `create`, `update` or `chat_plan`, or, for a job refused because
@@ -66,9 +66,9 @@ pub struct BuildState {
     /// Where it stands.
     pub status: BuildStatus,
     /// The last step recorded.
-    pub step: Option<String>,
+    pub step: Option<Step>,
     /// The step running now: the first of the job's plan not recorded yet, while the build runs.
-    pub current_step: Option<String>,
+    pub current_step: Option<Step>,
     /// Claims so far.
     pub attempt: i32,
     /// The last error, if any.
@@ -111,17 +111,17 @@ impl Ledger {
         let current_step = match (status, plan) {
             (BuildStatus::Running, Some(plan)) => plan
                 .iter()
-                .find(|s| !runs.iter().any(|r| r.step == s.name()))
-                .map(|s| s.name().to_string()),
+                .find(|s| !runs.iter().any(|r| r.step == **s))
+                .copied(),
             _ => None,
         };
         Ok(BuildState {
-            build_id: row.build_id,
-            project_id: row.project_id,
+            build_id: row.build_id.into(),
+            project_id: row.project_id.into(),
             version_id: row.version_id,
             kind: row.kind,
             status,
-            step: row.step,
+            step: row.step.as_deref().map(crate::step_named).transpose()?,
             current_step,
             attempt: row.attempt,
             last_error: row.last_error,
@@ -152,31 +152,32 @@ impl Ledger {
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| RunSummary {
-                step: r.step,
-                old_session_id: r.old_session_id,
-                new_session_id: r.new_session_id,
-                answer: RunResult {
-                    result: r.result,
-                    subtype: r.subtype,
-                    stop_reason: r.stop_reason,
-                    terminal_reason: r.terminal_reason,
-                    is_error: r.is_error.unwrap_or(false),
-                    permission_denials: r
-                        .permission_denials
-                        .unwrap_or_else(|| serde_json::Value::Array(Vec::new())),
-                    nothing_done: r.nothing_done.unwrap_or(false),
-                },
-                num_turns: r.num_turns,
-                cost_usd: r.cost_usd,
-                input_tokens: r.input_tokens,
-                output_tokens: r.output_tokens,
-                cache_read_input_tokens: r.cache_read_input_tokens,
-                cache_creation_input_tokens: r.cache_creation_input_tokens,
+        rows.into_iter()
+            .map(|r| {
+                Ok(RunSummary {
+                    step: crate::step_named(&r.step)?,
+                    old_session_id: r.old_session_id.map(SessionId::from),
+                    new_session_id: r.new_session_id.into(),
+                    answer: RunResult {
+                        result: r.result,
+                        subtype: r.subtype,
+                        stop_reason: r.stop_reason,
+                        terminal_reason: r.terminal_reason,
+                        is_error: r.is_error.unwrap_or(false),
+                        permission_denials: r
+                            .permission_denials
+                            .unwrap_or_else(|| serde_json::Value::Array(Vec::new())),
+                        nothing_done: r.nothing_done.unwrap_or(false),
+                    },
+                    num_turns: r.num_turns,
+                    cost_usd: r.cost_usd,
+                    input_tokens: r.input_tokens,
+                    output_tokens: r.output_tokens,
+                    cache_read_input_tokens: r.cache_read_input_tokens,
+                    cache_creation_input_tokens: r.cache_creation_input_tokens,
+                })
             })
-            .collect())
+            .collect()
     }
 }
 
@@ -184,6 +185,6 @@ impl Ledger {
 pub fn output(runs: &[RunSummary]) -> Option<String> {
     runs.iter()
         .rev()
-        .filter(|r| r.step != Step::Compact.name())
+        .filter(|r| r.step != Step::Compact)
         .find_map(|r| r.answer.result.clone())
 }

@@ -20,7 +20,7 @@ pub(crate) fn job(project: &str, version: &str, user: &str, kind: JobKind) -> Jo
 
 pub(crate) fn run<'a>(
     job: &'a Job,
-    fence: i64,
+    fence: baton_core::Fence,
     step: Step,
     old: Option<&'a str>,
     new: &'a str,
@@ -81,7 +81,7 @@ async fn a_recorded_run_updates_every_table_in_one_go(pool: PgPool) {
     let ledger = Ledger::from_pool(pool.clone());
     let j = job("p1", "v1", "u1", JobKind::Create);
     let claim = ledger.claim_build(&j, Some("1-0")).await.unwrap();
-    assert_eq!((claim.fence, claim.attempt), (1, 1));
+    assert_eq!((claim.fence, claim.attempt), (Fence(1), 1));
     assert_eq!(claim.project.last_session, None);
 
     let written = ledger
@@ -154,7 +154,7 @@ async fn a_new_claim_lists_the_recorded_runs_in_order(pool: PgPool) {
         .iter()
         .map(|r| {
             (
-                r.step.as_str(),
+                r.step.name(),
                 r.old_session_id.as_deref(),
                 r.new_session_id.as_str(),
             )
@@ -176,7 +176,7 @@ async fn a_stale_claim_cannot_write(pool: PgPool) {
     let j = job("p1", "v1", "u1", JobKind::Create);
     let stale = ledger.claim_build(&j, None).await.unwrap();
     let fresh = ledger.claim_build(&j, None).await.unwrap();
-    assert_eq!(fresh.fence, stale.fence + 1);
+    assert_eq!(fresh.fence, Fence(stale.fence.get() + 1));
     let err = ledger
         .record_run(&run(&j, stale.fence, Step::Build, None, "stale"))
         .await
@@ -185,8 +185,8 @@ async fn a_stale_claim_cannot_write(pool: PgPool) {
         matches!(
             err,
             LedgerError::Fenced {
-                yours: 1,
-                current: 2,
+                yours: Fence(1),
+                current: Fence(2),
                 ..
             }
         ),
@@ -202,7 +202,13 @@ async fn a_stale_claim_cannot_write(pool: PgPool) {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, LedgerError::Fenced { current: 2, .. }),
+        matches!(
+            err,
+            LedgerError::Fenced {
+                current: Fence(2),
+                ..
+            }
+        ),
         "{err}"
     );
     assert_eq!(count(&pool, "session_transitions").await, 0);
@@ -223,12 +229,12 @@ async fn writes_for_a_build_the_ledger_never_claimed_say_so(pool: PgPool) {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, LedgerError::UnknownBuild(b) if *b == unknown.build_id),
+        matches!(&err, LedgerError::UnknownBuild(b) if unknown.build_id == *b),
         "{err}"
     );
     let elsewhere = job("p-unknown", "v2", "u1", JobKind::Create);
     let err = ledger
-        .record_run(&run(&elsewhere, 1, Step::Build, None, "s9"))
+        .record_run(&run(&elsewhere, Fence(1), Step::Build, None, "s9"))
         .await
         .unwrap_err();
     assert!(
@@ -236,12 +242,12 @@ async fn writes_for_a_build_the_ledger_never_claimed_say_so(pool: PgPool) {
         "{err}"
     );
     let err = ledger
-        .finish_build(&unknown.build_id, 1, BuildStatus::Completed, None)
+        .finish_build(&unknown.build_id, Fence(1), BuildStatus::Completed, None)
         .await
         .unwrap_err();
     assert!(matches!(err, LedgerError::UnknownBuild(_)), "{err}");
     let err = ledger
-        .requeue_build(&unknown.build_id, 1, "shutdown")
+        .requeue_build(&unknown.build_id, Fence(1), "shutdown")
         .await
         .unwrap_err();
     assert!(matches!(err, LedgerError::UnknownBuild(_)), "{err}");
@@ -259,7 +265,7 @@ async fn a_kept_session_id_is_recorded_for_every_operation(pool: PgPool) {
     let chain = ledger.chain("p1").await.unwrap();
     assert_eq!(chain.len(), 2);
     assert_eq!(chain[1].old_session_id.as_deref(), Some("s1"));
-    assert_eq!(chain[1].source, "metadata");
+    assert_eq!(chain[1].source, Source::Metadata);
 }
 
 #[sqlx::test(migrator = "crate::MIGRATOR")]
@@ -300,7 +306,7 @@ async fn concurrent_first_claims_of_a_project_create_it_once(pool: PgPool) {
     }
     for t in tasks {
         let claim = t.await.unwrap().unwrap();
-        assert_eq!(claim.fence, 1);
+        assert_eq!(claim.fence, Fence(1));
     }
     assert_eq!(count(&pool, "projects").await, 1);
     assert_eq!(count(&pool, "builds").await, 8);
@@ -328,8 +334,8 @@ async fn a_claim_locks_a_known_project_without_rewriting_its_row(pool: PgPool) {
              p_user_id => $4, p_kind => $5, p_stream => NULL, p_stream_id => NULL,
              p_payload => '{}'::jsonb, p_enqueued_at => now(), p_previous_session_id => NULL)",
     )
-    .bind(&j.build_id)
-    .bind(&j.project_id)
+    .bind(j.build_id.as_str())
+    .bind(j.project_id.as_str())
     .bind(&j.version_id)
     .bind(&j.user_id)
     .bind(j.kind.as_str())
@@ -402,7 +408,7 @@ async fn thirty_two_concurrent_writers_leave_one_linear_chain(pool: PgPool) {
                     Ok(Recorded::Written) => return,
                     Err(LedgerError::StaleSession { actual, .. }) => {
                         stale += 1;
-                        resumed = actual.unwrap();
+                        resumed = actual.unwrap().into();
                     }
                     other => panic!("writer {i}: {other:?}"),
                 }
@@ -575,7 +581,7 @@ async fn in_chain(
     previous: Option<&str>,
 ) -> Option<bool> {
     let mut j = job(project, version, "u1", JobKind::Update);
-    j.previous_session_id = previous.map(str::to_string);
+    j.previous_session_id = previous.map(SessionId::from);
     ledger
         .claim_build(&j, None)
         .await
@@ -735,11 +741,23 @@ async fn the_last_runs_record_completes_the_build_and_a_refused_one_writes_nothi
 
     // Refused after the project's check passed (the fence is wrong): the project's session written
     // before the refusal is undone, and the build keeps running.
-    let mut fenced = run(&j, claim.fence + 7, Step::Recommendations, Some("s1"), "s2");
+    let mut fenced = run(
+        &j,
+        Fence(claim.fence.get() + 7),
+        Step::Recommendations,
+        Some("s1"),
+        "s2",
+    );
     fenced.completes = true;
     let err = ledger.record_run(&fenced).await.unwrap_err();
     assert!(
-        matches!(err, LedgerError::Fenced { current: 1, .. }),
+        matches!(
+            err,
+            LedgerError::Fenced {
+                current: Fence(1),
+                ..
+            }
+        ),
         "{err}"
     );
     // Refused by the project's check itself: it resumed a session the project moved on from.
@@ -768,7 +786,7 @@ async fn the_last_runs_record_completes_the_build_and_a_refused_one_writes_nothi
     let state = ledger.build_state(&j.build_id).await.unwrap();
     assert_eq!(state.status, BuildStatus::Completed);
     assert!(state.finished_at.is_some());
-    assert_eq!(state.step.as_deref(), Some(Step::Recommendations.name()));
+    assert_eq!(state.step, Some(Step::Recommendations));
     assert_eq!(
         ledger.project_session("p1").await.unwrap().as_deref(),
         Some("s2")

@@ -26,7 +26,7 @@ pub enum ProducerError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Enqueued {
     /// The build's id.
-    pub build_id: String,
+    pub build_id: baton_core::BuildId,
     /// The stream entry's id.
     pub stream_id: String,
 }

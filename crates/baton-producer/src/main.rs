@@ -776,10 +776,10 @@ fn print_chain(project: &str, chain: &[Transition]) {
     }
     out!("session chain of project {project} (oldest first):");
     for t in chain {
-        let step = t.step.as_deref().unwrap_or("-");
+        let step = t.step.map_or("-", |s| s.name());
         let build = t.build_id.as_deref().unwrap_or("-");
         let old = match (&t.old_session_id, &t.fresh_reason) {
-            (Some(old), _) => old.clone(),
+            (Some(old), _) => old.to_string(),
             (None, Some(reason)) => format!("(fresh: {reason})"),
             (None, None) => "(fresh)".to_string(),
         };
@@ -793,7 +793,7 @@ fn print_chain(project: &str, chain: &[Transition]) {
             "  #{:<4} {}  {:<9} {:<25} build {}  {} -> {}{}",
             t.id,
             t.created_at.format("%Y-%m-%d %H:%M:%S"),
-            t.source,
+            t.source.as_str(),
             step,
             build,
             old,
@@ -810,7 +810,7 @@ fn print_status(s: &BuildState) {
     out!("project   {}  version {}", s.project_id, s.version_id);
     match &s.current_step {
         Some(current) => out!("step      {current} (running)"),
-        None => out!("step      {}", s.step.as_deref().unwrap_or("-")),
+        None => out!("step      {}", s.step.map_or("-", |s| s.name())),
     }
     out!("attempt   {}", s.attempt);
     if let Some(e) = &s.last_error {

@@ -9,9 +9,9 @@ pub(crate) fn parse_checkpoint(
     raw: Option<String>,
 ) -> Result<Option<Checkpoint>, QueueError> {
     raw.map(|r| {
-        serde_json::from_str(&r).map_err(|source| QueueError::BadCheckpoint {
+        serde_json::from_str(&r).map_err(|cause| QueueError::BadCheckpoint {
             build_id: build_id.to_string(),
-            source,
+            cause,
         })
     })
     .transpose()

@@ -64,12 +64,12 @@ pub enum QueueError {
         block: Duration,
     },
     /// A stored checkpoint is not valid JSON.
-    #[error("checkpoint for build {build_id} is unreadable: {source}")]
+    #[error("checkpoint for build {build_id} is unreadable: {cause}")]
     BadCheckpoint {
         /// The build.
         build_id: String,
         /// Why it did not parse.
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
 }
 

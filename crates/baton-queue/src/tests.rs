@@ -80,10 +80,10 @@ const SHORT: Duration = Duration::from_millis(50);
 fn checkpoint(build_id: &str, phase: baton_core::checkpoint::Phase) -> Checkpoint {
     Checkpoint {
         session_id: "s1".into(),
-        build_id: build_id.to_string(),
+        build_id: build_id.into(),
         project_path: "p1".into(),
         files_created: vec![],
-        step: "build".into(),
+        step: baton_core::Step::Build,
         phase,
         updated_at: chrono::Utc::now(),
     }
@@ -593,7 +593,7 @@ async fn entries_redis_lost_are_told_apart_from_taken_ones_and_can_be_enqueued_a
     assert!(
         !QueueError::BadCheckpoint {
             build_id: "b".into(),
-            source: serde_json::from_str::<u8>("x").unwrap_err(),
+            cause: serde_json::from_str::<u8>("x").unwrap_err(),
         }
         .is_missing_group()
     );

@@ -33,13 +33,12 @@ pub const MAX_PIECES: i32 = 64;
 #[derive(Debug, thiserror::Error)]
 pub enum TranscriptError {
     /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file.
         path: String,
-        /// Why.
-        #[source]
-        source: io::Error,
+        /// Why; quoted in the message, so not also a `#[source]` (nothing prints it twice).
+        cause: io::Error,
     },
     /// A session id or a file's path could lead out of the CLI's folder, or is not one the CLI
     /// writes.
@@ -51,9 +50,9 @@ pub enum TranscriptError {
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> TranscriptError + '_ {
-    move |source| TranscriptError::Io {
+    move |cause| TranscriptError::Io {
         path: path.display().to_string(),
-        source,
+        cause,
     }
 }
 

@@ -74,7 +74,7 @@ impl Worker {
                         })
                         .collect()
                 };
-                let beat = std::time::Instant::now();
+                let beat = tokio::time::Instant::now();
                 let holdings = match this
                     .ctx
                     .queue
@@ -98,7 +98,9 @@ impl Worker {
                     }
                 };
                 this.ctx.hold.renew(beat);
-                this.ctx.agent.hold_runs_until(this.ctx.hold.expires_at());
+                this.ctx
+                    .agent
+                    .hold_runs_until(this.ctx.hold.expires_at_std());
                 let mut requeue = Vec::new();
                 {
                     let mut state = this.state.lock().expect("state lock");

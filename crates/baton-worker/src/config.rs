@@ -296,14 +296,14 @@ impl Config {
             auth_probe_interval: positive("BATON_AUTH_PROBE_INTERVAL", self.auth_probe_interval)?,
             shutdown_grace: self.shutdown_grace,
             max_held: self.max_held.max(self.concurrency.max(1)),
-            progress_window: {
+            progress: {
                 ensure(self.progress_window <= Duration::from_secs(60), || {
                     format!(
                         "BATON_PROGRESS_WINDOW must be at most 60 seconds, not {:?}",
                         self.progress_window
                     )
                 })?;
-                self.progress_window
+                crate::progress::Progress::from_window(self.progress_window)
             },
         };
         // A worker stops its runs once it has gone three quarters of the claim timeout without a
@@ -417,13 +417,14 @@ pub struct Scheduling {
     pub shutdown_grace: Duration,
     /// Most entries held at once.
     pub max_held: usize,
-    /// How long a run's first progress may wait to ride with a later write.
-    pub progress_window: Duration,
+    /// How a run's progress is sent while it runs (`BATON_PROGRESS_WINDOW`).
+    pub progress: crate::progress::Progress,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::progress::Progress;
 
     #[test]
     fn one_thread_by_default_and_zero_threads_refused() {
@@ -506,17 +507,23 @@ mod tests {
     }
 
     #[test]
-    fn the_progress_window_defaults_to_50_ms_and_takes_zero_but_not_less() {
+    fn the_progress_window_defaults_to_50_ms_and_zero_is_immediate_but_not_less() {
         let window = |args: &[&str]| {
             let mut argv = vec!["baton-worker"];
             argv.extend(args);
             Config::try_parse_from(argv)
                 .expect("parses")
                 .scheduling()
-                .map(|s| s.progress_window)
+                .map(|s| s.progress)
         };
-        assert_eq!(window(&[]).unwrap(), Duration::from_millis(50));
-        assert_eq!(window(&["--progress-window", "0"]).unwrap(), Duration::ZERO);
+        assert_eq!(
+            window(&[]).unwrap(),
+            Progress::Window(Duration::from_millis(50))
+        );
+        assert_eq!(
+            window(&["--progress-window", "0"]).unwrap(),
+            Progress::Immediate
+        );
         let err = window(&["--progress-window=61s"])
             .expect_err("too long")
             .to_string();

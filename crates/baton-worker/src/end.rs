@@ -9,7 +9,7 @@ pub enum JobEnd {
     /// Every step ran: acknowledge the entry.
     Completed {
         /// The session the job left, when it ran any step.
-        session: Option<String>,
+        session: Option<baton_core::SessionId>,
         /// The job's answer: its last run's result that is not a compaction's.
         output: Option<String>,
     },

@@ -10,7 +10,7 @@ use baton_core::agent::RunSettings;
 use baton_core::checkpoint::Phase;
 use baton_core::events::{Event, EventType};
 use baton_core::policy::{self, Decision, FreshReason, PolicyConfig};
-use baton_core::{BuildStatus, Checkpoint, Job, Limits, Step};
+use baton_core::{BuildStatus, Checkpoint, Job, Limits, SessionId, Step};
 use baton_ledger::{Claim, Ledger, LedgerError, Recorded, RunRecord};
 use baton_queue::{Delivery, Queue, QueueError};
 use tokio_util::sync::CancellationToken;
@@ -21,19 +21,9 @@ pub use crate::end::{JobEnd, Processed};
 pub use crate::hold::Hold;
 use crate::metrics::Metrics;
 use crate::panics::panic_message;
+use crate::progress::Held;
 use crate::report::{answer_of, checkpoint_of, judge, metrics};
 use crate::transcripts::{Carried, TranscriptSettings};
-
-/// A run's progress not yet sent to Redis: its events in the order they happened (`run_finished`
-/// last, once the run is over) and the checkpoint they ride with, held back so that a short run
-/// sends everything with its end in one round trip.
-#[derive(Debug, Default)]
-struct Unsent {
-    /// The checkpoint the events ride with: the named session's, until the run's end replaces it.
-    checkpoint: Option<Checkpoint>,
-    /// Events not yet published, in order.
-    events: Vec<Event>,
-}
 
 /// Why the steps stopped before the end.
 pub(crate) enum Stopped {
@@ -185,23 +175,6 @@ impl JobContext {
         }
     }
 
-    /// Sends what a run held back, in one round trip: its checkpoint, if it has one, with its
-    /// events. The ledger is the source of truth; a lost checkpoint only costs the fast path.
-    async fn flush(&self, unsent: Unsent) {
-        let events: Vec<&Event> = unsent.events.iter().collect();
-        let sent = match &unsent.checkpoint {
-            Some(checkpoint) => {
-                self.queue
-                    .save_checkpoint_with_events(checkpoint, &events)
-                    .await
-            }
-            None => self.queue.publish_events(&events).await,
-        };
-        if let Err(e) = sent {
-            warn!(error = %e, "could not save the checkpoint or publish progress events");
-        }
-    }
-
     /// Counts a ledger error.
     pub(crate) fn ledger_error(&self, e: &LedgerError) {
         match e {
@@ -298,7 +271,7 @@ impl JobContext {
             .await;
         info!(
             attempt = claim.attempt,
-            fence = claim.fence,
+            fence = claim.fence.get(),
             recorded = claim.recorded.len(),
             "job claimed"
         );
@@ -380,7 +353,7 @@ impl JobContext {
         interrupted: Result<Option<Checkpoint>, QueueError>,
         signals: &JobSignals,
         settings: &RunSettings,
-    ) -> Result<(Option<String>, bool, Option<String>), Stopped> {
+    ) -> Result<(Option<SessionId>, bool, Option<String>), Stopped> {
         // `chain` is the session the ledger's chain ends in: what a recorded run resumed from.
         let (mut chain, mut fresh_reason) = match claim.recorded.last() {
             Some(last) => (Some(last.new_session_id.clone()), None),
@@ -454,14 +427,14 @@ impl JobContext {
             _ => 0.0,
         };
         for (i, &step) in plan.iter().enumerate() {
-            if claim.recorded.iter().any(|r| r.step == step.name()) {
+            if claim.recorded.iter().any(|r| r.step == step) {
                 info!(step = step.name(), "step already recorded; skipping");
                 continue;
             }
 
             let target = interrupted
                 .as_ref()
-                .filter(|cp| cp.step == step.name())
+                .filter(|cp| cp.step == step)
                 .map(|cp| {
                     info!(session = %cp.session_id, "resuming the session of the run that was cut off");
                     cp.session_id.clone()
@@ -485,7 +458,11 @@ impl JobContext {
                 fresh_reason = Some(FreshReason::ResumeFallback);
             }
             let judged = judge(step, &report).and_then(|note| {
-                let session = report.session_id.clone().or_else(|| chain.clone());
+                let session = report
+                    .session_id
+                    .clone()
+                    .map(SessionId::from)
+                    .or_else(|| chain.clone());
                 match session {
                     _ if signals.lost.is_cancelled() => Err(Stopped::Fenced),
                     Some(session) => Ok((note, session)),
@@ -497,7 +474,7 @@ impl JobContext {
             let (note, new_session) = match judged {
                 Ok(judged) => judged,
                 Err(stop) => {
-                    self.flush(unsent).await;
+                    unsent.send(&self.queue).await;
                     return Err(stop);
                 }
             };
@@ -527,7 +504,7 @@ impl JobContext {
             // The checkpoint is the fast path and the ledger the truth: neither waits for the
             // other. The run's events not yet sent ride with its last checkpoint, which supersedes
             // the start checkpoint a short run held back.
-            let checkpoint = self.flush(Unsent {
+            let checkpoint = Held {
                 checkpoint: Some(checkpoint_of(
                     job,
                     step,
@@ -536,7 +513,8 @@ impl JobContext {
                     Phase::Finished,
                 )),
                 events: unsent.events,
-            });
+            }
+            .send(&self.queue);
             let ((), recorded) = tokio::join!(checkpoint, self.record(&record, signals));
             let whole;
             let (recorded, stored) = match recorded {
@@ -590,12 +568,12 @@ impl JobContext {
         job: &Job,
         cwd: &Path,
         step: Step,
-        mut target: Option<String>,
+        mut target: Option<SessionId>,
         (chain, claim): (Option<&str>, &Claim),
         signals: &JobSignals,
         carried: &Carried,
         settings: &RunSettings,
-    ) -> Result<(RunReport, Unsent, bool), Stopped> {
+    ) -> Result<(RunReport, Held, bool), Stopped> {
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(self.scheduling.retry_min_delay)
             .with_max_delay(self.scheduling.retry_max_delay)
@@ -647,8 +625,8 @@ impl JobContext {
                             session = t,
                             "the cut-off run's session is gone; resuming the one before it"
                         );
-                        target = chain.map(str::to_string);
-                        self.flush(unsent).await;
+                        target = chain.map(SessionId::from);
+                        unsent.send(&self.queue).await;
                         continue;
                     }
                     Some(missing) if !fell_back => {
@@ -659,7 +637,7 @@ impl JobContext {
                         );
                         self.metrics.decision("fallback");
                         // Published first, so a ledger error below does not lose the run's end.
-                        self.flush(unsent).await;
+                        unsent.send(&self.queue).await;
                         self.ledger
                             .record_resume_fallback(job, claim.fence, step, missing)
                             .await?;
@@ -686,12 +664,12 @@ impl JobContext {
             }
             // A run that got as far as naming its session is resumed, so its partial work is kept.
             if report.session_id.is_some() {
-                target = report.session_id.clone();
+                target = report.session_id.clone().map(SessionId::from);
             }
             attempt += 1;
             // Sent now: a worker that dies while waiting leaves the run's session in the
             // checkpoint, for its successor to resume.
-            self.flush(unsent).await;
+            unsent.send(&self.queue).await;
             warn!(step = step.name(), outcome = %report.outcome, retry_in_ms = delay.as_millis() as u64, attempt, "retrying the run");
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -709,7 +687,7 @@ impl JobContext {
         session: Option<&str>,
         signals: &JobSignals,
         settings: &RunSettings,
-    ) -> Result<(RunReport, Unsent), Stopped> {
+    ) -> Result<(RunReport, Held), Stopped> {
         if let Some(why) = self.hold_lapsed(step, "not starting a run") {
             return Err(Stopped::Interrupted(why));
         }
@@ -742,48 +720,16 @@ impl JobContext {
             session_seen: Some(seen_tx),
         };
         // Progress goes out while the CLI runs, in order: the run started, then its session
-        // (checkpointed, so that a successor can resume a run cut off mid-turn). A CLI names its
-        // session moments after it starts, so both events ride with that checkpoint in one round
-        // trip; one that takes longer than the window gets its `run_started` on its own first. A
-        // run that is over within the window sends everything with its end instead, whose
-        // checkpoint supersedes the start's: at zero latency that saves a round trip per run.
+        // (checkpointed, so that a successor can resume a run cut off mid-turn).
         let ended = CancellationToken::new();
-        let progress = {
-            let this = self.clone();
-            let job = job.clone();
-            let ended = ended.clone();
-            async move {
-                let deadline = tokio::time::Instant::now() + this.scheduling.progress_window;
-                let mut seen_rx = seen_rx;
-                let mut unsent = Unsent {
-                    checkpoint: None,
-                    events: vec![started],
-                };
-                let named = match tokio::time::timeout_at(deadline, &mut seen_rx).await {
-                    Ok(named) => named,
-                    Err(_) => {
-                        this.flush(std::mem::take(&mut unsent)).await;
-                        seen_rx.await
-                    }
-                };
-                // Without a session named, the run is over: its start rides with its end.
-                let Ok(session) = named else {
-                    return unsent;
-                };
-                let mut seen = Event::new(EventType::SessionSeen, &job.build_id, &job.project_id);
-                seen.step = Some(step.name().to_string());
-                seen.session_id = Some(session.clone());
-                unsent.events.push(seen);
-                unsent.checkpoint = Some(checkpoint_of(&job, step, &session, &[], Phase::Started));
-                tokio::select! {
-                    biased;
-                    _ = ended.cancelled() => return unsent,
-                    _ = tokio::time::sleep_until(deadline) => {}
-                }
-                this.flush(unsent).await;
-                Unsent::default()
-            }
-        };
+        let progress = self.scheduling.progress.follow(
+            &self.queue,
+            job,
+            step,
+            started,
+            seen_rx,
+            ended.clone(),
+        );
         let span = info_span!(
             "run",
             step = step.name(),
@@ -798,7 +744,7 @@ impl JobContext {
         let report = match report {
             Ok(report) => report,
             Err(e) => {
-                self.flush(unsent).await;
+                unsent.send(&self.queue).await;
                 return Err(Stopped::Interrupted(e.to_string()));
             }
         };
@@ -813,7 +759,7 @@ impl JobContext {
             && let Some(why) = self.hold_lapsed(step, "the run was stopped")
         {
             unsent.checkpoint = None;
-            self.flush(unsent).await;
+            unsent.send(&self.queue).await;
             return Err(Stopped::Interrupted(why));
         }
         info!(

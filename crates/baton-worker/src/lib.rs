@@ -12,6 +12,7 @@ pub mod http;
 pub mod job;
 pub mod metrics;
 mod panics;
+pub mod progress;
 mod reconcile;
 mod report;
 pub mod transcripts;
@@ -282,8 +283,10 @@ impl Worker {
             info!(addr = %bound, "serving /metrics, /healthz and /readyz");
         }
         // Entries read from now on are fresh: the hold starts with the worker.
-        self.ctx.hold.renew(std::time::Instant::now());
-        self.ctx.agent.hold_runs_until(self.ctx.hold.expires_at());
+        self.ctx.hold.renew(tokio::time::Instant::now());
+        self.ctx
+            .agent
+            .hold_runs_until(self.ctx.hold.expires_at_std());
         let mut background = JoinSet::new();
         background.spawn(self.heartbeat_loop(stop_heartbeat.clone()));
         background.spawn(self.claim_loop(shutdown.clone()));
@@ -411,7 +414,7 @@ impl Worker {
     }
 
     async fn dispatch_loop(&self, shutdown: CancellationToken, jobs: &mut JoinSet<()>) {
-        let mut last_full = std::time::Instant::now();
+        let mut last_full = tokio::time::Instant::now();
         loop {
             while jobs.try_join_next().is_some() {}
             if shutdown.is_cancelled() {
@@ -422,7 +425,7 @@ impl Worker {
             // its worker, a lost message).
             let everything = last_full.elapsed() >= DISPATCH_TICK;
             if everything {
-                last_full = std::time::Instant::now();
+                last_full = tokio::time::Instant::now();
             }
             self.dispatch(jobs, everything).await;
             tokio::select! {
@@ -518,7 +521,7 @@ impl Worker {
         signals: JobSignals,
         slot: tokio::sync::OwnedSemaphorePermit,
     ) {
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         self.ctx.metrics.jobs_in_flight.inc();
         let job::Processed {
             end,

@@ -64,11 +64,11 @@ pub(crate) fn checkpoint_of(
     phase: Phase,
 ) -> Checkpoint {
     Checkpoint {
-        session_id: session.to_string(),
+        session_id: session.into(),
         build_id: job.build_id.clone(),
         project_path: job.project_path.clone(),
         files_created: files.to_vec(),
-        step: step.name().to_string(),
+        step,
         phase,
         updated_at: chrono::Utc::now(),
     }

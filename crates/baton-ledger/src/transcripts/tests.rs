@@ -170,7 +170,7 @@ async fn an_imported_session_becomes_the_projects_newest(pool: PgPool) {
     );
     let chain = ledger.chain("p9").await.unwrap();
     assert_eq!(chain.len(), 1);
-    assert_eq!(chain[0].source, "import");
+    assert_eq!(chain[0].source, baton_core::Source::Import);
     assert_eq!(chain[0].new_session_id.as_deref(), Some("s9"));
     let back = ledger.stored_files("s9", None).await.unwrap();
     assert_eq!(back, imported("s9").files);

@@ -95,7 +95,7 @@ impl Follow<'_> {
                 }
             };
             for event in events {
-                if event.build_id != self.done.build_id {
+                if self.done.build_id != event.build_id {
                     continue;
                 }
                 started = true;
@@ -111,7 +111,7 @@ impl Follow<'_> {
                     out!();
                 }
                 let completed = state.status == BuildStatus::Completed;
-                let session = state.runs.last().map(|r| r.new_session_id.clone());
+                let session = state.runs.last().map(|r| r.new_session_id.to_string());
                 if !self.json {
                     let line =
                         ended_line(completed, session.as_deref(), state.last_error.as_deref());
