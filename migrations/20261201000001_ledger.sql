@@ -52,7 +52,7 @@ CREATE TABLE builds (
     user_id       text NOT NULL,
     kind          text NOT NULL,
     status        text NOT NULL DEFAULT 'queued'
-                  CHECK (status IN ('queued', 'running', 'completed', 'failed')),
+                  CHECK (status IN ('queued', 'running', 'completed', 'failed', 'cancelled')),
     step          text,
     attempt       integer NOT NULL DEFAULT 0,
     -- Raised by every claim of the job; writes under an older token are refused.
@@ -66,6 +66,8 @@ CREATE TABLE builds (
     enqueued_at   timestamptz,
     started_at    timestamptz,
     finished_at   timestamptz,
+    -- When someone asked to cancel it (see migrations/*_cancel.sql).
+    cancel_requested_at timestamptz,
     created_at    timestamptz NOT NULL DEFAULT now(),
     updated_at    timestamptz NOT NULL DEFAULT now()
 );

@@ -1,9 +1,11 @@
 -- Takes a build for a worker in one round trip: creates the project and the version on first
 -- sight, checks that the job's user owns the project, raises the build's fencing token and marks
--- it running, and answers what the resume policy needs to know of the project and which runs of
--- the build are recorded. A refusal is raised with SQLSTATE BT403 (not the owner) or BT409 (the
--- build id is another build's: another project, user, version or kind, or another payload; the
--- whole call is undone, so the other build, its rows and the job's project are left untouched).
+-- it running, and answers what the resume policy needs to know of the project, which runs of
+-- the build are recorded, and whether someone asked to cancel it (its worker then ends it unrun).
+-- A refusal is raised with SQLSTATE BT403 (not the owner) or BT409 (the build id is another
+-- build's: another project, user, version or kind, or another payload; the whole call is undone,
+-- so the other build, its rows and the job's project are left untouched). A build that ended
+-- (completed, failed or cancelled) is left as it is: its status is the answer.
 --
 -- Each question is its own statement with one obvious plan, and the function runs on generic
 -- plans, which a connection makes once and keeps: planned with the tables' statistics each call,
@@ -33,7 +35,8 @@ CREATE FUNCTION baton_claim_build(
     previous_in_chain boolean,
     recorded_steps text[],
     recorded_old text[],
-    recorded_new text[]
+    recorded_new text[],
+    cancel_requested boolean
 )
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -53,6 +56,7 @@ DECLARE
     v_olds text[];
     v_news text[];
     v_reset_asked timestamptz;
+    v_cancel boolean;
 BEGIN
     -- Locks the project's row, as strongly as the record's update of it will; an upsert would also
     -- write a new version of the row on every claim. On first sight the row is created, and a
@@ -76,9 +80,9 @@ BEGIN
         VALUES (p_build_id, p_project_id, p_version_id, p_user_id, p_kind, 'running', p_stream,
                 p_stream_id, p_payload, p_enqueued_at, now(), 1, 1)
         ON CONFLICT (build_id) DO UPDATE SET
-            attempt = b.attempt + CASE WHEN b.status IN ('completed', 'failed') THEN 0 ELSE 1 END,
-            fencing_token = b.fencing_token + CASE WHEN b.status IN ('completed', 'failed') THEN 0 ELSE 1 END,
-            status = CASE WHEN b.status IN ('completed', 'failed') THEN b.status ELSE 'running' END,
+            attempt = b.attempt + CASE WHEN b.status IN ('completed', 'failed', 'cancelled') THEN 0 ELSE 1 END,
+            fencing_token = b.fencing_token + CASE WHEN b.status IN ('completed', 'failed', 'cancelled') THEN 0 ELSE 1 END,
+            status = CASE WHEN b.status IN ('completed', 'failed', 'cancelled') THEN b.status ELSE 'running' END,
             stream = COALESCE(EXCLUDED.stream, b.stream),
             stream_id = COALESCE(EXCLUDED.stream_id, b.stream_id),
             started_at = COALESCE(b.started_at, now()),
@@ -88,7 +92,8 @@ BEGIN
         WHERE b.project_id = p_project_id AND b.user_id = p_user_id
           AND b.version_id = p_version_id AND b.kind = p_kind
           AND (b.payload IS NULL OR b.payload - 'enqueued_at' = p_payload - 'enqueued_at')
-        RETURNING b.fencing_token, b.attempt, b.status INTO v_fence, v_attempt, v_status;
+        RETURNING b.fencing_token, b.attempt, b.status, b.cancel_requested_at IS NOT NULL
+            INTO v_fence, v_attempt, v_status, v_cancel;
     IF NOT FOUND THEN
         RAISE EXCEPTION USING ERRCODE = 'BT409', MESSAGE = 'build_id_reused';
     END IF;
@@ -142,7 +147,7 @@ BEGIN
                                 AND s.project_id = p_project_id);
     END IF;
     RETURN QUERY SELECT v_fence, v_attempt, v_status, v_last, v_resumable, v_fresh_at, v_ops,
-                        COALESCE(v_reset, false), v_in_chain, v_steps, v_olds, v_news;
+                        COALESCE(v_reset, false), v_in_chain, v_steps, v_olds, v_news, v_cancel;
 END;
 $$;
 

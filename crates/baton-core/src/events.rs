@@ -50,6 +50,33 @@ pub enum EventType {
     JobFailed,
     /// The job was handed back to run later (shutdown, expired credentials); `error` says why.
     JobRequeued,
+    /// Someone cancelled the job: it never started, or its run was cut and not recorded;
+    /// `session_id` is the project's newest session, which its next job resumes.
+    JobCancelled,
+}
+
+impl EventType {
+    /// Whether an event of this type ends the job's progress (completed, failed or cancelled).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            EventType::JobCompleted | EventType::JobFailed | EventType::JobCancelled
+        )
+    }
+
+    /// The type's name on the wire (`job_completed`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::JobStarted => "job_started",
+            EventType::RunStarted => "run_started",
+            EventType::SessionSeen => "session_seen",
+            EventType::RunFinished => "run_finished",
+            EventType::JobCompleted => "job_completed",
+            EventType::JobFailed => "job_failed",
+            EventType::JobRequeued => "job_requeued",
+            EventType::JobCancelled => "job_cancelled",
+        }
+    }
 }
 
 /// One progress event. Fields that do not apply to its type are absent.
@@ -101,9 +128,9 @@ impl Event {
         }
     }
 
-    /// Whether this event ends the job's progress (completed or failed).
+    /// Whether this event ends the job's progress (completed, failed or cancelled).
     pub fn is_final(&self) -> bool {
-        matches!(self.event, EventType::JobCompleted | EventType::JobFailed)
+        self.event.is_final()
     }
 }
 

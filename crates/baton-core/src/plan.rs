@@ -234,6 +234,9 @@ pub enum BuildStatus {
     Completed,
     /// The build stopped on an error it cannot recover from.
     Failed,
+    /// Someone cancelled it: a queued build never started, a running one's run was cut and not
+    /// recorded.
+    Cancelled,
 }
 
 impl BuildStatus {
@@ -244,7 +247,16 @@ impl BuildStatus {
             BuildStatus::Running => "running",
             BuildStatus::Completed => "completed",
             BuildStatus::Failed => "failed",
+            BuildStatus::Cancelled => "cancelled",
         }
+    }
+
+    /// Whether the build has ended: completed, failed or cancelled.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            BuildStatus::Completed | BuildStatus::Failed | BuildStatus::Cancelled
+        )
     }
 
     /// Parses a name written by [`BuildStatus::as_str`].
@@ -254,6 +266,7 @@ impl BuildStatus {
             "running" => Some(BuildStatus::Running),
             "completed" => Some(BuildStatus::Completed),
             "failed" => Some(BuildStatus::Failed),
+            "cancelled" => Some(BuildStatus::Cancelled),
             _ => None,
         }
     }

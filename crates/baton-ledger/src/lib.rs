@@ -154,6 +154,8 @@ pub struct Claim {
     pub project: ProjectSessions,
     /// The runs of this build already recorded, in order.
     pub recorded: Vec<RecordedRun>,
+    /// Someone asked to cancel the build while it ran: the claim's worker ends it unrun.
+    pub cancel_requested: bool,
 }
 
 /// A run of a build that the ledger holds.
@@ -487,7 +489,8 @@ impl Ledger {
                       ops AS "ops!", reset AS "reset!", previous_in_chain AS "previous_in_chain!",
                       recorded_steps AS "recorded_steps!: Vec<String>",
                       recorded_old AS "recorded_old!: Vec<Option<String>>",
-                      recorded_new AS "recorded_new!: Vec<String>"
+                      recorded_new AS "recorded_new!: Vec<String>",
+                      cancel_requested AS "cancel_requested!"
                FROM baton_claim_build(
                    p_build_id => $1, p_project_id => $2, p_version_id => $3, p_user_id => $4,
                    p_kind => $5, p_stream_id => $6, p_payload => $7, p_enqueued_at => $8,
@@ -530,8 +533,7 @@ impl Ledger {
         Ok(Claim {
             fence: Fence(row.fence),
             attempt: row.attempt,
-            finished: BuildStatus::from_name(&row.status)
-                .filter(|s| matches!(s, BuildStatus::Completed | BuildStatus::Failed)),
+            finished: BuildStatus::from_name(&row.status).filter(|s| s.is_final()),
             project: ProjectSessions {
                 owner: Some(job.user_id.clone()),
                 last_session: row.last_session.map(SessionId::from),
@@ -545,6 +547,7 @@ impl Ledger {
                     .map(|_| row.previous_in_chain),
             },
             recorded,
+            cancel_requested: row.cancel_requested,
         })
     }
 
@@ -867,6 +870,8 @@ async fn check_fence(
 }
 
 mod builds;
+pub mod cancel;
+pub mod projects;
 mod refusal;
 pub mod reports;
 pub mod status;

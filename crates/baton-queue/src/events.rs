@@ -30,6 +30,19 @@ impl EventReader {
         &mut self,
         block: Duration,
     ) -> Result<Vec<baton_core::events::Event>, QueueError> {
+        Ok(self
+            .next_with_ids(block)
+            .await?
+            .into_iter()
+            .map(|(_, event)| event)
+            .collect())
+    }
+
+    /// [`EventReader::next`], each event with its entry's id on the events stream.
+    pub async fn next_with_ids(
+        &mut self,
+        block: Duration,
+    ) -> Result<Vec<(String, baton_core::events::Event)>, QueueError> {
         let reply: Option<redis::streams::StreamReadReply> = bounded_block(
             block,
             redis::cmd("XREAD")
@@ -49,7 +62,7 @@ impl EventReader {
             if let Some(v) = entry.map.get(baton_core::events::EVENT_FIELD)
                 && let Ok(event) = serde_json::from_str(&value_text(v))
             {
-                events.push(event);
+                events.push((entry.id.clone(), event));
             }
         }
         Ok(events)

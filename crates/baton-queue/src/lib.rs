@@ -22,6 +22,7 @@
 //! `checkpoints`, and `conn` (the shared connection); this file holds the queue itself, its
 //! group and what the modules share.
 
+mod cancels;
 mod checkpoints;
 mod conn;
 mod dead_letters;

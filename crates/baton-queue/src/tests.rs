@@ -788,3 +788,20 @@ async fn an_entry_enqueued_before_the_group_existed_and_ended_elsewhere_is_taken
         "ended by b, not lost with Redis's data"
     );
 }
+
+#[tokio::test]
+async fn a_cancel_request_is_seen_for_its_build_only_until_it_is_cleared() {
+    let q = queue().await;
+    assert_eq!(
+        q.cancel_requested(&["b1", "b2"]).await.unwrap(),
+        [false, false]
+    );
+    q.request_cancel("b2").await.unwrap();
+    assert_eq!(
+        q.cancel_requested(&["b1", "b2"]).await.unwrap(),
+        [false, true]
+    );
+    q.clear_cancel("b2").await.unwrap();
+    assert_eq!(q.cancel_requested(&["b2"]).await.unwrap(), [false]);
+    assert!(q.cancel_requested(&[]).await.unwrap().is_empty());
+}

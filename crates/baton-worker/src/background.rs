@@ -101,6 +101,10 @@ impl Worker {
                 this.ctx
                     .agent
                     .hold_runs_until(this.ctx.hold.expires_at_std());
+                // With every heartbeat, so a cancel reaches its build within one.
+                if let Err(e) = this.ctx.cancels.poll(&this.ctx.queue).await {
+                    warn!(error = %e, "could not read cancel requests");
+                }
                 let mut requeue = Vec::new();
                 {
                     let mut state = this.state.lock().expect("state lock");

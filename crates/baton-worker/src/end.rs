@@ -30,6 +30,14 @@ pub enum JobEnd {
     HandBack(String),
     /// The CLI's credentials failed: hand the entry back and pause this worker.
     AuthFailed(String),
+    /// Someone cancelled the build: acknowledge the entry. Nothing of a cut run is recorded.
+    Cancelled {
+        /// The project's newest session, which its next job resumes.
+        session: Option<baton_core::SessionId>,
+        /// Announce it with `job_cancelled`: not when the build was cancelled while queued,
+        /// which its canceller announced.
+        announce: bool,
+    },
 }
 
 impl JobEnd {
@@ -41,6 +49,7 @@ impl JobEnd {
             JobEnd::Fenced => "fenced",
             JobEnd::HandBack(_) => "handed_back",
             JobEnd::AuthFailed(_) => "auth_paused",
+            JobEnd::Cancelled { .. } => "cancelled",
         }
     }
 
@@ -56,7 +65,9 @@ impl JobEnd {
     /// The session a completed job left, when it ran any step.
     pub(crate) fn session(&self) -> Option<&str> {
         match self {
-            JobEnd::Completed { session, .. } => session.as_deref(),
+            JobEnd::Completed { session, .. } | JobEnd::Cancelled { session, .. } => {
+                session.as_deref()
+            }
             _ => None,
         }
     }
@@ -74,7 +85,7 @@ impl JobEnd {
         match self {
             JobEnd::DeadLettered { reason, .. } => Some(reason),
             JobEnd::HandBack(why) | JobEnd::AuthFailed(why) | JobEnd::Conflict(why) => Some(why),
-            JobEnd::Completed { .. } | JobEnd::Fenced => None,
+            JobEnd::Completed { .. } | JobEnd::Fenced | JobEnd::Cancelled { .. } => None,
         }
     }
 }

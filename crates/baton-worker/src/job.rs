@@ -28,6 +28,7 @@ use crate::transcripts::{Carried, TranscriptSettings};
 /// Why the steps stopped before the end.
 pub(crate) enum Stopped {
     Fenced,
+    Cancelled,
     Failed(String),
     Interrupted(String),
     Auth(String),
@@ -75,15 +76,32 @@ pub struct JobContext {
     pub job_max_budget_usd: Option<f64>,
     /// `BATON_MAX_RESULT_BYTES`: the longest answer kept of one run.
     pub max_result_bytes: usize,
+    /// The running jobs, watched for cancel requests.
+    pub cancels: crate::cancels::Cancels,
 }
 
 /// The tokens that end a job early.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct JobSignals {
-    /// Shutdown after the grace: end the runs gracefully and hand the entry back.
+    /// Shutdown after the grace: end the runs gracefully and hand the entry back. Also fired by
+    /// `abort` (its parent), so a cancelled build's run ends the same way.
     pub cancel: CancellationToken,
     /// The entry was taken by another worker: kill the child at once, write nothing.
     pub lost: CancellationToken,
+    /// Someone cancelled the build: end its run gracefully, record nothing of it, and end the
+    /// build `cancelled`.
+    pub abort: CancellationToken,
+}
+
+impl Default for JobSignals {
+    fn default() -> Self {
+        let abort = CancellationToken::new();
+        JobSignals {
+            cancel: abort.child_token(),
+            lost: CancellationToken::new(),
+            abort,
+        }
+    }
 }
 
 impl JobContext {
@@ -148,6 +166,7 @@ impl JobContext {
             JobEnd::Completed { .. } => Some(EventType::JobCompleted),
             JobEnd::DeadLettered { .. } => Some(EventType::JobFailed),
             JobEnd::Conflict(_) => None,
+            JobEnd::Cancelled { announce, .. } => announce.then_some(EventType::JobCancelled),
             JobEnd::HandBack(_) | JobEnd::AuthFailed(_) => Some(EventType::JobRequeued),
             JobEnd::Fenced => None,
         };
@@ -252,6 +271,14 @@ impl JobContext {
                     attempts: u32::try_from(claim.attempt).unwrap_or(0),
                 };
             }
+            Some(BuildStatus::Cancelled) => {
+                info!("build was cancelled; acknowledging its entry unrun");
+                let session = self.project_session(job).await;
+                return JobEnd::Cancelled {
+                    session,
+                    announce: false,
+                };
+            }
             Some(status) => {
                 info!(
                     status = status.as_str(),
@@ -276,10 +303,24 @@ impl JobContext {
             "job claimed"
         );
         let attempts = u32::try_from(claim.attempt).unwrap_or(0);
+        // Watched from now on: a cancel request fires `signals.abort`. One asked before this
+        // claim (while another worker ran the build) is in the claim's answer.
+        let _watched = self.cancels.watch(&job.build_id, signals.abort.clone());
+        if claim.cancel_requested {
+            signals.abort.cancel();
+        }
 
         let ended = self
             .run_steps(job, &cwd, &claim, interrupted, signals, &settings)
             .await;
+        // A run the cancel cut short ends the job cancelled, however it ended; a job that got
+        // to its end before the cancel came stays completed.
+        let ended = match ended {
+            Err(Stopped::Interrupted(_) | Stopped::Failed(_)) if signals.abort.is_cancelled() => {
+                Err(Stopped::Cancelled)
+            }
+            other => other,
+        };
         let ended = match ended {
             // Every answering run was recorded by an earlier claim: the answer is the ledger's.
             Ok((session, completed, None)) if !claim.recorded.is_empty() => Ok((
@@ -321,6 +362,17 @@ impl JobContext {
                 Some((BuildStatus::Failed, Some(reason.clone()))),
                 JobEnd::DeadLettered { reason, attempts },
             ),
+            Err(Stopped::Cancelled) => {
+                info!("cancelled; nothing of the cut run is recorded");
+                let session = self.project_session(job).await;
+                (
+                    Some((BuildStatus::Cancelled, Some("cancelled".to_string()))),
+                    JobEnd::Cancelled {
+                        session,
+                        announce: true,
+                    },
+                )
+            }
         };
         if let Some((status, error)) = status {
             match self
@@ -339,7 +391,24 @@ impl JobContext {
                 }
             }
         }
+        if matches!(end, JobEnd::Cancelled { .. })
+            && let Err(e) = self.queue.clear_cancel(&job.build_id).await
+        {
+            warn!(error = %e, "could not clear the build's cancel request");
+        }
         end
+    }
+
+    /// The project's newest session, as the ledger has it now; `None` when it has none or cannot
+    /// say (which costs a cancelled job's event its `session_id`, nothing else).
+    async fn project_session(&self, job: &Job) -> Option<SessionId> {
+        match self.ledger.project_session(&job.project_id).await {
+            Ok(session) => session,
+            Err(e) => {
+                self.ledger_error(&e);
+                None
+            }
+        }
     }
 
     /// Runs the steps not yet recorded. Returns the session the chain ends in, whether the last
@@ -688,6 +757,9 @@ impl JobContext {
         signals: &JobSignals,
         settings: &RunSettings,
     ) -> Result<(RunReport, Held), Stopped> {
+        if signals.abort.is_cancelled() {
+            return Err(Stopped::Cancelled);
+        }
         if let Some(why) = self.hold_lapsed(step, "not starting a run") {
             return Err(Stopped::Interrupted(why));
         }
@@ -751,6 +823,11 @@ impl JobContext {
         // Taken over: the successor owns the build's checkpoint now, so nothing held is written.
         if signals.lost.is_cancelled() {
             return Err(Stopped::Fenced);
+        }
+        // Cancelled: the cut run is not recorded, and its events end with the job's.
+        if signals.abort.is_cancelled() {
+            unsent.send(&self.queue).await;
+            return Err(Stopped::Cancelled);
         }
         // The supervisor ended it, most likely: not the job's fault, so no attempt is spent on it
         // and it is never dead-lettered for it. A run that succeeded is still recorded (fenced).

@@ -4,6 +4,7 @@
 //! `BATON_CONCURRENCY` jobs at once, and on shutdown hands back what it could not finish.
 
 mod background;
+pub mod cancels;
 pub mod config;
 pub mod end;
 pub mod error;
@@ -185,6 +186,7 @@ impl Worker {
                 agent_settings: agent_settings.clone(),
                 job_max_budget_usd: config.job_max_budget_usd,
                 max_result_bytes: config.max_result_bytes,
+                cancels: cancels::Cancels::default(),
             },
             misconfigured,
             consumer: config.consumer_name(),
@@ -580,7 +582,9 @@ impl Worker {
         );
         let entry = [delivery.clone()];
         match end {
-            JobEnd::Completed { .. } => self.finish(delivery, Ending::Ack, event).await,
+            JobEnd::Completed { .. } | JobEnd::Cancelled { .. } => {
+                self.finish(delivery, Ending::Ack, event).await
+            }
             JobEnd::DeadLettered { .. } | JobEnd::Conflict(_) => {
                 let (reason, attempts) = end.dead_letter().unwrap_or(("", 0));
                 let payload = delivery.original();

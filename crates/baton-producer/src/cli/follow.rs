@@ -101,8 +101,12 @@ impl Follow<'_> {
                 started = true;
                 open_line = self.show(&event, tty);
                 if event.is_final() {
-                    let completed = event.event == EventType::JobCompleted;
-                    return Ok(self.end(completed, event.session_id, event.error));
+                    let status = match event.event {
+                        EventType::JobCompleted => BuildStatus::Completed,
+                        EventType::JobCancelled => BuildStatus::Cancelled,
+                        _ => BuildStatus::Failed,
+                    };
+                    return Ok(self.end(status, event.session_id, event.error));
                 }
             }
             // The ledger said the job ended one read ago, and its final event has still not come.
@@ -110,28 +114,27 @@ impl Follow<'_> {
                 if open_line {
                     out!();
                 }
-                let completed = state.status == BuildStatus::Completed;
                 let session = state.runs.last().map(|r| r.new_session_id.to_string());
                 if !self.json {
-                    let line =
-                        ended_line(completed, session.as_deref(), state.last_error.as_deref());
+                    let line = ended_line(
+                        state.status,
+                        session.as_deref(),
+                        state.last_error.as_deref(),
+                    );
                     out!("{line}");
                 }
-                return Ok(self.end(completed, session, state.last_error));
+                return Ok(self.end(state.status, session, state.last_error));
             }
             if let Some(ledger) = self.ledger
                 && ledger_checked.elapsed() >= LEDGER_CHECK
             {
                 ledger_checked = std::time::Instant::now();
                 // Not at once: the events of the job's last moments get one more read to arrive.
-                ended_in_ledger =
-                    ledger
-                        .build_state(&self.done.build_id)
-                        .await
-                        .ok()
-                        .filter(|state| {
-                            matches!(state.status, BuildStatus::Completed | BuildStatus::Failed)
-                        });
+                ended_in_ledger = ledger
+                    .build_state(&self.done.build_id)
+                    .await
+                    .ok()
+                    .filter(|state| state.status.is_final());
             }
         }
     }
@@ -153,11 +156,13 @@ impl Follow<'_> {
                 "handed back to run later: {}",
                 event.error.clone().unwrap_or_default()
             ),
-            EventType::JobCompleted | EventType::JobFailed => ended_line(
-                event.event == EventType::JobCompleted,
-                event.session_id.as_deref(),
-                event.error.as_deref(),
-            ),
+            EventType::JobCompleted => {
+                ended_line(BuildStatus::Completed, event.session_id.as_deref(), None)
+            }
+            EventType::JobFailed => ended_line(BuildStatus::Failed, None, event.error.as_deref()),
+            EventType::JobCancelled => {
+                ended_line(BuildStatus::Cancelled, event.session_id.as_deref(), None)
+            }
         };
         if self.json {
             // Only the final object is printed with --json.
@@ -178,20 +183,20 @@ impl Follow<'_> {
     }
 
     /// The job ended: the final JSON object with `--json`, and the exit code.
-    fn end(&self, completed: bool, session: Option<String>, error: Option<String>) -> ExitCode {
+    fn end(&self, status: BuildStatus, session: Option<String>, error: Option<String>) -> ExitCode {
         if self.json {
             out!(
                 "{}",
                 serde_json::json!({
                     "build_id": self.done.build_id,
                     "stream_id": self.done.stream_id,
-                    "status": if completed { "completed" } else { "failed" },
+                    "status": status.as_str(),
                     "session_id": session,
                     "error": error,
                 })
             );
         }
-        if completed {
+        if status == BuildStatus::Completed {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(EXIT_JOB_FAILED)
@@ -200,13 +205,16 @@ impl Follow<'_> {
 }
 
 /// The last line `--wait` prints for a job that ended.
-fn ended_line(completed: bool, session: Option<&str>, error: Option<&str>) -> String {
-    if completed {
-        format!(
+fn ended_line(status: BuildStatus, session: Option<&str>, error: Option<&str>) -> String {
+    match status {
+        BuildStatus::Completed => format!(
             "completed; the project's session is {}",
             session.unwrap_or("(fresh)")
-        )
-    } else {
-        format!("failed: {}", error.unwrap_or_default())
+        ),
+        BuildStatus::Cancelled => format!(
+            "cancelled; the project's session is {}",
+            session.unwrap_or("(fresh)")
+        ),
+        _ => format!("failed: {}", error.unwrap_or_default()),
     }
 }

@@ -1,0 +1,44 @@
+//! Cancelling a build, for `baton cancel` and `baton serve`: the ledger decides; a queued build's
+//! end is announced here (no worker will run it), a running build's request goes to Redis, where
+//! the worker that holds it reads it with its next heartbeat.
+
+use baton_core::events::{Event, EventType};
+use baton_ledger::cancel::Cancel;
+use baton_ledger::{Ledger, LedgerError};
+use baton_queue::Queue;
+
+use crate::ProducerError;
+
+/// Cancels `build_id`. Answers what happened; an unknown build is
+/// [`LedgerError::UnknownBuild`].
+pub async fn cancel(
+    queue: &Queue,
+    ledger: &Ledger,
+    build_id: &str,
+) -> Result<Cancel, ProducerError> {
+    let state = ledger.build_state(build_id).await?;
+    if state.status.is_final() {
+        return Ok(Cancel::Ended(state.status));
+    }
+    let done = ledger.cancel_build(build_id).await?;
+    match done {
+        Cancel::Cancelled => {
+            // The followers of the build learn now that it ended; the project's session is as the
+            // last job left it.
+            let mut event = Event::new(EventType::JobCancelled, build_id, &state.project_id);
+            event.session_id = ledger
+                .project_session(&state.project_id)
+                .await?
+                .map(String::from);
+            queue.publish_event(&event).await?;
+        }
+        Cancel::Requested => queue.request_cancel(build_id).await?,
+        Cancel::Ended(_) => {}
+    }
+    Ok(done)
+}
+
+/// Whether an error of [`cancel`] means the build is unknown.
+pub fn is_unknown_build(e: &ProducerError) -> bool {
+    matches!(e, ProducerError::Ledger(LedgerError::UnknownBuild(_)))
+}
