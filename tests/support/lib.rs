@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sqlx::Connection;
 
+pub mod api;
+
 /// Redis for tests: `REDIS_URL`, or the local default.
 pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -230,13 +232,14 @@ impl TestEnv {
         v["build_id"].as_str().expect("build id").to_string()
     }
 
-    /// Polls `baton status --json` until the build completes or fails, or `limit` passes.
+    /// Polls `baton status --json` until the build ends (completed, failed or cancelled), or
+    /// `limit` passes.
     pub fn wait_finished(&self, build: &str, limit: Duration) -> Value {
         let start = Instant::now();
         loop {
             let v = self.baton_json(&["status", build]);
             let status = v["status"].as_str().unwrap_or_default().to_string();
-            if status == "completed" || status == "failed" {
+            if matches!(status.as_str(), "completed" | "failed" | "cancelled") {
                 return v;
             }
             assert!(

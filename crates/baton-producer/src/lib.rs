@@ -3,6 +3,10 @@
 //! A backend in Rust uses [`Producer`]; one in another language writes the same JSON (see
 //! `crates/baton-core/job.schema.json`) with `XADD <stream> * job <json>`.
 
+pub mod api;
+pub mod cancel;
+pub mod dead_letters;
+
 use baton_core::{Job, JobError, Limits, NewJob};
 use baton_ledger::{Ledger, LedgerError};
 use baton_queue::{Queue, QueueError};

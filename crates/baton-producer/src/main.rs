@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use baton_core::{JobKind, Limits, NewJob};
-use baton_ledger::{BuildState, Ledger, LedgerError, Transition};
+use baton_ledger::{Ledger, LedgerError};
 use baton_producer::{Producer, ProducerError};
 use baton_queue::Queue;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -61,6 +61,18 @@ enum Command {
     Chain {
         /// The project.
         project: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve the HTTP API (builds, live progress, cancel, sessions, dead letters) until SIGINT or
+    /// SIGTERM; its OpenAPI document is at /v1/openapi.json.
+    Serve(Box<cli::serve::ServeArgs>),
+    /// Cancel a build: a queued one never starts; a running one's CLI run is ended by the worker
+    /// that holds it (within a heartbeat) and not recorded. Exits 3 when the build already ended.
+    Cancel {
+        /// The build.
+        build: String,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -323,7 +335,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 out!("{}", serde_json::to_string_pretty(&chain)?);
             } else {
-                print_chain(&project, &chain);
+                cli::print::chain(&project, &chain);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -332,7 +344,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 if json {
                     out!("{}", serde_json::to_string_pretty(&state)?);
                 } else {
-                    print_status(&state);
+                    cli::print::status(&state);
                 }
                 Ok(ExitCode::SUCCESS)
             }
@@ -342,13 +354,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Err(e) => Err(e.into()),
         },
+        Command::Serve(args) => {
+            let queue = queue(&cli.connection).await?;
+            cli::serve::run(queue, ledger(db).await?, *args).await
+        }
+        Command::Cancel { build, json } => {
+            let queue = queue(&cli.connection).await?;
+            cli::cancel::run(&queue, &ledger(db).await?, &build, json).await
+        }
         Command::SyncCheck { json } => sync_check(db, json).await,
         Command::Stats { json } => {
             let stats = ledger(db).await?.stats().await?;
             if json {
                 out!("{}", serde_json::to_string_pretty(&stats)?);
             } else {
-                print_stats(&stats);
+                cli::print::stats(&stats);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -448,36 +468,19 @@ async fn dlq(cli: Services<'_>, command: DlqCommand) -> anyhow::Result<ExitCode>
             let ledger = ledger(cli.db).await?;
             let mut replayed = Vec::new();
             for id in ids {
-                let Some(letter) = queue.dead_letter_entry(&id).await? else {
-                    eprintln!("baton: no dead letter {id}");
-                    return Ok(ExitCode::FAILURE);
-                };
-                // A failed build is reopened, or its replay would be taken for a finished duplicate.
-                let build = letter
-                    .fields
-                    .get("payload")
-                    .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
-                    .and_then(|v| {
-                        v.get("build_id")
-                            .and_then(|b| b.as_str())
-                            .map(str::to_string)
-                    });
-                if let Some(build) = &build {
-                    ledger.reopen_build(build).await?;
-                }
-                if let Some(new_id) = queue.replay_dead_letter(&id).await? {
-                    replayed.push(serde_json::json!({"dead_letter": id, "stream_id": new_id, "build_id": build}));
+                match baton_producer::dead_letters::replay(&queue, &ledger, &id).await? {
+                    Some(r) => replayed.push(r),
+                    None => {
+                        eprintln!("baton: no dead letter {id}");
+                        return Ok(ExitCode::FAILURE);
+                    }
                 }
             }
             if json {
                 out!("{}", serde_json::to_string_pretty(&replayed)?);
             } else {
                 for r in &replayed {
-                    out!(
-                        "replayed {} as entry {}",
-                        r["dead_letter"].as_str().unwrap_or("-"),
-                        r["stream_id"].as_str().unwrap_or("-")
-                    );
+                    out!("replayed {} as entry {}", r.dead_letter, r.stream_id);
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -644,34 +647,11 @@ async fn prune(
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_stats(s: &baton_ledger::reports::Stats) {
-    out!("projects                {}", s.projects);
-    out!(
-        "with sessions           {} ({:.1}% adoption)",
-        s.projects_with_sessions,
-        s.adoption_rate * 100.0
-    );
-    out!("active in the last hour {}", s.active_last_hour);
-    out!(
-        "resumes                 {} ok, {} failed ({:.1}% success)",
-        s.resumed_runs,
-        s.resume_failures,
-        s.resume_success_rate * 100.0
-    );
-    for (reason, n) in &s.fresh_starts {
-        out!("fresh starts            {reason}: {n}");
-    }
-    for (source, u) in &s.usage_by_source {
-        out!(
-            "usage {:<17} {} runs, {} in / {} out tokens, {} cache read, ${:.4}",
-            source,
-            u.runs,
-            u.input_tokens,
-            u.output_tokens,
-            u.cache_read_input_tokens,
-            u.cost_usd
-        );
-    }
+/// The job stream's queue.
+async fn queue(connection: &baton_core::Connection) -> anyhow::Result<Queue> {
+    Queue::connect(&connection.redis_url, &connection.stream, &connection.group)
+        .await
+        .with_context(|| format!("cannot reach Redis at {}", redact(&connection.redis_url)))
 }
 
 /// Where the ledger is: the database and the schema in it, and the job stream whose builds it
@@ -766,72 +746,6 @@ async fn enqueue(
             Ok(ExitCode::from(EXIT_INVALID))
         }
         Err(e) => Err(e.into()),
-    }
-}
-
-fn print_chain(project: &str, chain: &[Transition]) {
-    if chain.is_empty() {
-        out!("project {project}: no sessions recorded");
-        return;
-    }
-    out!("session chain of project {project} (oldest first):");
-    for t in chain {
-        let step = t.step.map_or("-", |s| s.name());
-        let build = t.build_id.as_deref().unwrap_or("-");
-        let old = match (&t.old_session_id, &t.fresh_reason) {
-            (Some(old), _) => old.to_string(),
-            (None, Some(reason)) => format!("(fresh: {reason})"),
-            (None, None) => "(fresh)".to_string(),
-        };
-        let new = t.new_session_id.as_deref().unwrap_or("(none)");
-        let kept = if t.new_session_id.is_some() && t.old_session_id == t.new_session_id {
-            " (kept)"
-        } else {
-            ""
-        };
-        out!(
-            "  #{:<4} {}  {:<9} {:<25} build {}  {} -> {}{}",
-            t.id,
-            t.created_at.format("%Y-%m-%d %H:%M:%S"),
-            t.source.as_str(),
-            step,
-            build,
-            old,
-            new,
-            kept
-        );
-    }
-}
-
-fn print_status(s: &BuildState) {
-    out!("build     {}", s.build_id);
-    out!("status    {}", s.status.as_str());
-    out!("kind      {}", s.kind);
-    out!("project   {}  version {}", s.project_id, s.version_id);
-    match &s.current_step {
-        Some(current) => out!("step      {current} (running)"),
-        None => out!("step      {}", s.step.map_or("-", |s| s.name())),
-    }
-    out!("attempt   {}", s.attempt);
-    if let Some(e) = &s.last_error {
-        out!("error     {e}");
-    }
-    for r in &s.runs {
-        out!(
-            "run       {:<25} {} -> {}",
-            r.step,
-            r.old_session_id.as_deref().unwrap_or("(fresh)"),
-            r.new_session_id
-        );
-        if r.answer.nothing_done {
-            out!("          its permissions refused every change it tried: it did nothing");
-        }
-    }
-    if let Some(output) = &s.output {
-        out!("output");
-        for line in output.lines() {
-            out!("  {line}");
-        }
     }
 }
 

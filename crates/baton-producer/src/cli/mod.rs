@@ -1,6 +1,9 @@
 //! The `baton` commands that have a module of their own.
 
+pub mod cancel;
 pub mod follow;
+pub mod print;
+pub mod serve;
 pub mod session;
 
 pub(crate) use super::EXIT_INVALID;

@@ -1,0 +1,228 @@
+//! `POST /v1/builds`, `GET /v1/builds/{id}` and `POST /v1/builds/{id}/cancel`.
+
+use crate::Producer;
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use baton_core::{JobKind, NewJob};
+use baton_ledger::LedgerError;
+use baton_ledger::cancel::Cancel;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::Api;
+use super::error::{ApiError, ErrorBody, JsonBody, PathParam};
+
+/// A build to enqueue: the job's fields, as `baton enqueue` takes them.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateBuild {
+    /// `create`, `update` or `chat_plan`.
+    kind: String,
+    /// The project.
+    project_id: String,
+    /// The version this build produces.
+    version_id: String,
+    /// The project's owner; `BATON_USER` of the server when absent.
+    #[serde(default)]
+    user_id: Option<String>,
+    /// What the user asks for.
+    prompt: String,
+    /// The session the backend believes is the project's newest.
+    #[serde(default)]
+    previous_session_id: Option<String>,
+    /// The project's folder under the workspace root; the project id when absent.
+    #[serde(default)]
+    project_path: Option<String>,
+    /// The build's id; also what makes a retry return the same build. A new UUIDv7 when absent
+    /// (and no `Idempotency-Key` is sent).
+    #[serde(default)]
+    build_id: Option<String>,
+    /// The agent's settings for this build, narrowing the operator's.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    agent: Option<serde_json::Value>,
+    /// The steps of the kind's plan to run (all when absent).
+    #[serde(default)]
+    steps: Option<Vec<String>>,
+}
+
+/// An enqueued build.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Created {
+    /// The build.
+    build_id: String,
+    /// Its entry on the job stream (absent when a retry found the build already there).
+    stream_id: Option<String>,
+    /// Where it stands.
+    status: String,
+}
+
+/// A cancel's answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Cancelled {
+    /// The build.
+    build_id: String,
+    /// `cancelled` (it had not started) or `requested` (its worker stops its run within a
+    /// heartbeat and ends it `cancelled`).
+    result: String,
+}
+
+/// Enqueues a build. An `Idempotency-Key` header (or a `build_id`) makes a retry return the same
+/// build; the same key with another body is a conflict.
+#[utoipa::path(
+    post,
+    path = "/v1/builds",
+    request_body = CreateBuild,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the same build; used as its build id")),
+    responses(
+        (status = 201, description = "Enqueued", body = Created),
+        (status = 200, description = "The same build was already enqueued", body = Created),
+        (status = 400, description = "Malformed", body = ErrorBody),
+        (status = 401, description = "No or a wrong token", body = ErrorBody),
+        (status = 409, description = "The key or build id is another build's, or the project another user's", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "Not a valid job", body = ErrorBody),
+    )
+)]
+pub(crate) async fn create(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<CreateBuild>,
+) -> Result<(StatusCode, Json<Created>), ApiError> {
+    let key = match headers.get("idempotency-key") {
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_header",
+                        "Idempotency-Key is not visible ASCII",
+                    )
+                })?
+                .to_string(),
+        ),
+        None => None,
+    };
+    let build_id = match (body.build_id, key) {
+        (Some(id), Some(key)) if id != key => {
+            return Err(ApiError::invalid(
+                "invalid_job",
+                "build_id and Idempotency-Key differ; send one, or the same in both",
+            ));
+        }
+        (id, key) => id.or(key),
+    };
+    let kind: JobKind = body
+        .kind
+        .parse()
+        .map_err(|e: baton_core::JobError| ApiError::invalid("invalid_job", e.to_string()))?;
+    let agent = body
+        .agent
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| ApiError::invalid("invalid_job", format!("invalid agent: {e}")))?;
+    let job = NewJob {
+        kind: Some(kind),
+        project_id: body.project_id,
+        version_id: body.version_id,
+        user_id: body
+            .user_id
+            .unwrap_or_else(|| api.inner.default_user.clone()),
+        prompt: body.prompt,
+        previous_session_id: body.previous_session_id,
+        project_path: body.project_path,
+        build_id: build_id.clone(),
+        agent,
+        steps: body.steps,
+    }
+    .into_job(&api.inner.limits)
+    .map_err(|e| ApiError::invalid("invalid_job", e.to_string()))?;
+    // A build of this id already: the same job is a retry (200, nothing enqueued again); another
+    // is refused by the ledger (409).
+    if build_id.is_some() {
+        match api.ledger().build_state(&job.build_id).await {
+            Ok(state) => {
+                api.ledger().record_queued(&job, None).await?;
+                return Ok((
+                    StatusCode::OK,
+                    Json(Created {
+                        build_id: job.build_id.to_string(),
+                        stream_id: None,
+                        status: state.status.as_str().to_string(),
+                    }),
+                ));
+            }
+            Err(LedgerError::UnknownBuild(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let producer = Producer::new(
+        api.queue().clone(),
+        Some(api.ledger().clone()),
+        api.inner.limits,
+    );
+    let enqueued = producer.enqueue_job(&job).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Created {
+            build_id: enqueued.build_id.to_string(),
+            stream_id: Some(enqueued.stream_id),
+            status: "queued".to_string(),
+        }),
+    ))
+}
+
+/// A build's state and its recorded runs: what `baton status --json` shows.
+#[utoipa::path(
+    get,
+    path = "/v1/builds/{id}",
+    params(("id" = String, Path, description = "The build")),
+    responses(
+        (status = 200, description = "The build", body = Object),
+        (status = 401, description = "No or a wrong token", body = ErrorBody),
+        (status = 404, description = "No such build", body = ErrorBody),
+    )
+)]
+pub(crate) async fn get(
+    State(api): State<Api>,
+    PathParam(id): PathParam<String>,
+) -> Result<Json<baton_ledger::BuildState>, ApiError> {
+    Ok(Json(api.ledger().build_state(&id).await?))
+}
+
+/// Cancels a build: a queued one never starts; a running one's CLI run is ended by the worker that
+/// holds it within a heartbeat, not recorded, and the build ends `cancelled`.
+#[utoipa::path(
+    post,
+    path = "/v1/builds/{id}/cancel",
+    params(("id" = String, Path, description = "The build")),
+    responses(
+        (status = 202, description = "Cancelled, or its worker asked to stop it", body = Cancelled),
+        (status = 401, description = "No or a wrong token", body = ErrorBody),
+        (status = 404, description = "No such build", body = ErrorBody),
+        (status = 409, description = "The build already ended", body = ErrorBody),
+    )
+)]
+pub(crate) async fn cancel(
+    State(api): State<Api>,
+    PathParam(id): PathParam<String>,
+) -> Result<(StatusCode, Json<Cancelled>), ApiError> {
+    let result = match crate::cancel::cancel(api.queue(), api.ledger(), &id).await? {
+        Cancel::Cancelled => "cancelled",
+        Cancel::Requested => "requested",
+        Cancel::Ended(status) => {
+            return Err(ApiError::conflict(
+                "build_ended",
+                format!("build {id} already ended ({})", status.as_str()),
+            ));
+        }
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Cancelled {
+            build_id: id,
+            result: result.to_string(),
+        }),
+    ))
+}
