@@ -12,6 +12,7 @@ use serde_json::Value;
 use sqlx::Connection;
 
 pub mod api;
+pub mod webhook;
 
 /// Redis for tests: `REDIS_URL`, or the local default.
 pub fn redis_url() -> String {

@@ -99,6 +99,10 @@ pub struct Job {
     /// plan's order whatever order they are given in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<String>>,
+    /// Where this build's end is also sent as a signed webhook, beside `BATON_WEBHOOK_URL`; taken
+    /// only when it starts with a prefix of `BATON_WEBHOOK_ALLOW`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
 }
 
 /// Reads a timestamp as strictly as the schema's pattern does. chrono's own parsing is lenient (it
@@ -194,7 +198,8 @@ pub enum JobError {
 }
 
 impl JobError {
-    fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+    /// A field whose value is not allowed, and why.
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         JobError::Invalid {
             field,
             reason: reason.into(),
@@ -225,6 +230,8 @@ pub struct NewJob {
     pub agent: Option<crate::agent::JobAgent>,
     /// The steps to run, when not all of the kind's.
     pub steps: Option<Vec<String>>,
+    /// Where the build's end is also sent as a webhook.
+    pub webhook_url: Option<String>,
 }
 
 impl NewJob {
@@ -249,6 +256,7 @@ impl NewJob {
             enqueued_at: Utc::now(),
             agent: self.agent,
             steps: self.steps,
+            webhook_url: self.webhook_url,
         };
         job.validate(limits)?;
         Ok(job)
@@ -297,6 +305,9 @@ impl Job {
         }
         if let Some(steps) = &self.steps {
             validate_steps(self.kind, steps)?;
+        }
+        if let Some(url) = &self.webhook_url {
+            crate::webhook::check_url(url).map_err(|why| JobError::invalid("webhook_url", why))?;
         }
         Ok(())
     }

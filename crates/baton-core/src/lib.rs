@@ -12,6 +12,7 @@ pub mod ids;
 pub mod job;
 pub mod plan;
 pub mod policy;
+pub mod webhook;
 
 pub use checkpoint::{Checkpoint, checkpoint_key};
 pub use connection::Connection;

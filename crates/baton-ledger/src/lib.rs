@@ -876,6 +876,7 @@ mod refusal;
 pub mod reports;
 pub mod status;
 pub mod transcripts;
+pub mod webhooks;
 
 pub use status::{BuildState, RunResult, RunSummary};
 pub use transcripts::{StoredSession, TranscriptWrite};

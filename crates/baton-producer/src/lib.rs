@@ -26,6 +26,16 @@ pub enum ProducerError {
     Ledger(#[from] LedgerError),
 }
 
+/// Refuses a job whose own `webhook_url` does not start with a prefix of `allow`
+/// (`BATON_WEBHOOK_ALLOW`), as the worker would.
+pub fn check_webhook_allowed(job: &Job, allow: &[String]) -> Result<(), JobError> {
+    match &job.webhook_url {
+        Some(url) => baton_core::webhook::check_allowed(url, allow)
+            .map_err(|why| JobError::invalid("webhook_url", why)),
+        None => Ok(()),
+    }
+}
+
 /// A job that is on the stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Enqueued {
@@ -41,6 +51,7 @@ pub struct Producer {
     queue: Queue,
     ledger: Option<Ledger>,
     limits: Limits,
+    webhook_allow: Vec<String>,
 }
 
 impl Producer {
@@ -50,6 +61,16 @@ impl Producer {
             queue,
             ledger,
             limits,
+            webhook_allow: Vec::new(),
+        }
+    }
+
+    /// This producer with the prefixes a job's own `webhook_url` must start with
+    /// (`BATON_WEBHOOK_ALLOW`); without them, a job naming one is refused.
+    pub fn with_webhook_allow(self, allow: Vec<String>) -> Self {
+        Producer {
+            webhook_allow: allow,
+            ..self
         }
     }
 
@@ -62,6 +83,7 @@ impl Producer {
     /// Enqueues a job built elsewhere, after validating it again.
     pub async fn enqueue_job(&self, job: &Job) -> Result<Enqueued, ProducerError> {
         job.validate(&self.limits)?;
+        check_webhook_allowed(job, &self.webhook_allow)?;
         // Recorded before the XADD so a fast worker never finds a build the ledger has not seen.
         if let Some(ledger) = &self.ledger {
             ledger.record_queued(job, None).await?;

@@ -65,6 +65,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List webhook deliveries, or try one again.
+    Webhooks {
+        #[command(subcommand)]
+        command: cli::webhooks::WebhooksCommand,
+    },
     /// Serve the HTTP API (builds, live progress, cancel, sessions, dead letters) until SIGINT or
     /// SIGTERM; its OpenAPI document is at /v1/openapi.json.
     Serve(Box<cli::serve::ServeArgs>),
@@ -220,6 +225,18 @@ struct EnqueueArgs {
     steps: Option<Vec<String>>,
     #[command(flatten)]
     agent: AgentArgs,
+    /// Where the build's end is also sent as a signed webhook; it must start with a prefix of
+    /// BATON_WEBHOOK_ALLOW.
+    #[arg(long)]
+    webhook_url: Option<String>,
+    /// Prefixes a job's own --webhook-url must start with, comma-separated.
+    #[arg(
+        long,
+        env = "BATON_WEBHOOK_ALLOW",
+        value_name = "BATON_WEBHOOK_ALLOW",
+        value_delimiter = ','
+    )]
+    webhook_allow: Vec<String>,
     /// Largest prompt accepted, in bytes.
     #[arg(long, env = "BATON_MAX_PROMPT_BYTES", default_value_t = baton_core::job::DEFAULT_MAX_PROMPT_BYTES)]
     max_prompt_bytes: usize,
@@ -354,6 +371,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Err(e) => Err(e.into()),
         },
+        Command::Webhooks { command } => cli::webhooks::run(ledger(db).await?, command).await,
         Command::Serve(args) => {
             let queue = queue(&cli.connection).await?;
             cli::serve::run(queue, ledger(db).await?, *args).await
@@ -692,12 +710,16 @@ async fn enqueue(
         build_id: args.build_id,
         agent: args.agent.into_agent(),
         steps: args.steps,
+        webhook_url: args.webhook_url,
     };
     let limits = Limits {
         max_prompt_bytes: args.max_prompt_bytes,
     };
     // Validate before touching any service, so bad input is refused even when they are down.
-    let job = match new.into_job(&limits) {
+    let job = match new.into_job(&limits).and_then(|job| {
+        baton_producer::check_webhook_allowed(&job, &args.webhook_allow)?;
+        Ok(job)
+    }) {
         Ok(job) => job,
         Err(e) => {
             eprintln!("baton: refusing the job: {e}");
@@ -719,7 +741,8 @@ async fn enqueue(
         None
     };
     let watch = ledger.clone();
-    let producer = Producer::new(queue.clone(), ledger, limits);
+    let producer =
+        Producer::new(queue.clone(), ledger, limits).with_webhook_allow(args.webhook_allow);
     match producer.enqueue_job(&job).await {
         Ok(done) if args.wait => {
             let from = events_from.expect("read above with --wait");

@@ -206,6 +206,37 @@ pub struct Config {
     #[arg(long, env = "BATON_PROGRESS_WINDOW", value_name = "BATON_PROGRESS_WINDOW", default_value = "50ms", value_parser = baton_core::policy::parse_duration)]
     pub progress_window: Duration,
 
+    /// Where every build's end is sent as a signed webhook.
+    #[arg(long, env = "BATON_WEBHOOK_URL", value_name = "BATON_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+
+    /// The keys webhooks are signed with: `whsec_<base64>`, comma-separated (each signs every
+    /// webhook, for rotation).
+    #[arg(
+        long,
+        env = "BATON_WEBHOOK_SECRET",
+        value_name = "BATON_WEBHOOK_SECRET",
+        hide_env_values = true
+    )]
+    pub webhook_secret: Option<String>,
+
+    /// Prefixes a job's own `webhook_url` must start with, comma-separated; none allows none.
+    #[arg(
+        long,
+        env = "BATON_WEBHOOK_ALLOW",
+        value_name = "BATON_WEBHOOK_ALLOW",
+        value_delimiter = ','
+    )]
+    pub webhook_allow: Vec<String>,
+
+    /// How long a webhook is tried before it is given up and marked failed.
+    #[arg(long, env = "BATON_WEBHOOK_MAX_AGE", value_name = "BATON_WEBHOOK_MAX_AGE", default_value = "24h", value_parser = baton_core::policy::parse_duration)]
+    pub webhook_max_age: Duration,
+
+    /// How long one webhook attempt may take.
+    #[arg(long, env = "BATON_WEBHOOK_TIMEOUT", value_name = "BATON_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = baton_core::policy::parse_duration)]
+    pub webhook_timeout: Duration,
+
     /// Time between probes of the CLI while paused on an authentication failure.
     #[arg(long, env = "BATON_AUTH_PROBE_INTERVAL", value_name = "BATON_AUTH_PROBE_INTERVAL", default_value = "60s", value_parser = baton_core::policy::parse_duration)]
     pub auth_probe_interval: Duration,
@@ -386,6 +417,30 @@ impl Config {
         baton_core::plan::StepPrompts::from_json(&text).map_err(|e| {
             WorkerError::Setting(format!("BATON_STEP_PROMPTS {}: {e}", path.display()))
         })
+    }
+
+    /// The webhook settings, checked together.
+    pub fn webhooks(&self) -> Result<crate::webhooks::WebhookSettings, WorkerError> {
+        let secrets =
+            baton_core::webhook::Secrets::parse(self.webhook_secret.as_deref().unwrap_or_default())
+                .map_err(|why| WorkerError::Setting(format!("BATON_WEBHOOK_SECRET: {why}")))?;
+        let settings = crate::webhooks::WebhookSettings {
+            url: self.webhook_url.clone().filter(|u| !u.trim().is_empty()),
+            secrets,
+            allow: self
+                .webhook_allow
+                .iter()
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .collect(),
+            max_age: self.webhook_max_age,
+            timeout: self.webhook_timeout,
+        };
+        settings.check().map_err(WorkerError::Setting)?;
+        ensure(!settings.timeout.is_zero(), || {
+            "BATON_WEBHOOK_TIMEOUT must be more than zero".to_string()
+        })?;
+        Ok(settings)
     }
 
     /// The job limits.

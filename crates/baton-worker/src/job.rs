@@ -78,6 +78,8 @@ pub struct JobContext {
     pub max_result_bytes: usize,
     /// The running jobs, watched for cancel requests.
     pub cancels: crate::cancels::Cancels,
+    /// Where webhooks go; a job's own `webhook_url` must start with one of its prefixes.
+    pub webhooks: std::sync::Arc<crate::webhooks::WebhookSettings>,
 }
 
 /// The tokens that end a job early.
@@ -213,6 +215,16 @@ impl JobContext {
                 };
             }
         };
+        if let Some(url) = &job.webhook_url
+            && let Err(why) = baton_core::webhook::check_allowed(url, &self.webhooks.allow)
+        {
+            let reason = format!("refused: webhook_url {why}");
+            let _ = self.ledger.fail_unclaimed(job, &reason).await;
+            return JobEnd::DeadLettered {
+                reason,
+                attempts: 0,
+            };
+        }
         // What the agent may do in this job's runs: the operator's settings, narrowed by the job's.
         let settings = match baton_core::agent::settle(&self.agent_settings, job.agent.as_ref())
             .and_then(

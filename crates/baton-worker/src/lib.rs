@@ -17,6 +17,7 @@ pub mod progress;
 mod reconcile;
 mod report;
 pub mod transcripts;
+pub mod webhooks;
 mod workspace;
 
 use std::collections::{BTreeMap, HashSet};
@@ -187,6 +188,7 @@ impl Worker {
                 job_max_budget_usd: config.job_max_budget_usd,
                 max_result_bytes: config.max_result_bytes,
                 cancels: cancels::Cancels::default(),
+                webhooks: Arc::new(config.webhooks()?),
             },
             misconfigured,
             consumer: config.consumer_name(),
@@ -294,6 +296,12 @@ impl Worker {
         background.spawn(self.claim_loop(shutdown.clone()));
         background.spawn(self.auth_probe_loop(shutdown.clone()));
         background.spawn(self.wake_loop(stop_heartbeat.clone()));
+        background.spawn(webhooks::deliver_loop(
+            self.ctx.ledger.clone(),
+            self.ctx.webhooks.clone(),
+            self.ctx.metrics.clone(),
+            shutdown.clone(),
+        ));
         let mut jobs = JoinSet::new();
         let reader = self.read_loop(shutdown.clone());
         let dispatcher = self.dispatch_loop(shutdown.clone(), &mut jobs);

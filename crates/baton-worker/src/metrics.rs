@@ -41,6 +41,13 @@ pub struct RestoreLabels {
     pub reason: String,
 }
 
+/// Labels of `baton_webhook_deliveries_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    /// How an attempt ended: `delivered`, `retried`, `failed` (given up) or `skipped`.
+    pub outcome: String,
+}
+
 /// Every metric the worker exports.
 pub struct Metrics {
     registry: Registry,
@@ -86,6 +93,10 @@ pub struct Metrics {
     pub transcript_incomplete: Counter,
     /// Runs whose permissions refused every change they tried.
     pub nothing_done: Counter,
+    /// Webhook delivery attempts, by outcome.
+    pub webhook_deliveries: Family<WebhookLabels, Counter>,
+    /// How long the oldest undelivered webhook has waited, in seconds.
+    pub webhook_oldest_pending: Gauge<f64, AtomicU64>,
     /// The queue's own count of those, as last added to `redis_reconnects`.
     redis_reconnects_synced: AtomicU64,
 }
@@ -123,6 +134,8 @@ impl Metrics {
             transcript_restore_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             transcript_incomplete: Counter::default(),
             nothing_done: Counter::default(),
+            webhook_deliveries: Family::default(),
+            webhook_oldest_pending: Gauge::default(),
             redis_reconnects_synced: AtomicU64::new(0),
             registry: Registry::default(),
         };
@@ -227,6 +240,16 @@ impl Metrics {
             "Runs whose permissions refused every change they tried, so they did nothing",
             m.nothing_done.clone(),
         );
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts, by outcome",
+            m.webhook_deliveries.clone(),
+        );
+        registry.register(
+            "webhook_oldest_pending_seconds",
+            "How long the oldest undelivered webhook has waited",
+            m.webhook_oldest_pending.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -259,6 +282,15 @@ impl Metrics {
             })
             .inc();
         self.run_duration.observe(seconds);
+    }
+
+    /// Counts a webhook delivery attempt's outcome.
+    pub fn webhook(&self, outcome: &str) {
+        self.webhook_deliveries
+            .get_or_create(&WebhookLabels {
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 
     /// Counts a resume decision.

@@ -79,6 +79,11 @@ pub(crate) struct CreateBuild {
     /// The steps of the kind's plan to run (all when absent).
     #[serde(default)]
     steps: Option<Vec<String>>,
+    /// Where the build's end is also sent as a signed webhook; it must start with a prefix of
+    /// `BATON_WEBHOOK_ALLOW`.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 2048, pattern = r"^https?://\S*$")]
+    webhook_url: Option<String>,
 }
 
 /// A job's kind, as the schema names it.
@@ -236,8 +241,13 @@ pub(crate) async fn create(
         build_id: build_id.clone(),
         agent,
         steps: body.steps,
+        webhook_url: body.webhook_url,
     }
     .into_job(&api.inner.limits)
+    .and_then(|job| {
+        crate::check_webhook_allowed(&job, &api.inner.webhook_allow)?;
+        Ok(job)
+    })
     .map_err(|e| ApiError::invalid("invalid_job", e.to_string()))?;
     // A build of this id already: the same job is a retry (200, nothing enqueued again); another
     // is refused by the ledger (409).

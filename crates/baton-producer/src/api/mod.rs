@@ -39,6 +39,7 @@ struct Inner {
     limits: Limits,
     default_user: String,
     tokens: Tokens,
+    webhook_allow: Vec<String>,
 }
 
 /// How the API runs.
@@ -54,6 +55,8 @@ pub struct Settings {
     pub default_user: String,
     /// Job limits, as the producer's.
     pub limits: Limits,
+    /// Prefixes a build's own `webhook_url` must start with (`BATON_WEBHOOK_ALLOW`).
+    pub webhook_allow: Vec<String>,
 }
 
 /// Why the API cannot start.
@@ -98,6 +101,7 @@ impl Api {
                 limits: settings.limits,
                 default_user: settings.default_user.clone(),
                 tokens: Tokens::new(&settings.tokens),
+                webhook_allow: settings.webhook_allow.clone(),
             }),
         }
     }

@@ -5,5 +5,6 @@ pub mod follow;
 pub mod print;
 pub mod serve;
 pub mod session;
+pub mod webhooks;
 
 pub(crate) use super::EXIT_INVALID;
