@@ -99,6 +99,8 @@ pub struct PruneReport {
     pub metrics: u64,
     /// Stored session transcripts deleted (never a project's newest session's).
     pub transcripts: u64,
+    /// Webhook deliveries deleted: delivered, skipped or given up (never a pending one).
+    pub webhooks: u64,
     /// Nothing was deleted: the counts are what would have gone.
     pub dry_run: bool,
 }
@@ -309,6 +311,13 @@ impl Ledger {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        let webhooks = sqlx::query!(
+            r#"DELETE FROM webhook_deliveries WHERE created_at < $1 AND state <> 'pending'"#,
+            cutoff
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         // A dry run makes the same deletions and takes them back: its counts are exactly a real
         // run's at this moment.
         if dry_run {
@@ -320,6 +329,7 @@ impl Ledger {
             transitions,
             metrics,
             transcripts,
+            webhooks,
             dry_run,
         })
     }

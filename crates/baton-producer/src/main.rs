@@ -655,11 +655,12 @@ async fn prune(
         out!("{}", serde_json::to_string(&report)?);
     } else {
         out!(
-            "{} {} transitions, {} usage rows and {} stored transcripts older than {older_than}",
+            "{} {} transitions, {} usage rows, {} stored transcripts and {} webhook deliveries older than {older_than}",
             if dry_run { "would prune" } else { "pruned" },
             report.transitions,
             report.metrics,
-            report.transcripts
+            report.transcripts,
+            report.webhooks
         );
     }
     Ok(ExitCode::SUCCESS)
