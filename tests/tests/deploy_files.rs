@@ -291,3 +291,71 @@ fn no_worker_shares_or_keeps_the_clis_config_folder() {
     }
     assert!(deploy("README.md").contains("replicas need no\nshared or persistent `~/.claude`"));
 }
+
+#[test]
+fn the_api_is_deployed_with_its_tokens_and_probed_on_healthz() {
+    let compose = yaml("compose.yaml");
+    let api = &compose[0]["services"]["api"];
+    let entry: Vec<&str> = api["entrypoint"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert_eq!(entry, ["baton", "serve"]);
+    assert_eq!(
+        api["environment"]["BATON_API_ADDR"].as_str(),
+        Some("0.0.0.0:8080")
+    );
+    assert!(
+        api["environment"]["BATON_API_TOKENS"]
+            .as_str()
+            .is_some_and(|v| v.contains("BATON_API_TOKENS")),
+        "the tokens come from the environment, never the file"
+    );
+    assert_eq!(
+        api["depends_on"]["migrate"]["condition"].as_str(),
+        Some("service_completed_successfully")
+    );
+
+    let docs = yaml("k8s/api.yaml");
+    let deployment = kind(&docs, "Deployment");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let command: Vec<&str> = container["command"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert_eq!(command, ["baton", "serve"]);
+    assert_eq!(
+        container["readinessProbe"]["httpGet"]["path"].as_str(),
+        Some("/healthz")
+    );
+    let from_secret: Vec<&str> = container["env"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter(|e| !e["valueFrom"].is_badvalue())
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    assert_eq!(
+        from_secret,
+        ["DATABASE_URL", "REDIS_URL", "BATON_API_TOKENS"]
+    );
+    let secrets = yaml("k8s/secrets.example.yaml");
+    for key in [
+        "BATON_API_TOKENS",
+        "BATON_WEBHOOK_URL",
+        "BATON_WEBHOOK_SECRET",
+    ] {
+        assert!(
+            !secrets[0]["stringData"][key].is_badvalue(),
+            "the example Secret has {key}"
+        );
+    }
+    assert_eq!(
+        kind(&docs, "Service")["spec"]["selector"]["app"].as_str(),
+        Some("baton-api")
+    );
+}
