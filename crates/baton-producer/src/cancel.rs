@@ -32,7 +32,14 @@ pub async fn cancel(
                 .map(String::from);
             queue.publish_event(&event).await?;
         }
-        Cancel::Requested => queue.request_cancel(build_id).await?,
+        Cancel::Requested => {
+            queue.request_cancel(build_id).await?;
+            // The job may have ended between the ledger's answer and the request: then no worker
+            // will clear it, so it is cleared here.
+            if ledger.build_state(build_id).await?.status.is_final() {
+                queue.clear_cancel(build_id).await?;
+            }
+        }
         Cancel::Ended(_) => {}
     }
     Ok(done)

@@ -403,7 +403,8 @@ impl JobContext {
                 }
             }
         }
-        if matches!(end, JobEnd::Cancelled { .. })
+        // A cancel that came as the job ended leaves its request too: it is cleared all the same.
+        if (matches!(end, JobEnd::Cancelled { .. }) || signals.abort.is_cancelled())
             && let Err(e) = self.queue.clear_cancel(&job.build_id).await
         {
             warn!(error = %e, "could not clear the build's cancel request");
