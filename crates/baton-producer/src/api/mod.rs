@@ -154,7 +154,9 @@ fn routes() -> OpenApiRouter<Api> {
         .routes(routes!(operations::sync))
         .routes(routes!(operations::dead_letters))
         .routes(routes!(operations::replay))
-        .routes(routes!(operations::purge))
+        .routes(routes!(operations::purge, operations::dead_letter))
+        .routes(routes!(operations::webhooks))
+        .routes(routes!(operations::retry_webhook))
 }
 
 /// The OpenAPI document, as the server serves it.

@@ -1,4 +1,5 @@
-//! `GET /v1/stats`, `GET /v1/sync`, and the dead letters: list, replay, purge.
+//! `GET /v1/stats`, `GET /v1/sync`, the dead letters (list, show, replay, purge) and the webhook
+//! deliveries (list, retry).
 
 use axum::Json;
 use axum::extract::State;
@@ -43,7 +44,7 @@ pub(crate) async fn sync(
 /// How many dead letters to list.
 #[derive(Debug, Deserialize, IntoParams)]
 pub(crate) struct ListQuery {
-    /// At most this many, oldest first (default 100, at most 10000).
+    /// At most this many (default 100, at most 10000).
     #[param(minimum = 1, maximum = 10000)]
     limit: Option<usize>,
 }
@@ -134,5 +135,78 @@ pub(crate) async fn purge(
     match api.queue().purge_dead_letters(Some(&id)).await? {
         0 => Err(ApiError::not_found(format!("no dead letter {id}"))),
         _ => Ok(StatusCode::NO_CONTENT),
+    }
+}
+
+/// One dead letter: what `baton dlq show --json` shows.
+#[utoipa::path(
+    get,
+    path = "/v1/dead-letters/{id}",
+    params(("id" = String, Path, description = "The dead letter")),
+    responses(
+        (status = 200, description = "The dead letter", body = Object),
+        (status = 401, description = "No or a wrong token", body = ErrorBody),
+        (status = 404, description = "No such dead letter", body = ErrorBody),
+    )
+)]
+pub(crate) async fn dead_letter(
+    State(api): State<Api>,
+    PathParam(id): PathParam<String>,
+) -> Result<Json<baton_queue::DeadEntry>, ApiError> {
+    let entry = if super::is_stream_id(&id) {
+        api.queue().dead_letter_entry(&id).await?
+    } else {
+        None
+    };
+    entry
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no dead letter {id}")))
+}
+
+/// The newest webhook deliveries, first the newest: what `baton webhooks list --json` shows.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Deliveries", body = Vec<Object>),
+        (status = 400, description = "A bad limit", body = ErrorBody),
+        (status = 401, description = "No or a wrong token", body = ErrorBody),
+    )
+)]
+pub(crate) async fn webhooks(
+    State(api): State<Api>,
+    QueryParams(query): QueryParams<ListQuery>,
+) -> Result<Json<Vec<baton_ledger::webhooks::Delivery>>, ApiError> {
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            "limit must be between 1 and 10000",
+        ));
+    }
+    Ok(Json(api.ledger().webhooks(limit as i64).await?))
+}
+
+/// Makes a webhook delivery due now, as a new one: what `baton webhooks retry` does.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/{id}/retry",
+    params(("id" = String, Path, description = "The delivery (`msg_...`)")),
+    responses(
+        (status = 202, description = "Due now"),
+        (status = 401, description = "No or a wrong token", body = ErrorBody),
+        (status = 404, description = "No such delivery", body = ErrorBody),
+    )
+)]
+pub(crate) async fn retry_webhook(
+    State(api): State<Api>,
+    PathParam(id): PathParam<String>,
+) -> Result<StatusCode, ApiError> {
+    if api.ledger().retry_webhook(&id).await? {
+        Ok(StatusCode::ACCEPTED)
+    } else {
+        Err(ApiError::not_found(format!("no webhook delivery {id}")))
     }
 }
