@@ -114,6 +114,19 @@ async fn a_build_made_over_http_is_idempotent_and_streams_its_events_to_its_end(
         (project["builds"].as_i64(), project["runs"].as_i64()),
         (Some(1), Some(4))
     );
+    let shown = api
+        .get(&format!("/v1/sessions/{}", session.as_str().unwrap()))
+        .json();
+    assert_eq!(shown["session_id"], session);
+    assert_eq!(shown["runs"].as_i64(), Some(4));
+    let archive = api.get(&format!(
+        "/v1/sessions/{}/export",
+        session.as_str().unwrap()
+    ));
+    assert_eq!(
+        (archive.status, archive.content_type.as_str()),
+        (200, "application/gzip")
+    );
     let chain = api.get("/v1/projects/web/chain").json();
     assert_eq!(chain.as_array().map(Vec::len), Some(4));
     let sync = api.get("/v1/sync").json();
@@ -374,6 +387,8 @@ async fn the_openapi_document_lists_exactly_the_routes_the_server_answers() {
         ("GET", "/v1/dead-letters/{id}"),
         ("GET", "/v1/webhooks"),
         ("POST", "/v1/webhooks/{id}/retry"),
+        ("GET", "/v1/sessions/{id}"),
+        ("GET", "/v1/sessions/{id}/export"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
@@ -463,7 +478,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        report.contains("15 selected"),
+        report.contains("17 selected"),
         "every operation was tested:\n{report}"
     );
 }

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod cancel;
 pub mod dead_letters;
+pub mod sessions;
 
 use baton_core::{Job, JobError, Limits, NewJob};
 use baton_ledger::{Ledger, LedgerError};

@@ -10,6 +10,7 @@ pub mod error;
 mod events;
 mod operations;
 mod projects;
+mod sessions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -155,6 +156,8 @@ fn routes() -> OpenApiRouter<Api> {
         .routes(routes!(operations::dead_letters))
         .routes(routes!(operations::replay))
         .routes(routes!(operations::purge, operations::dead_letter))
+        .routes(routes!(sessions::get))
+        .routes(routes!(sessions::export))
         .routes(routes!(operations::webhooks))
         .routes(routes!(operations::retry_webhook))
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use baton_ledger::{Ledger, LedgerError};
+use baton_producer::sessions::Export;
 use clap::Subcommand;
 
 use super::EXIT_INVALID;
@@ -102,25 +103,23 @@ async fn export(
         eprintln!("baton: not writing a .tar.gz to a terminal; use -o FILE or redirect the output");
         return Ok(ExitCode::from(EXIT_INVALID));
     }
-    let Some(stored) = ledger.stored_session(session).await? else {
-        eprintln!("baton: the ledger holds no files of session {session}");
-        return Ok(ExitCode::FAILURE);
+    let (archive, files, size) = match baton_producer::sessions::export(ledger, session).await? {
+        Export::Archive { bytes, files, size } => (bytes, files, size),
+        Export::Unknown => {
+            eprintln!("baton: the ledger holds no files of session {session}");
+            return Ok(ExitCode::FAILURE);
+        }
+        Export::Incomplete(why) => {
+            eprintln!("baton: the ledger holds no whole copy of session {session}: {why}");
+            return Ok(ExitCode::FAILURE);
+        }
     };
-    let files = ledger.stored_files(session, None).await?;
-    if let Some(why) = &stored.incomplete {
-        eprintln!("baton: the ledger holds no whole copy of session {session}: {why}");
-        return Ok(ExitCode::FAILURE);
-    }
-    let mut archive = Vec::new();
-    baton_transcript::archive::write_tar_gz(&files, &mut archive)?;
     match output {
         Some(path) => {
             std::fs::write(&path, &archive)
                 .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
             eprintln!(
-                "baton: wrote session {session} ({} files, {} bytes) to {}",
-                files.len(),
-                files.iter().map(|f| f.bytes.len()).sum::<usize>(),
+                "baton: wrote session {session} ({files} files, {size} bytes) to {}",
                 path.display()
             );
         }
@@ -190,52 +189,39 @@ async fn import(
 }
 
 async fn show(ledger: &Ledger, session: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let Some(stored) = ledger.stored_session(session).await? else {
+    let Some(v) = baton_producer::sessions::summary(ledger, session).await? else {
         eprintln!("baton: the ledger holds no files of session {session}");
         return Ok(ExitCode::FAILURE);
     };
-    let files = ledger.stored_files(session, None).await?;
-    let runs = ledger.session_runs(session).await?;
-    let stats = ledger.transcript_stats(session).await?;
-    let messages = files
-        .first()
-        .map(|t| baton_transcript::conversation::messages(&t.bytes))
-        .unwrap_or_default();
-    let (first, last) = (messages.first(), messages.last());
     if json {
-        let mut v = serde_json::to_value(&stored)?;
-        v["runs"] = runs.into();
-        v["bytes"] = stats.bytes.into();
-        v["stored_bytes"] = stats.stored_bytes.into();
-        v["pieces"] = stats.pieces.into();
-        v["updated_at"] = serde_json::to_value(stats.updated_at)?;
-        v["messages"] = messages.len().into();
-        v["first_message"] = serde_json::to_value(first)?;
-        v["last_message"] = serde_json::to_value(last)?;
         out!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
-    out!("session      {}", stored.session_id);
-    out!("project      {}", stored.project_id);
+    let text = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+    let number = |k: &str| v[k].as_i64().unwrap_or_default();
+    out!("session      {}", text("session_id"));
+    out!("project      {}", text("project_id"));
     out!(
         "stored       {} bytes in {} files ({} compressed, {} pieces), last {}",
-        stats.bytes,
-        stored.files.len(),
-        stats.stored_bytes,
-        stats.pieces,
-        stats
-            .updated_at
-            .map_or_else(|| "never".to_string(), |t| t.to_rfc3339())
+        number("bytes"),
+        v["files"].as_array().map_or(0, Vec::len),
+        number("stored_bytes"),
+        number("pieces"),
+        v["updated_at"].as_str().unwrap_or("never")
     );
-    if let Some(why) = &stored.incomplete {
+    if let Some(why) = v["incomplete"].as_str() {
         out!("incomplete   {why}");
     }
-    out!("runs         {runs}");
-    out!("messages     {}", messages.len());
-    for (label, m) in [("first", first), ("last", last)] {
-        if let Some(m) = m {
-            let line = m.text.lines().next().unwrap_or_default();
-            out!("{label:<12} {}: {line}", m.role);
+    out!("runs         {}", number("runs"));
+    out!("messages     {}", number("messages"));
+    for (label, key) in [("first", "first_message"), ("last", "last_message")] {
+        if let Some(m) = v[key].as_object() {
+            let body = m.get("text").and_then(|t| t.as_str()).unwrap_or_default();
+            let role = m.get("role").and_then(|r| r.as_str()).unwrap_or_default();
+            out!(
+                "{label:<12} {role}: {}",
+                body.lines().next().unwrap_or_default()
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
