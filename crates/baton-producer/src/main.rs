@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use baton_core::{JobKind, Limits, NewJob};
+use baton_core::{JobKind, NewJob};
 use baton_ledger::{Ledger, LedgerError};
 use baton_producer::{Producer, ProducerError};
 use baton_queue::Queue;
@@ -229,17 +229,8 @@ struct EnqueueArgs {
     /// BATON_WEBHOOK_ALLOW.
     #[arg(long)]
     webhook_url: Option<String>,
-    /// Prefixes a job's own --webhook-url must start with, comma-separated.
-    #[arg(
-        long,
-        env = "BATON_WEBHOOK_ALLOW",
-        value_name = "BATON_WEBHOOK_ALLOW",
-        value_delimiter = ','
-    )]
-    webhook_allow: Vec<String>,
-    /// Largest prompt accepted, in bytes.
-    #[arg(long, env = "BATON_MAX_PROMPT_BYTES", default_value_t = baton_core::job::DEFAULT_MAX_PROMPT_BYTES)]
-    max_prompt_bytes: usize,
+    #[command(flatten)]
+    intake: cli::intake::IntakeArgs,
     /// Do not record the build as queued in the ledger (Redis only).
     #[arg(long)]
     no_ledger: bool,
@@ -713,12 +704,11 @@ async fn enqueue(
         steps: args.steps,
         webhook_url: args.webhook_url,
     };
-    let limits = Limits {
-        max_prompt_bytes: args.max_prompt_bytes,
-    };
+    let limits = args.intake.limits();
+    let allow = args.intake.webhook_allow();
     // Validate before touching any service, so bad input is refused even when they are down.
     let job = match new.into_job(&limits).and_then(|job| {
-        baton_producer::check_webhook_allowed(&job, &args.webhook_allow)?;
+        baton_producer::check_webhook_allowed(&job, &allow)?;
         Ok(job)
     }) {
         Ok(job) => job,
@@ -742,8 +732,7 @@ async fn enqueue(
         None
     };
     let watch = ledger.clone();
-    let producer =
-        Producer::new(queue.clone(), ledger, limits).with_webhook_allow(args.webhook_allow);
+    let producer = Producer::new(queue.clone(), ledger, limits).with_webhook_allow(allow);
     match producer.enqueue_job(&job).await {
         Ok(done) if args.wait => {
             let from = events_from.expect("read above with --wait");

@@ -49,6 +49,20 @@ pub(crate) struct ListQuery {
     limit: Option<usize>,
 }
 
+impl ListQuery {
+    /// The limit asked for, 100 when none.
+    fn limit(&self) -> Result<usize, ApiError> {
+        match self.limit.unwrap_or(100) {
+            limit @ 1..=10_000 => Ok(limit),
+            _ => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_query",
+                "limit must be between 1 and 10000",
+            )),
+        }
+    }
+}
+
 /// The dead letters, oldest first: what `baton dlq list --json` shows.
 #[utoipa::path(
     get,
@@ -64,14 +78,7 @@ pub(crate) async fn dead_letters(
     State(api): State<Api>,
     QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<Json<Vec<baton_queue::DeadEntry>>, ApiError> {
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=10_000).contains(&limit) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_query",
-            "limit must be between 1 and 10000",
-        ));
-    }
+    let limit = query.limit()?;
     Ok(Json(api.queue().dead_letters(limit).await?))
 }
 
@@ -178,14 +185,7 @@ pub(crate) async fn webhooks(
     State(api): State<Api>,
     QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<Json<Vec<baton_ledger::webhooks::Delivery>>, ApiError> {
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=10_000).contains(&limit) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_query",
-            "limit must be between 1 and 10000",
-        ));
-    }
+    let limit = query.limit()?;
     Ok(Json(api.ledger().webhooks(limit as i64).await?))
 }
 

@@ -2,6 +2,7 @@
 
 pub mod cancel;
 pub mod follow;
+pub mod intake;
 pub mod print;
 pub mod serve;
 pub mod session;

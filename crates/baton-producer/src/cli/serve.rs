@@ -39,17 +39,8 @@ pub struct ServeArgs {
     /// The owner of a build that names none, as `baton enqueue`'s.
     #[arg(long, env = "BATON_USER", default_value = "local")]
     user: String,
-    /// Prefixes a build's own `webhook_url` must start with, comma-separated.
-    #[arg(
-        long,
-        env = "BATON_WEBHOOK_ALLOW",
-        value_name = "BATON_WEBHOOK_ALLOW",
-        value_delimiter = ','
-    )]
-    webhook_allow: Vec<String>,
-    /// Largest prompt accepted, in bytes.
-    #[arg(long, env = "BATON_MAX_PROMPT_BYTES", default_value_t = baton_core::job::DEFAULT_MAX_PROMPT_BYTES)]
-    max_prompt_bytes: usize,
+    #[command(flatten)]
+    intake: super::intake::IntakeArgs,
 }
 
 /// A size in bytes: a number, optionally with `KiB` or `MiB`.
@@ -85,15 +76,8 @@ pub async fn run(queue: Queue, ledger: Ledger, args: ServeArgs) -> anyhow::Resul
             .collect(),
         max_body: args.max_body,
         default_user: args.user,
-        limits: baton_core::Limits {
-            max_prompt_bytes: args.max_prompt_bytes,
-        },
-        webhook_allow: args
-            .webhook_allow
-            .into_iter()
-            .map(|p| p.trim().to_string())
-            .filter(|p| !p.is_empty())
-            .collect(),
+        limits: args.intake.limits(),
+        webhook_allow: args.intake.webhook_allow(),
     };
     // Errors the API answers as 503 (Redis or Postgres trouble) are logged here, on stderr.
     tracing_subscriber::fmt()
