@@ -37,6 +37,30 @@ fn assert_signed(r: &Received) {
     assert_eq!(r.headers["webhook-signature"], expected);
 }
 
+/// `baton enqueue --json` of a create in project `own` whose own webhook goes to `url`, under the
+/// allow-list `allowed`.
+fn enqueue_with_url(
+    env: &TestEnv,
+    version: &str,
+    url: &str,
+    allowed: &str,
+) -> std::process::Output {
+    env.command("baton")
+        .args([
+            "enqueue",
+            "--project",
+            "own",
+            "--version",
+            version,
+            "--kind",
+            "create",
+        ])
+        .args(["--prompt", "x", "--json", "--webhook-url", url])
+        .env("BATON_WEBHOOK_ALLOW", allowed)
+        .output()
+        .unwrap()
+}
+
 fn wait_for(env: &TestEnv, endpoint: &Endpoint, n: usize) -> Vec<Received> {
     env.wait_until(LIMIT, "the webhooks to arrive", || {
         endpoint.received().len() >= n
@@ -140,26 +164,7 @@ async fn a_job_url_is_used_only_when_allowed() {
     start_worker(&mut env, "host-a", &vars);
 
     // The producer refuses a URL outside the allow-list before it enqueues anything.
-    let out = env
-        .command("baton")
-        .args([
-            "enqueue",
-            "--project",
-            "own",
-            "--version",
-            "own-v0",
-            "--kind",
-            "create",
-        ])
-        .args([
-            "--prompt",
-            "x",
-            "--webhook-url",
-            "https://elsewhere.example/hook",
-        ])
-        .env("BATON_WEBHOOK_ALLOW", &allowed)
-        .output()
-        .unwrap();
+    let out = enqueue_with_url(&env, "own-v0", "https://elsewhere.example/hook", &allowed);
     assert_eq!(
         out.status.code(),
         Some(2),
@@ -199,21 +204,7 @@ async fn a_job_url_is_used_only_when_allowed() {
     );
 
     // An allowed one gets the build's end too, signed the same way.
-    let out = env
-        .command("baton")
-        .args([
-            "enqueue",
-            "--project",
-            "own",
-            "--version",
-            "own-v2",
-            "--kind",
-            "create",
-        ])
-        .args(["--prompt", "x", "--json", "--webhook-url", &own.url])
-        .env("BATON_WEBHOOK_ALLOW", &allowed)
-        .output()
-        .unwrap();
+    let out = enqueue_with_url(&env, "own-v2", &own.url, &allowed);
     assert!(
         out.status.success(),
         "{}",
