@@ -16,6 +16,7 @@ mod panics;
 pub mod progress;
 mod reconcile;
 mod report;
+mod runs;
 pub mod transcripts;
 pub mod webhooks;
 mod workspace;
