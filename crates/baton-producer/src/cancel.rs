@@ -16,10 +16,8 @@ pub async fn cancel(
     ledger: &Ledger,
     build_id: &str,
 ) -> Result<Cancel, ProducerError> {
+    // Read for its project; whether it already ended is the cancel's own answer, under its lock.
     let state = ledger.build_state(build_id).await?;
-    if state.status.is_final() {
-        return Ok(Cancel::Ended(state.status));
-    }
     let done = ledger.cancel_build(build_id).await?;
     match done {
         Cancel::Cancelled => {
