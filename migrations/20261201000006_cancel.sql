@@ -1,8 +1,9 @@
 -- Cancels a build. A queued build ends `cancelled` at once: no worker runs it (one that reads its
 -- entry later finds it ended and acknowledges it unrun). A running build is marked: the worker
 -- that holds it stops its run at its next heartbeat (or, when that worker died, the next claim
--- ends it) and ends it `cancelled`. Answers what it did: 'cancelled' or 'requested'; or the status
--- of a build that had already ended ('completed', 'failed', 'cancelled'); NULL for an unknown id.
+-- ends it) and ends it `cancelled`. Answers what it did: 'cancelled' or 'requested'; 'ended:' and
+-- the status of a build that had already ended ('ended:completed', 'ended:failed',
+-- 'ended:cancelled'), never to be taken for a cancel just made; NULL for an unknown id.
 CREATE FUNCTION baton_cancel_build(p_build_id text) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -22,6 +23,6 @@ BEGIN
             WHERE build_id = p_build_id;
         RETURN 'requested';
     END IF;
-    RETURN v_status;
+    RETURN 'ended:' || v_status;
 END;
 $$;

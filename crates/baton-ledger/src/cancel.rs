@@ -31,7 +31,9 @@ impl Ledger {
         match answer.as_str() {
             "cancelled" => Ok(Cancel::Cancelled),
             "requested" => Ok(Cancel::Requested),
-            other => BuildStatus::from_name(other)
+            other => other
+                .strip_prefix("ended:")
+                .and_then(BuildStatus::from_name)
                 .filter(|s| s.is_final())
                 .map(Cancel::Ended)
                 .ok_or_else(|| {
