@@ -75,17 +75,19 @@ CREATE INDEX builds_project_id_idx ON builds (project_id);
 
 -- One link of a project's chain per run, and for every session that ends without a new one (an
 -- operator's reset, a resume target the CLI could not find) or comes from outside (an import).
+-- A project has its main chain (`thread_id` empty) and one chain per thread (migrations/*_threads.sql).
 CREATE TABLE session_transitions (
     id             bigserial PRIMARY KEY,
     project_id     text NOT NULL REFERENCES projects (project_id) ON DELETE CASCADE,
+    thread_id      text NOT NULL DEFAULT '',
     version_id     text,
     build_id       text,
     step           text,
     old_session_id varchar(255),
     new_session_id varchar(255),
     source         text NOT NULL
-                   CHECK (source IN ('build', 'metadata', 'compact', 'chat_plan', 'resume_fallback',
-                                     'reset', 'fork', 'import')),
+                   CHECK (source IN ('build', 'metadata', 'compact', 'chat_plan', 'chat', 'plan_task',
+                                     'resume_fallback', 'reset', 'fork', 'import')),
     created_at     timestamptz NOT NULL DEFAULT now(),
     -- Why the run started fresh, when it did.
     fresh_reason   text,
@@ -94,14 +96,14 @@ CREATE TABLE session_transitions (
     CONSTRAINT session_transitions_new_session_required
         CHECK (new_session_id IS NOT NULL OR source IN ('reset', 'resume_fallback'))
 );
-CREATE INDEX session_transitions_project_id_idx ON session_transitions (project_id, id);
+CREATE INDEX session_transitions_project_id_idx ON session_transitions (project_id, thread_id, id);
 CREATE INDEX session_transitions_new_session_id_idx ON session_transitions (new_session_id);
 -- The policy asks whether an id belongs to a project's chain as an old id too.
 CREATE INDEX session_transitions_old_session_id_idx ON session_transitions (old_session_id);
--- The claim asks for the project's last fresh start: only the rows it is about, whatever the
--- number of projects.
-CREATE INDEX session_transitions_fresh_start_idx ON session_transitions (project_id, id)
-    WHERE old_session_id IS NULL;
+-- The claim asks for the chain's last fresh start (or fork): only the rows it is about, whatever
+-- the number of projects.
+CREATE INDEX session_transitions_fresh_start_idx ON session_transitions (project_id, thread_id, id)
+    WHERE old_session_id IS NULL OR source = 'fork';
 -- A session id belongs to one project: knowing it, the planner reads the session's rows and stops
 -- at the first, instead of intersecting them with all of the project's (statistics come with
 -- ANALYZE, that is autovacuum).

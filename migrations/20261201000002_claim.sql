@@ -2,6 +2,10 @@
 -- sight, checks that the job's user owns the project, raises the build's fencing token and marks
 -- it running, and answers what the resume policy needs to know of the project, which runs of
 -- the build are recorded, and whether someone asked to cancel it (its worker then ends it unrun).
+-- A job of a thread (`p_thread_id`) is answered about the thread's chain instead of the main one:
+-- the thread is made on first sight, owned by the job's user and pinned to the session its
+-- `p_fork_from` names (see migrations/*_threads.sql), and `fork_session` is that session while the
+-- thread has recorded nothing.
 -- A refusal is raised with SQLSTATE BT403 (not the owner) or BT409 (the build id is another
 -- build's: another project, user, version or kind, or another payload; the whole call is undone,
 -- so the other build, its rows and the job's project are left untouched). A build that ended
@@ -22,7 +26,9 @@ CREATE FUNCTION baton_claim_build(
     p_stream_id text,
     p_payload jsonb,
     p_enqueued_at timestamptz,
-    p_previous_session_id text
+    p_previous_session_id text,
+    p_thread_id text DEFAULT NULL,
+    p_fork_from text DEFAULT NULL
 ) RETURNS TABLE (
     fence bigint,
     attempt integer,
@@ -36,7 +42,8 @@ CREATE FUNCTION baton_claim_build(
     recorded_steps text[],
     recorded_old text[],
     recorded_new text[],
-    cancel_requested boolean
+    cancel_requested boolean,
+    fork_session text
 )
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -57,6 +64,9 @@ DECLARE
     v_news text[];
     v_reset_asked timestamptz;
     v_cancel boolean;
+    v_thread text := coalesce(p_thread_id, '');
+    v_thread_owner text;
+    v_fork text;
 BEGIN
     -- Locks the project's row, as strongly as the record's update of it will; an upsert would also
     -- write a new version of the row on every claim. On first sight the row is created, and a
@@ -72,8 +82,37 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'BT403', MESSAGE = 'not_owner';
     END IF;
 
-    INSERT INTO project_versions (project_id, version_id) VALUES (p_project_id, p_version_id)
-        ON CONFLICT (project_id, version_id) DO NOTHING;
+    -- A chat or a plan that names no version records none.
+    IF p_version_id <> '' THEN
+        INSERT INTO project_versions (project_id, version_id) VALUES (p_project_id, p_version_id)
+            ON CONFLICT (project_id, version_id) DO NOTHING;
+    END IF;
+
+    -- A thread's job is about the thread's chain: its newest session replaces the project's.
+    IF p_thread_id IS NOT NULL THEN
+        SELECT th.user_id, th.last_ai_session_id, th.fork_session_id
+            INTO v_thread_owner, v_last, v_fork
+            FROM threads th WHERE th.project_id = p_project_id AND th.thread_id = p_thread_id
+            FOR NO KEY UPDATE;
+        IF NOT FOUND THEN
+            IF p_fork_from IS NOT NULL THEN
+                v_fork := baton_fork_source(p_project_id => p_project_id, p_user_id => p_user_id,
+                                            p_fork_from => p_fork_from);
+            END IF;
+            INSERT INTO threads (project_id, thread_id, user_id, fork_from, fork_session_id)
+                VALUES (p_project_id, p_thread_id, p_user_id, p_fork_from, v_fork);
+            v_thread_owner := p_user_id;
+            v_last := NULL;
+        END IF;
+        IF v_thread_owner <> p_user_id THEN
+            RAISE EXCEPTION USING ERRCODE = 'BT403', MESSAGE = 'not_thread_owner';
+        END IF;
+        -- The fork is the thread's first run only.
+        IF EXISTS (SELECT 1 FROM session_transitions t
+                   WHERE t.project_id = p_project_id AND t.thread_id = v_thread) THEN
+            v_fork := NULL;
+        END IF;
+    END IF;
 
     INSERT INTO builds AS b (build_id, project_id, version_id, user_id, kind, status, stream, stream_id,
                              payload, enqueued_at, started_at, attempt, fencing_token)
@@ -108,7 +147,7 @@ BEGIN
 
     -- A reset asked for while the previous job ran takes effect now, before a build that has run
     -- nothing yet (a build resumed after recording runs goes on with its session).
-    IF v_reset_asked IS NOT NULL AND cardinality(v_steps) = 0 THEN
+    IF v_reset_asked IS NOT NULL AND cardinality(v_steps) = 0 AND p_thread_id IS NULL THEN
         INSERT INTO session_transitions (project_id, old_session_id, new_session_id, source)
             VALUES (p_project_id, v_last, NULL, 'reset');
         UPDATE projects SET last_ai_session_id = NULL, reset_requested_at = NULL
@@ -124,16 +163,17 @@ BEGIN
         INTO v_resumable;
     SELECT t.id, t.created_at INTO v_fresh_id, v_fresh_at
         FROM session_transitions t
-        WHERE t.project_id = p_project_id AND t.old_session_id IS NULL
+        WHERE t.project_id = p_project_id AND t.thread_id = v_thread
+          AND (t.old_session_id IS NULL OR t.source = 'fork')
           AND t.new_session_id IS NOT NULL
         ORDER BY t.id DESC LIMIT 1;
     IF v_fresh_id IS NOT NULL THEN
         SELECT count(*) INTO v_ops FROM session_transitions t
-            WHERE t.project_id = p_project_id AND t.id >= v_fresh_id
+            WHERE t.project_id = p_project_id AND t.thread_id = v_thread AND t.id >= v_fresh_id
               AND t.new_session_id IS NOT NULL;
     END IF;
     SELECT t.source = 'reset' INTO v_reset FROM session_transitions t
-        WHERE t.project_id = p_project_id ORDER BY t.id DESC LIMIT 1;
+        WHERE t.project_id = p_project_id AND t.thread_id = v_thread ORDER BY t.id DESC LIMIT 1;
     IF p_previous_session_id IS NOT NULL THEN
         -- Session ids are unique across projects, so each probe stops at its first row.
         v_in_chain := EXISTS (SELECT 1 FROM session_transitions t
@@ -147,9 +187,11 @@ BEGIN
                                 AND s.project_id = p_project_id);
     END IF;
     RETURN QUERY SELECT v_fence, v_attempt, v_status, v_last, v_resumable, v_fresh_at, v_ops,
-                        COALESCE(v_reset, false), v_in_chain, v_steps, v_olds, v_news, v_cancel;
+                        COALESCE(v_reset, false), v_in_chain, v_steps, v_olds, v_news, v_cancel,
+                        v_fork;
 END;
 $$;
 
-ALTER FUNCTION baton_claim_build(text, text, text, text, text, text, text, jsonb, timestamptz, text)
+ALTER FUNCTION baton_claim_build(text, text, text, text, text, text, text, jsonb, timestamptz, text,
+                                 text, text)
     SET plan_cache_mode = force_generic_plan;

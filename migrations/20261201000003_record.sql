@@ -6,6 +6,9 @@
 -- whatever was written and is raised with SQLSTATE BT412, the outcome as the message
 -- (`unknown_project`, `unknown_build`, `fenced`, `already_recorded`, `stale`), the build's current
 -- fence as the detail and the project's session as the hint; a written run returns true.
+-- A thread's run (`p_thread_id`) moves the thread's session instead of the project's, and its
+-- first run, a fork (`p_source` 'fork'), moves a thread that has none; a thread deleted while
+-- the run went on is refused as `unknown_thread`.
 
 CREATE FUNCTION baton_record_run(
     p_project_id text,
@@ -25,7 +28,8 @@ CREATE FUNCTION baton_record_run(
     p_cost_usd double precision,
     p_duration_ms bigint,
     p_num_turns integer,
-    p_completes boolean
+    p_completes boolean,
+    p_thread_id text DEFAULT NULL
 ) RETURNS boolean
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -35,9 +39,17 @@ DECLARE
     v_recorded boolean;
     v_outcome text;
 BEGIN
-    UPDATE projects SET last_ai_session_id = p_new_session_id
-        WHERE project_id = p_project_id
-          AND (p_old_session_id IS NULL OR last_ai_session_id IS NOT DISTINCT FROM p_old_session_id);
+    IF p_thread_id IS NULL THEN
+        UPDATE projects SET last_ai_session_id = p_new_session_id
+            WHERE project_id = p_project_id
+              AND (p_old_session_id IS NULL OR last_ai_session_id IS NOT DISTINCT FROM p_old_session_id);
+    ELSE
+        UPDATE threads SET last_ai_session_id = p_new_session_id, updated_at = now()
+            WHERE project_id = p_project_id AND thread_id = p_thread_id
+              AND (p_old_session_id IS NULL
+                   OR last_ai_session_id IS NOT DISTINCT FROM p_old_session_id
+                   OR (p_source = 'fork' AND last_ai_session_id IS NULL));
+    END IF;
     IF FOUND THEN
         UPDATE builds SET
             step = p_step,
@@ -47,10 +59,11 @@ BEGIN
             WHERE build_id = p_build_id AND fencing_token = p_fence;
         IF FOUND THEN
             INSERT INTO session_transitions
-                (project_id, version_id, build_id, step, old_session_id, new_session_id, source,
-                 fresh_reason, note)
-                VALUES (p_project_id, p_version_id, p_build_id, p_step, p_old_session_id,
-                        p_new_session_id, p_source, p_fresh_reason, p_note)
+                (project_id, thread_id, version_id, build_id, step, old_session_id, new_session_id,
+                 source, fresh_reason, note)
+                VALUES (p_project_id, coalesce(p_thread_id, ''), nullif(p_version_id, ''),
+                        p_build_id, p_step, p_old_session_id, p_new_session_id, p_source,
+                        p_fresh_reason, p_note)
                 ON CONFLICT (build_id, step) WHERE build_id IS NOT NULL AND step IS NOT NULL
                 DO NOTHING;
             IF FOUND THEN
@@ -79,7 +92,14 @@ BEGIN
     SELECT p.last_ai_session_id INTO v_current FROM projects p WHERE p.project_id = p_project_id;
     IF NOT FOUND THEN
         v_outcome := 'unknown_project';
+    ELSIF p_thread_id IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM threads th WHERE th.project_id = p_project_id AND th.thread_id = p_thread_id) THEN
+        v_outcome := 'unknown_thread';
     ELSE
+        IF p_thread_id IS NOT NULL THEN
+            SELECT th.last_ai_session_id INTO v_current FROM threads th
+                WHERE th.project_id = p_project_id AND th.thread_id = p_thread_id;
+        END IF;
         SELECT b.fencing_token,
                EXISTS (SELECT 1 FROM session_transitions t
                        WHERE t.build_id = b.build_id AND t.step = p_step)

@@ -389,6 +389,10 @@ async fn the_openapi_document_lists_exactly_the_routes_the_server_answers() {
         ("POST", "/v1/webhooks/{id}/retry"),
         ("GET", "/v1/sessions/{id}"),
         ("GET", "/v1/sessions/{id}/export"),
+        ("GET", "/v1/threads"),
+        ("GET", "/v1/projects/{project}/threads/{thread}"),
+        ("DELETE", "/v1/projects/{project}/threads/{thread}"),
+        ("POST", "/v1/projects/{project}/threads/{thread}/fork"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
@@ -396,7 +400,10 @@ async fn the_openapi_document_lists_exactly_the_routes_the_server_answers() {
     assert_eq!(documented, expected);
     // Every documented operation is served: none falls through to "no such route".
     for (method, path) in &documented {
-        let concrete = path.replace("{id}", "no-such-thing");
+        let concrete = path
+            .replace("{id}", "no-such-thing")
+            .replace("{project}", "no-such-thing")
+            .replace("{thread}", "no-such-thing");
         let body = (method == "POST" && path == "/v1/builds").then_some("{}");
         let a = api.request(method, &concrete, &[], body);
         let fell_through = a.status == 404 && a.json()["error"]["message"] == "no such route";
@@ -478,7 +485,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        report.contains("17 selected"),
+        report.contains("21 selected"),
         "every operation was tested:\n{report}"
     );
 }

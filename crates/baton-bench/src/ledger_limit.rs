@@ -100,7 +100,8 @@ pub async fn ledger_limit(
                         .record_run(&RunRecord {
                             job: &job,
                             fence: claim.fence,
-                            step: *step,
+                            step: step.clone(),
+                            source: None,
                             old_session_id: old.as_deref(),
                             new_session_id: &new,
                             metrics: RunMetrics::default(),

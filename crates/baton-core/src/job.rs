@@ -20,6 +20,10 @@ pub const MAX_SESSION_ID_LEN: usize = 255;
 pub const MAX_PROJECT_PATH_LEN: usize = 255;
 /// The default bound on a prompt's size (`BATON_MAX_PROMPT_BYTES`).
 pub const DEFAULT_MAX_PROMPT_BYTES: usize = 64 * 1024;
+/// Most tasks one `plan` job may carry.
+pub const MAX_PLAN_TASKS: usize = 50;
+/// The `fork_from` that names the project's main session.
+pub const FORK_FROM_MAIN: &str = "main";
 
 /// What kind of operation a job asks for; each kind has its own step plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -31,6 +35,11 @@ pub enum JobKind {
     Update,
     /// A planning chat: one run in plan mode on the project's newest session.
     ChatPlan,
+    /// A chat in one of the project's threads (`thread_id`): one run on the thread's newest
+    /// session, or a fresh or forked start for the thread's first.
+    Chat,
+    /// A plan: its `tasks` run in order in one session, each resuming the one the task before left.
+    Plan,
 }
 
 impl JobKind {
@@ -40,6 +49,8 @@ impl JobKind {
             JobKind::Create => "create",
             JobKind::Update => "update",
             JobKind::ChatPlan => "chat_plan",
+            JobKind::Chat => "chat",
+            JobKind::Plan => "plan",
         }
     }
 }
@@ -58,9 +69,13 @@ impl std::str::FromStr for JobKind {
             "create" => Ok(JobKind::Create),
             "update" => Ok(JobKind::Update),
             "chat_plan" | "chat-plan" => Ok(JobKind::ChatPlan),
+            "chat" => Ok(JobKind::Chat),
+            "plan" => Ok(JobKind::Plan),
             other => Err(JobError::invalid(
                 "kind",
-                format!("unknown kind {other:?} (expected create, update or chat_plan)"),
+                format!(
+                    "unknown kind {other:?} (expected create, update, chat_plan, chat or plan)"
+                ),
             )),
         }
     }
@@ -78,7 +93,9 @@ pub struct Job {
     pub kind: JobKind,
     /// The project the build belongs to.
     pub project_id: crate::ProjectId,
-    /// The project version this build produces.
+    /// The project version this build produces; empty (absent) only for a `chat` or `plan` job,
+    /// which then records no version.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub version_id: String,
     /// The user who owns the project.
     pub user_id: String,
@@ -103,6 +120,27 @@ pub struct Job {
     /// only when it starts with a prefix of `BATON_WEBHOOK_ALLOW`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
+    /// The thread a `chat` job talks in: its own session chain beside the project's main one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<String>,
+    /// Where a `chat` job's thread, when this job starts it, branches from: `main` (the project's
+    /// main session), another thread of the project and user, or a session id of the project's
+    /// chains. Ignored once the thread exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fork_from: Option<String>,
+    /// A `plan` job's tasks, run in order in one session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<Vec<Task>>,
+}
+
+/// One task of a `plan` job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Task {
+    /// The task's id, unique in its plan; its run is recorded as step `task:<id>`.
+    pub id: String,
+    /// What the task asks the agent to do.
+    pub prompt: String,
 }
 
 /// Reads a timestamp as strictly as the schema's pattern does. chrono's own parsing is lenient (it
@@ -232,6 +270,12 @@ pub struct NewJob {
     pub steps: Option<Vec<String>>,
     /// Where the build's end is also sent as a webhook.
     pub webhook_url: Option<String>,
+    /// A `chat` job's thread.
+    pub thread_id: Option<String>,
+    /// Where a new thread forks from.
+    pub fork_from: Option<String>,
+    /// A `plan` job's tasks.
+    pub tasks: Option<Vec<Task>>,
 }
 
 impl NewJob {
@@ -257,6 +301,9 @@ impl NewJob {
             agent: self.agent,
             steps: self.steps,
             webhook_url: self.webhook_url,
+            thread_id: self.thread_id,
+            fork_from: self.fork_from,
+            tasks: self.tasks,
         };
         job.validate(limits)?;
         Ok(job)
@@ -293,7 +340,10 @@ impl Job {
         }
         validate_id("build_id", &self.build_id, MAX_ID_LEN)?;
         validate_id("project_id", &self.project_id, MAX_ID_LEN)?;
-        validate_id("version_id", &self.version_id, MAX_ID_LEN)?;
+        // A chat or a plan need not produce a version; every other kind does.
+        if !(self.version_id.is_empty() && matches!(self.kind, JobKind::Chat | JobKind::Plan)) {
+            validate_id("version_id", &self.version_id, MAX_ID_LEN)?;
+        }
         validate_id("user_id", &self.user_id, MAX_ID_LEN)?;
         if let Some(session) = &self.previous_session_id {
             validate_id("previous_session_id", session, MAX_SESSION_ID_LEN)?;
@@ -309,12 +359,84 @@ impl Job {
         if let Some(url) = &self.webhook_url {
             crate::webhook::check_url(url).map_err(|why| JobError::invalid("webhook_url", why))?;
         }
+        self.validate_kind_fields(limits)
+    }
+
+    /// The fields that belong to one kind: a chat's thread and fork, a plan's tasks.
+    fn validate_kind_fields(&self, limits: &Limits) -> Result<(), JobError> {
+        let only = |field: &'static str, kind: &str| {
+            JobError::invalid(field, format!("only a {kind} job takes one"))
+        };
+        match (&self.thread_id, self.kind) {
+            (Some(thread), JobKind::Chat) => validate_id("thread_id", thread, MAX_ID_LEN)?,
+            (None, JobKind::Chat) => {
+                return Err(JobError::invalid("thread_id", "a chat job must name one"));
+            }
+            (Some(_), _) => return Err(only("thread_id", "chat")),
+            (None, _) => {}
+        }
+        match (&self.fork_from, self.kind) {
+            (Some(from), JobKind::Chat) => {
+                validate_id("fork_from", from, MAX_SESSION_ID_LEN)?;
+                if Some(from) == self.thread_id.as_ref() {
+                    return Err(JobError::invalid(
+                        "fork_from",
+                        "a thread cannot fork from itself",
+                    ));
+                }
+            }
+            (Some(_), _) => return Err(only("fork_from", "chat")),
+            (None, _) => {}
+        }
+        match (&self.tasks, self.kind) {
+            (Some(tasks), JobKind::Plan) => validate_tasks(tasks, limits)?,
+            (None, JobKind::Plan) => {
+                return Err(JobError::invalid("tasks", "a plan job must carry them"));
+            }
+            (Some(_), _) => return Err(only("tasks", "plan")),
+            (None, _) => {}
+        }
         Ok(())
     }
 }
 
+/// A plan's tasks: 1 to [`MAX_PLAN_TASKS`], each with a valid id no other task has and a prompt.
+fn validate_tasks(tasks: &[Task], limits: &Limits) -> Result<(), JobError> {
+    if tasks.is_empty() || tasks.len() > MAX_PLAN_TASKS {
+        return Err(JobError::invalid(
+            "tasks",
+            format!(
+                "a plan carries 1 to {MAX_PLAN_TASKS} tasks, not {}",
+                tasks.len()
+            ),
+        ));
+    }
+    for (i, task) in tasks.iter().enumerate() {
+        validate_id("tasks", &task.id, MAX_ID_LEN)?;
+        if tasks[..i].iter().any(|t| t.id == task.id) {
+            return Err(JobError::invalid(
+                "tasks",
+                format!("the id {:?} is taken by an earlier task", task.id),
+            ));
+        }
+        validate_prompt(&task.prompt, limits).map_err(|e| match e {
+            JobError::Invalid { reason, .. } => {
+                JobError::invalid("tasks", format!("task {:?}: prompt {reason}", task.id))
+            }
+            other => other,
+        })?;
+    }
+    Ok(())
+}
+
 /// A job's `steps`: at least one, each a step of its kind's plan, none twice.
 fn validate_steps(kind: JobKind, steps: &[String]) -> Result<(), JobError> {
+    if kind == JobKind::Plan {
+        return Err(JobError::invalid(
+            "steps",
+            "a plan job runs its tasks; it takes no steps",
+        ));
+    }
     let plan = crate::plan::Step::plan(kind);
     if steps.is_empty() {
         return Err(JobError::invalid("steps", "must name at least one step"));
@@ -646,7 +768,143 @@ mod tests {
                 with("enqueued_at", "yesterday".into()),
                 false,
             ),
+            ("a create without a version", without("version_id"), false),
+            ("a chat in a thread", chat(), true),
+            (
+                "a chat without a version",
+                without_in(chat(), "version_id"),
+                true,
+            ),
+            (
+                "a chat forked from main",
+                with_in(chat(), "fork_from", "main".into()),
+                true,
+            ),
+            (
+                "a chat without a thread",
+                without_in(chat(), "thread_id"),
+                false,
+            ),
+            (
+                "a chat with tasks",
+                with_in(chat(), "tasks", plan()["tasks"].clone()),
+                false,
+            ),
+            (
+                "a create in a thread",
+                with("thread_id", "t1".into()),
+                false,
+            ),
+            (
+                "a fork outside a chat",
+                with("fork_from", "main".into()),
+                false,
+            ),
+            ("a plan", plan(), true),
+            ("a plan without tasks", without_in(plan(), "tasks"), false),
+            (
+                "a plan of no tasks",
+                with_in(plan(), "tasks", serde_json::json!([])),
+                false,
+            ),
+            (
+                "a plan of 51 tasks",
+                with_in(
+                    plan(),
+                    "tasks",
+                    (0..51)
+                        .map(|i| serde_json::json!({"id": format!("t{i}"), "prompt": "x"}))
+                        .collect(),
+                ),
+                false,
+            ),
+            (
+                "a task with an unknown field",
+                with_in(
+                    plan(),
+                    "tasks",
+                    serde_json::json!([{"id": "a", "prompt": "x", "model": "m"}]),
+                ),
+                false,
+            ),
+            (
+                "a task with a blank prompt",
+                with_in(
+                    plan(),
+                    "tasks",
+                    serde_json::json!([{"id": "a", "prompt": " "}]),
+                ),
+                false,
+            ),
+            (
+                "a plan with steps",
+                with_in(plan(), "steps", serde_json::json!(["task:a"])),
+                false,
+            ),
+            (
+                "tasks on an update",
+                with("tasks", plan()["tasks"].clone()),
+                false,
+            ),
         ]
+    }
+
+    fn chat() -> serde_json::Value {
+        let mut job = with("kind", "chat".into());
+        job["thread_id"] = "th-1".into();
+        job
+    }
+
+    fn plan() -> serde_json::Value {
+        let mut job = without_in(with("kind", "plan".into()), "version_id");
+        job["tasks"] = serde_json::json!([
+            {"id": "app", "prompt": "Create App.tsx"},
+            {"id": "header", "prompt": "Create Header.tsx"}
+        ]);
+        job
+    }
+
+    fn with_in(
+        mut job: serde_json::Value,
+        field: &str,
+        value: serde_json::Value,
+    ) -> serde_json::Value {
+        job[field] = value;
+        job
+    }
+
+    fn without_in(mut job: serde_json::Value, field: &str) -> serde_json::Value {
+        job.as_object_mut().unwrap().remove(field);
+        job
+    }
+
+    #[test]
+    fn only_rust_sees_duplicate_task_ids_and_a_thread_forking_itself() {
+        let twice = with_in(
+            plan(),
+            "tasks",
+            serde_json::json!([{"id": "a", "prompt": "x"}, {"id": "a", "prompt": "y"}]),
+        );
+        let err = Job::from_json(twice.to_string().as_bytes(), &Limits::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("taken by an earlier task"),
+            "{err}"
+        );
+        let itself = with_in(chat(), "fork_from", "th-1".into());
+        let err = Job::from_json(itself.to_string().as_bytes(), &Limits::default()).unwrap_err();
+        assert!(err.to_string().contains("itself"), "{err}");
+    }
+
+    #[test]
+    fn a_plan_runs_its_tasks_as_steps_in_order() {
+        let job = Job::from_json(plan().to_string().as_bytes(), &Limits::default()).unwrap();
+        let steps = crate::Step::plan_of(&job);
+        let names: Vec<&str> = steps.iter().map(|s| s.name()).collect();
+        assert_eq!(names, ["task:app", "task:header"]);
+        let prompts = crate::plan::StepPrompts::default();
+        assert_eq!(steps[1].prompt(&job, &prompts), "Create Header.tsx");
+        assert_eq!(job.version_id, "");
+        assert!(!job.to_json().contains("version_id"));
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub struct ProjectSessions {
     /// Whether the job's `previous_session_id` appears in this project's chain (`None`: the job
     /// carries none).
     pub previous_in_chain: Option<bool>,
+    /// For a thread that has no session yet: the session it branches from (its `fork_from`).
+    pub fork_session: Option<crate::SessionId>,
 }
 
 /// Why a job starts a fresh session; stored in `session_transitions.fresh_reason`.
@@ -112,6 +114,11 @@ pub enum Decision {
     },
     /// Start a new session, for this reason.
     Fresh(FreshReason),
+    /// Start a new thread's session as a copy of this one's history (`--fork-session`).
+    Fork {
+        /// The session the thread branches from.
+        from: crate::SessionId,
+    },
     /// Refuse the job: it can never run as it is.
     Refuse(String),
 }
@@ -146,6 +153,9 @@ pub fn decide(
         return Decision::Fresh(FreshReason::ResumeDisabled);
     }
     let Some(last) = &project.last_session else {
+        if let Some(from) = &project.fork_session {
+            return Decision::Fork { from: from.clone() };
+        }
         return Decision::Fresh(if project.reset {
             FreshReason::Reset
         } else {
@@ -220,6 +230,7 @@ mod tests {
             user_id: user.into(),
             prompt: "go".into(),
             previous_session_id: previous.map(str::to_string),
+            thread_id: (kind == JobKind::Chat).then(|| "th".to_string()),
             ..NewJob::default()
         }
         .into_job(&Limits::default())
@@ -235,6 +246,7 @@ mod tests {
             ops_since_fresh: 8,
             reset: false,
             previous_in_chain: None,
+            fork_session: None,
         }
     }
 
@@ -310,6 +322,40 @@ mod tests {
                     "previous_session_id s-elsewhere is not in the session chain of project p1"
                         .into(),
                 ),
+            ),
+            (
+                "a new thread with a fork source forks it",
+                job(JobKind::Chat, "alice", None),
+                ProjectSessions {
+                    last_session: None,
+                    fresh_start_at: None,
+                    fork_session: Some("s-main".into()),
+                    ..project()
+                },
+                cfg,
+                Decision::Fork {
+                    from: "s-main".into(),
+                },
+            ),
+            (
+                "a thread with a session resumes it, whatever it forked from",
+                job(JobKind::Chat, "alice", None),
+                ProjectSessions {
+                    fork_session: Some("s-main".into()),
+                    ..project()
+                },
+                cfg,
+                resume_new.clone(),
+            ),
+            (
+                "a new thread without a fork source starts fresh",
+                job(JobKind::Chat, "alice", None),
+                ProjectSessions {
+                    last_session: None,
+                    ..project()
+                },
+                cfg,
+                Decision::Fresh(FreshReason::NoSession),
             ),
             (
                 "another user is refused",

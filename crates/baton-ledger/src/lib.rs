@@ -103,6 +103,30 @@ pub enum LedgerError {
     /// The project is not in the ledger.
     #[error("no project {0} in the ledger")]
     UnknownProject(String),
+    /// The thread is not in the ledger (never made, or deleted).
+    #[error("project {project_id} has no thread {thread_id}")]
+    UnknownThread {
+        /// The project.
+        project_id: String,
+        /// The thread.
+        thread_id: String,
+    },
+    /// The job's user does not own the thread it names or forks.
+    #[error("a thread named by the job belongs to another user than {user_id}")]
+    NotThreadOwner {
+        /// The job's user.
+        user_id: String,
+    },
+    /// What a new thread forks from names nothing of the project that has a session.
+    #[error(
+        "fork_from {fork_from:?} is neither main with a session, nor a thread, nor a session of project {project_id}"
+    )]
+    ForkSourceUnknown {
+        /// The project.
+        project_id: String,
+        /// What the job named.
+        fork_from: String,
+    },
     /// The run resumed a session that is no longer the project's newest: another operation on the
     /// project recorded in between. Recording it would fork the chain.
     #[error(
@@ -136,7 +160,10 @@ impl LedgerError {
     pub fn is_terminal_for_job(&self) -> bool {
         matches!(
             self,
-            LedgerError::NotOwner { .. } | LedgerError::BuildIdReused(_)
+            LedgerError::NotOwner { .. }
+                | LedgerError::BuildIdReused(_)
+                | LedgerError::NotThreadOwner { .. }
+                | LedgerError::ForkSourceUnknown { .. }
         )
     }
 }
@@ -178,6 +205,8 @@ pub struct RunRecord<'a> {
     pub fence: Fence,
     /// The step.
     pub step: Step,
+    /// The source to record instead of the step's own (a thread's first run, a fork).
+    pub source: Option<Source>,
     /// The session the run resumed, if any.
     pub old_session_id: Option<&'a str>,
     /// The session the run reported.
@@ -490,11 +519,12 @@ impl Ledger {
                       recorded_steps AS "recorded_steps!: Vec<String>",
                       recorded_old AS "recorded_old!: Vec<Option<String>>",
                       recorded_new AS "recorded_new!: Vec<String>",
-                      cancel_requested AS "cancel_requested!"
+                      cancel_requested AS "cancel_requested!", fork_session
                FROM baton_claim_build(
                    p_build_id => $1, p_project_id => $2, p_version_id => $3, p_user_id => $4,
                    p_kind => $5, p_stream_id => $6, p_payload => $7, p_enqueued_at => $8,
-                   p_previous_session_id => $9, p_stream => $10)"#,
+                   p_previous_session_id => $9, p_stream => $10, p_thread_id => $11,
+                   p_fork_from => $12)"#,
             job.build_id.as_str(),
             job.project_id.as_str(),
             job.version_id,
@@ -505,17 +535,12 @@ impl Ledger {
             job.enqueued_at,
             job.previous_session_id.as_deref(),
             self.stream.as_deref(),
+            job.thread_id.as_deref(),
+            job.fork_from.as_deref(),
         )
         .fetch_one(&mut *conn.conn)
         .await
-        .map_err(|e| match Refusal::of(&e).map(|r| r.code) {
-            Some(refusal::NOT_OWNER) => LedgerError::NotOwner {
-                project_id: job.project_id.to_string(),
-                user_id: job.user_id.clone(),
-            },
-            Some(refusal::BUILD_ID_REUSED) => LedgerError::BuildIdReused(job.build_id.to_string()),
-            _ => LedgerError::Db(e),
-        })?;
+        .map_err(|e| threads::claim_refusal(e, job))?;
         self.keep(conn);
         let recorded = row
             .recorded_steps
@@ -545,6 +570,7 @@ impl Ledger {
                     .previous_session_id
                     .as_ref()
                     .map(|_| row.previous_in_chain),
+                fork_session: row.fork_session.map(SessionId::from),
             },
             recorded,
             cancel_requested: row.cancel_requested,
@@ -572,7 +598,7 @@ impl Ledger {
                        p_input_tokens => $11, p_output_tokens => $12,
                        p_cache_read_input_tokens => $13, p_cache_creation_input_tokens => $14,
                        p_cost_usd => $15, p_duration_ms => $16, p_num_turns => $17,
-                       p_completes => $18) AS written)
+                       p_completes => $18, p_thread_id => $35) AS written)
                SELECT r.written AS "written!",
                       baton_store_transcript(
                           p_project_id => $1, p_session_id => $19, p_paths => $20,
@@ -591,7 +617,7 @@ impl Ledger {
             run.fence.get(),
             run.old_session_id,
             run.new_session_id,
-            run.step.source().as_str(),
+            run.source.unwrap_or_else(|| run.step.source()).as_str(),
             run.fresh_reason.map(FreshReason::as_str),
             run.note,
             m.input_tokens,
@@ -618,6 +644,7 @@ impl Ledger {
             answer.is_error,
             &answer.permission_denials,
             answer.nothing_done,
+            job.thread_id.as_deref(),
         )
         .fetch_one(&mut *conn.conn)
         .await;
@@ -642,6 +669,10 @@ impl Ledger {
             reason::ALREADY_RECORDED => Ok(Recorded::AlreadyRecorded),
             reason::UNKNOWN_PROJECT => Err(LedgerError::UnknownProject(job.project_id.to_string())),
             reason::UNKNOWN_BUILD => Err(LedgerError::UnknownBuild(job.build_id.to_string())),
+            reason::UNKNOWN_THREAD => Err(LedgerError::UnknownThread {
+                project_id: job.project_id.to_string(),
+                thread_id: job.thread_id.clone().unwrap_or_default(),
+            }),
             reason::FENCED => Err(LedgerError::Fenced {
                 build_id: job.build_id.to_string(),
                 yours: run.fence,
@@ -665,181 +696,7 @@ impl Ledger {
             ))),
         }
     }
-
-    /// The project's newest session, if it has one.
-    pub async fn project_session(
-        &self,
-        project_id: &str,
-    ) -> Result<Option<SessionId>, LedgerError> {
-        Ok(sqlx::query_scalar!(
-            "SELECT last_ai_session_id FROM projects WHERE project_id = $1",
-            project_id
-        )
-        .fetch_optional(&self.pool)
-        .await?
-        .flatten()
-        .map(SessionId::from))
-    }
-
-    /// The project's session transitions, oldest first.
-    pub async fn chain(&self, project_id: &str) -> Result<Vec<Transition>, LedgerError> {
-        sqlx::query!(
-            r#"SELECT id, version_id, build_id, step, old_session_id, new_session_id, source, fresh_reason, note, created_at
-               FROM session_transitions WHERE project_id = $1 ORDER BY id"#,
-            project_id
-        )
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(|r| {
-            Ok(Transition {
-                id: r.id,
-                version_id: r.version_id,
-                build_id: r.build_id.map(BuildId::from),
-                // A fallback is stored under `<step>:resume_fallback`, unique beside the step's
-                // own run; its source already says what it is.
-                step: r
-                    .step
-                    .as_deref()
-                    .map(|s| step_named(s.strip_suffix(FALLBACK_SUFFIX).unwrap_or(s)))
-                    .transpose()?,
-                old_session_id: r.old_session_id.map(SessionId::from),
-                new_session_id: r.new_session_id.map(SessionId::from),
-                source: Source::from_name(&r.source).ok_or_else(|| {
-                    LedgerError::Unexpected(format!("unknown transition source {:?}", r.source))
-                })?,
-                fresh_reason: r.fresh_reason,
-                note: r.note,
-                created_at: r.created_at,
-            })
-        })
-        .collect()
-    }
 }
-
-impl Ledger {
-    /// Records that the CLI could not find the session a run tried to resume: marks the session not
-    /// resumable, counts the failure, and records a `resume_fallback` transition, so the run can
-    /// start fresh. Fenced like every write of a claim; recorded once per (build, step).
-    pub async fn record_resume_fallback(
-        &self,
-        job: &Job,
-        fence: Fence,
-        step: Step,
-        missing_session: &str,
-    ) -> Result<(), LedgerError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query!(
-            "SELECT project_id FROM projects WHERE project_id = $1 FOR UPDATE",
-            job.project_id.as_str()
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        check_fence(&mut tx, &job.build_id, fence).await?;
-        let fallback_step = format!("{}{FALLBACK_SUFFIX}", step.name());
-        sqlx::query!(
-            r#"INSERT INTO session_transitions (project_id, version_id, build_id, step, old_session_id, new_session_id, source)
-               VALUES ($1, $2, $3, $4, $5, NULL, 'resume_fallback')
-               ON CONFLICT (build_id, step) WHERE build_id IS NOT NULL AND step IS NOT NULL DO NOTHING"#,
-            job.project_id.as_str(),
-            job.version_id,
-            job.build_id.as_str(),
-            fallback_step,
-            missing_session,
-        )
-        .execute(&mut *tx)
-        .await?;
-        mark_not_resumable(&mut tx, &job.project_id, missing_session).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Ends a project's session so its next job starts fresh; recorded as a `reset` transition.
-    /// While a job of the project runs, the reset waits for it: that job records its runs, and
-    /// the next claim of the project performs the reset ([`Reset::deferred`]).
-    pub async fn reset_session(&self, project_id: &str) -> Result<Reset, LedgerError> {
-        let mut tx = self.pool.begin().await?;
-        let last = sqlx::query_scalar!(
-            "SELECT last_ai_session_id FROM projects WHERE project_id = $1 FOR UPDATE",
-            project_id
-        )
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| LedgerError::UnknownProject(project_id.to_string()))?;
-        let running = sqlx::query_scalar!(
-            r#"SELECT EXISTS (SELECT 1 FROM builds WHERE project_id = $1 AND status = 'running') AS "running!""#,
-            project_id
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        if running {
-            sqlx::query!(
-                "UPDATE projects SET reset_requested_at = now() WHERE project_id = $1",
-                project_id
-            )
-            .execute(&mut *tx)
-            .await?;
-        } else {
-            sqlx::query!(
-                r#"INSERT INTO session_transitions (project_id, old_session_id, new_session_id, source)
-                   VALUES ($1, $2, NULL, 'reset')"#,
-                project_id,
-                last
-            )
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query!(
-                "UPDATE projects SET last_ai_session_id = NULL, reset_requested_at = NULL WHERE project_id = $1",
-                project_id
-            )
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(Reset {
-            session: last,
-            deferred: running,
-        })
-    }
-}
-
-/// What [`Ledger::reset_session`] did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Reset {
-    /// The project's session when the reset was asked for.
-    pub session: Option<String>,
-    /// A job of the project was running: the reset takes effect when the next job is claimed.
-    pub deferred: bool,
-}
-
-/// Marks a session not resumable and counts the failure; the project forgets it as its newest.
-async fn mark_not_resumable(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    project_id: &str,
-    session: &str,
-) -> Result<(), LedgerError> {
-    sqlx::query!(
-        r#"UPDATE project_ai_session_metrics
-           SET is_resumable = false, resume_failure_count = resume_failure_count + 1
-           WHERE session_id = $1 AND project_id = $2"#,
-        session,
-        project_id
-    )
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query!(
-        "UPDATE projects SET last_ai_session_id = NULL WHERE project_id = $1 AND last_ai_session_id = $2",
-        project_id,
-        session
-    )
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// What a resume fallback's transition adds to its step's name, so that it is recorded once per
-/// (build, step) beside the step's own run.
-const FALLBACK_SUFFIX: &str = ":resume_fallback";
 
 /// A step the ledger recorded, by its name; a name no Baton writes is an unexpected answer.
 fn step_named(name: &str) -> Result<Step, LedgerError> {
@@ -871,13 +728,16 @@ async fn check_fence(
 
 mod builds;
 pub mod cancel;
+mod chain;
 pub mod projects;
 mod refusal;
 pub mod reports;
 pub mod status;
+pub mod threads;
 pub mod transcripts;
 pub mod webhooks;
 
+pub use chain::Reset;
 pub use status::{BuildState, RunResult, RunSummary};
 pub use transcripts::{StoredSession, TranscriptWrite};
 

@@ -4,6 +4,8 @@
 
 /// `baton_claim_build`: the job's user does not own the project.
 pub(crate) const NOT_OWNER: &str = "BT403";
+/// `baton_fork_source` (and the claim of a thread's job): nothing to fork of that name.
+pub(crate) const NOT_FOUND: &str = "BT404";
 /// `baton_claim_build`: the build id belongs to another build.
 pub(crate) const BUILD_ID_REUSED: &str = "BT409";
 /// `baton_record_run` and `baton_store_transcript`: the record was refused; the reason is one of
@@ -18,6 +20,10 @@ pub(crate) mod reason {
     pub(crate) const UNKNOWN_PROJECT: &str = "unknown_project";
     /// The build is not in the ledger.
     pub(crate) const UNKNOWN_BUILD: &str = "unknown_build";
+    /// The thread the run belongs to is not in the ledger (deleted while the run went on).
+    pub(crate) const UNKNOWN_THREAD: &str = "unknown_thread";
+    /// [`super::NOT_OWNER`] of a thread rather than of the project.
+    pub(crate) const NOT_THREAD_OWNER: &str = "not_thread_owner";
     /// A newer claim owns the build; the detail is its fencing token.
     pub(crate) const FENCED: &str = "fenced";
     /// The run resumed a session that is no longer the project's newest; the hint is the newest.

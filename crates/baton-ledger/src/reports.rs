@@ -125,10 +125,13 @@ impl Ledger {
                        WHERE v.project_id = p.project_id AND v.ai_session_id IS NOT NULL
                        ORDER BY v.ai_session_last_used_at DESC NULLS LAST, v.created_at DESC LIMIT 1) AS version_session,
                       (SELECT t.new_session_id FROM session_transitions t
-                       WHERE t.project_id = p.project_id ORDER BY t.id DESC LIMIT 1) AS transition_session,
+                       WHERE t.project_id = p.project_id AND t.thread_id = ''
+                       ORDER BY t.id DESC LIMIT 1) AS transition_session,
                       (SELECT t.source FROM session_transitions t
-                       WHERE t.project_id = p.project_id ORDER BY t.id DESC LIMIT 1) AS transition_source,
-                      EXISTS (SELECT 1 FROM session_transitions t WHERE t.project_id = p.project_id) AS "has_chain!"
+                       WHERE t.project_id = p.project_id AND t.thread_id = ''
+                       ORDER BY t.id DESC LIMIT 1) AS transition_source,
+                      EXISTS (SELECT 1 FROM session_transitions t
+                              WHERE t.project_id = p.project_id AND t.thread_id = '') AS "has_chain!"
                FROM projects p ORDER BY p.project_id"#
         )
         .fetch_all(&self.pool)
@@ -275,7 +278,8 @@ impl Ledger {
             r#"WITH gone AS (
                    DELETE FROM session_transitions t
                    WHERE t.created_at < $1
-                     AND t.id <> (SELECT max(id) FROM session_transitions h WHERE h.project_id = t.project_id)
+                     AND t.id <> (SELECT max(id) FROM session_transitions h
+                                  WHERE h.project_id = t.project_id AND h.thread_id = t.thread_id)
                    RETURNING t.project_id, t.old_session_id, t.new_session_id),
                kept AS (
                    INSERT INTO pruned_sessions (session_id, project_id)
@@ -305,7 +309,10 @@ impl Ledger {
                WHERE s.created_at < $1
                  AND NOT EXISTS (SELECT 1 FROM session_transcript_pieces c
                                  WHERE c.session_id = s.session_id AND c.created_at >= $1)
-                 AND NOT EXISTS (SELECT 1 FROM projects p WHERE p.last_ai_session_id = s.session_id)"#,
+                 AND NOT EXISTS (SELECT 1 FROM projects p WHERE p.last_ai_session_id = s.session_id)
+                 AND NOT EXISTS (SELECT 1 FROM threads th
+                                 WHERE th.last_ai_session_id = s.session_id
+                                    OR th.fork_session_id = s.session_id)"#,
             cutoff
         )
         .execute(&mut *tx)

@@ -112,7 +112,7 @@ impl Ledger {
             (BuildStatus::Running, Some(plan)) => plan
                 .iter()
                 .find(|s| !runs.iter().any(|r| r.step == **s))
-                .copied(),
+                .cloned(),
             _ => None,
         };
         Ok(BuildState {

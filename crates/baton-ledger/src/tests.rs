@@ -29,6 +29,7 @@ pub(crate) fn run<'a>(
         job,
         fence,
         step,
+        source: None,
         old_session_id: old,
         new_session_id: new,
         metrics: RunMetrics {
@@ -467,11 +468,11 @@ async fn a_resume_fallback_marks_the_session_and_clears_the_project(pool: PgPool
     let claim = ledger.claim_build(&update, None).await.unwrap();
     assert!(claim.project.last_resumable);
     ledger
-        .record_resume_fallback(&update, claim.fence, Step::Build, "s1")
+        .record_resume_fallback(&update, claim.fence, &Step::Build, "s1")
         .await
         .unwrap();
     ledger
-        .record_resume_fallback(&update, claim.fence, Step::Build, "s1")
+        .record_resume_fallback(&update, claim.fence, &Step::Build, "s1")
         .await
         .unwrap();
     let row = sqlx::query!("SELECT is_resumable, resume_failure_count FROM project_ai_session_metrics WHERE session_id = 's1'")
@@ -838,3 +839,4 @@ async fn stale_builds_are_the_unfinished_ones_unchanged_since_the_cutoff(pool: P
 }
 
 mod hot_path;
+mod threads;

@@ -113,6 +113,11 @@ enum Command {
         #[command(subcommand)]
         command: SessionCommand,
     },
+    /// List, show, delete or fork a project's chat threads.
+    Thread {
+        #[command(subcommand)]
+        command: cli::thread::ThreadCommand,
+    },
     /// Enqueue again the unfinished builds whose ledger row has not changed for a duration: after
     /// Redis lost their entries (a restart without its data), or a producer died between recording
     /// a build and enqueueing it. Copies of builds that are in fact still queued or running wait
@@ -198,15 +203,26 @@ struct EnqueueArgs {
     /// The project.
     #[arg(long)]
     project: String,
-    /// The version this build produces.
+    /// The version this build produces (a chat or a plan may name none).
     #[arg(long)]
-    version: String,
-    /// `create` starts a fresh session; `update` resumes the project's newest.
+    version: Option<String>,
+    /// `create` starts a fresh session; `update` resumes the project's newest; `chat_plan` is one
+    /// plan-mode run on it; `chat` talks in a thread (`--thread`); `plan` runs `--task`s in order
+    /// in one session.
     #[arg(long)]
     kind: JobKind,
-    /// What to build.
-    #[arg(long)]
-    prompt: String,
+    /// What to build (for a plan: what the plan is for; its tasks when not given).
+    #[arg(long, required_unless_present = "tasks")]
+    prompt: Option<String>,
+    /// A chat's thread: its own session beside the project's main one.
+    #[arg(long = "thread")]
+    thread: Option<String>,
+    /// Where a chat's new thread branches from: `main`, another thread, or a session id.
+    #[arg(long = "fork-from")]
+    fork_from: Option<String>,
+    /// A plan's task, in order (repeat the flag); the tasks get the ids 1, 2, 3...
+    #[arg(long = "task", id = "tasks")]
+    tasks: Vec<String>,
     /// The project's owner.
     #[arg(long, env = "BATON_USER", default_value = "local")]
     user: String,
@@ -382,6 +398,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Session { command } => cli::session::run(ledger(db).await?, command).await,
+        Command::Thread { command } => cli::thread::run(ledger(db).await?, command).await,
         Command::Prune {
             older_than,
             dry_run,
@@ -691,12 +708,28 @@ async fn enqueue(
     group: &str,
     args: EnqueueArgs,
 ) -> anyhow::Result<ExitCode> {
+    let tasks: Vec<baton_core::job::Task> = args
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, prompt)| baton_core::job::Task {
+            id: (i + 1).to_string(),
+            prompt: prompt.clone(),
+        })
+        .collect();
+    let prompt = args.prompt.unwrap_or_else(|| {
+        let asks: Vec<&str> = tasks.iter().map(|t| t.prompt.as_str()).collect();
+        format!("A plan of {} tasks: {}", tasks.len(), asks.join("; "))
+    });
     let new = NewJob {
         kind: Some(args.kind),
         project_id: args.project,
-        version_id: args.version,
+        version_id: args.version.unwrap_or_default(),
         user_id: args.user,
-        prompt: args.prompt,
+        prompt,
+        thread_id: args.thread,
+        fork_from: args.fork_from,
+        tasks: (!tasks.is_empty()).then_some(tasks),
         previous_session_id: args.previous_session,
         project_path: args.project_path,
         build_id: args.build_id,

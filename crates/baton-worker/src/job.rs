@@ -9,7 +9,7 @@ use baton_core::agent::RunSettings;
 use baton_core::checkpoint::Phase;
 use baton_core::events::{Event, EventType};
 use baton_core::policy::{self, Decision, FreshReason, PolicyConfig};
-use baton_core::{BuildStatus, Checkpoint, Job, Limits, SessionId, Step};
+use baton_core::{BuildStatus, Checkpoint, Job, JobKind, Limits, SessionId, Source, Step};
 use baton_ledger::{Claim, Ledger, LedgerError, Recorded, RunRecord};
 use baton_queue::{Delivery, Queue, QueueError};
 use tokio_util::sync::CancellationToken;
@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::panics::panic_message;
 use crate::progress::Held;
 use crate::report::{answer_of, checkpoint_of, judge, metrics};
+use crate::runs::Turn;
 use crate::transcripts::{Carried, TranscriptSettings};
 
 /// Why the steps stopped before the end.
@@ -411,10 +412,15 @@ impl JobContext {
         end
     }
 
-    /// The project's newest session, as the ledger has it now; `None` when it has none or cannot
-    /// say (which costs a cancelled job's event its `session_id`, nothing else).
+    /// The newest session of the job's chain (the project's main one, or its thread's), as the
+    /// ledger has it now; `None` when it has none or cannot say (which costs a cancelled job's
+    /// event its `session_id`, nothing else).
     async fn project_session(&self, job: &Job) -> Option<SessionId> {
-        match self.ledger.project_session(&job.project_id).await {
+        match self
+            .ledger
+            .chain_head(&job.project_id, job.thread_id.as_deref())
+            .await
+        {
             Ok(session) => session,
             Err(e) => {
                 self.ledger_error(&e);
@@ -435,7 +441,9 @@ impl JobContext {
         signals: &JobSignals,
         settings: &RunSettings,
     ) -> Result<(Option<SessionId>, bool, Option<String>), Stopped> {
-        // `chain` is the session the ledger's chain ends in: what a recorded run resumed from.
+        // `chain` is the session the ledger's chain ends in: what a recorded run resumed from. A
+        // new thread's first run forks the session it branches from (`fork`).
+        let mut fork = false;
         let (mut chain, mut fresh_reason) = match claim.recorded.last() {
             Some(last) => (Some(last.new_session_id.clone()), None),
             None => match policy::decide(job, &claim.project, &self.policy, chrono::Utc::now()) {
@@ -444,6 +452,10 @@ impl JobContext {
                         warn!(job_session = %stale, ledger_session = %session_id, "the job's previous_session_id is stale; resuming the project's newest");
                     }
                     (Some(session_id), None)
+                }
+                Decision::Fork { from } => {
+                    fork = true;
+                    (Some(from), None)
                 }
                 Decision::Fresh(reason) => (None, Some(reason)),
                 Decision::Refuse(reason) => {
@@ -472,6 +484,10 @@ impl JobContext {
         }
         if claim.recorded.is_empty() {
             match (&chain, fresh_reason) {
+                (Some(session), _) if fork => {
+                    self.metrics.decision("forked");
+                    info!(session = %session, "forking the session the thread branches from");
+                }
                 (Some(session), _) => {
                     self.metrics.decision("resumed");
                     info!(session = %session, "resuming the project's newest session");
@@ -507,15 +523,29 @@ impl JobContext {
             }
             _ => 0.0,
         };
-        for (i, &step) in plan.iter().enumerate() {
-            if claim.recorded.iter().any(|r| r.step == step) {
+        // With sessions off, each task of a plan starts fresh, told what the tasks before did.
+        let fresh_tasks = job.kind == JobKind::Plan && !self.policy.resume;
+        let mut done_here: Vec<(String, Vec<String>)> = Vec::new();
+        for (i, step) in plan.iter().enumerate() {
+            if claim.recorded.iter().any(|r| &r.step == step) {
                 info!(step = step.name(), "step already recorded; skipping");
                 continue;
             }
+            let mut prompt = step.prompt(job, &self.step_prompts);
+            if fresh_tasks && i > 0 {
+                chain = None;
+                fresh_reason = Some(FreshReason::ResumeDisabled);
+                prompt = crate::plans::fresh_task_prompt(job, i, &done_here, &prompt);
+            }
+            let turn = Turn {
+                step,
+                prompt,
+                fork_from: chain.as_deref().filter(|_| fork),
+            };
 
             let target = interrupted
                 .as_ref()
-                .filter(|cp| cp.step == step)
+                .filter(|cp| &cp.step == step)
                 .map(|cp| {
                     info!(session = %cp.session_id, "resuming the session of the run that was cut off");
                     cp.session_id.clone()
@@ -525,7 +555,7 @@ impl JobContext {
                 .run_with_retries(
                     job,
                     cwd,
-                    step,
+                    &turn,
                     target,
                     (chain.as_deref(), claim),
                     signals,
@@ -536,6 +566,7 @@ impl JobContext {
             job_cost += report.cost_usd;
             if fell_back {
                 chain = None;
+                fork = false;
                 fresh_reason = Some(FreshReason::ResumeFallback);
             }
             let judged = judge(step, &report).and_then(|note| {
@@ -572,7 +603,8 @@ impl JobContext {
             let record = RunRecord {
                 job,
                 fence: claim.fence,
-                step,
+                step: step.clone(),
+                source: (fork && chain.is_some()).then_some(Source::Fork),
                 old_session_id: chain.as_deref(),
                 new_session_id: &new_session,
                 metrics: metrics(&report),
@@ -613,7 +645,7 @@ impl JobContext {
             match recorded? {
                 Recorded::Written => {
                     completed = record.completes;
-                    if step != Step::Compact {
+                    if *step != Step::Compact {
                         output = answer.result.clone();
                     }
                     let bytes: usize = stored.changes.iter().map(|c| c.data.len()).sum();
@@ -626,6 +658,10 @@ impl JobContext {
                 ),
             }
             chain = Some(new_session);
+            fork = false;
+            if let Some(task) = step.task_id() {
+                done_here.push((task.to_string(), report.files_created.clone()));
+            }
             // The run's work is recorded; past the job's budget, nothing more is spent on it.
             if let Some(max) = self.job_max_budget_usd
                 && job_cost > max

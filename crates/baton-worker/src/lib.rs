@@ -13,6 +13,7 @@ pub mod http;
 pub mod job;
 pub mod metrics;
 mod panics;
+mod plans;
 pub mod progress;
 mod reconcile;
 mod report;

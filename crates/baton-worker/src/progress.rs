@@ -72,7 +72,7 @@ impl Progress {
         self,
         queue: &Queue,
         job: &Job,
-        step: Step,
+        step: &Step,
         started: Event,
         seen: oneshot::Receiver<String>,
         ended: CancellationToken,

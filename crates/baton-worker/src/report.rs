@@ -11,7 +11,7 @@ use crate::job::{JobContext, JobSignals, Stopped};
 
 /// What a step's final run means for the job: go on (with a note for a compaction that did not
 /// happen, which leaves the session as it was) or stop.
-pub(crate) fn judge(step: Step, report: &RunReport) -> Result<Option<String>, Stopped> {
+pub(crate) fn judge(step: &Step, report: &RunReport) -> Result<Option<String>, Stopped> {
     match &report.outcome {
         Outcome::Success => Ok(None),
         Outcome::Cancelled => Err(Stopped::Interrupted(format!("{step}: run cancelled"))),
@@ -58,7 +58,7 @@ pub(crate) fn metrics(report: &RunReport) -> RunMetrics {
 /// The checkpoint of `job` at `step`, as of now.
 pub(crate) fn checkpoint_of(
     job: &Job,
-    step: Step,
+    step: &Step,
     session: &str,
     files: &[String],
     phase: Phase,
@@ -68,7 +68,7 @@ pub(crate) fn checkpoint_of(
         build_id: job.build_id.clone(),
         project_path: job.project_path.clone(),
         files_created: files.to_vec(),
-        step,
+        step: step.clone(),
         phase,
         updated_at: chrono::Utc::now(),
     }

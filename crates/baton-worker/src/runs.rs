@@ -16,6 +16,25 @@ use crate::job::{JobContext, JobSignals, Stopped};
 use crate::progress::Held;
 use crate::transcripts::Carried;
 
+/// One step as the job runs it: the step, the prompt it sends, and the session it forks, if any
+/// (a new thread's first chat).
+pub(crate) struct Turn<'a> {
+    /// The step.
+    pub(crate) step: &'a Step,
+    /// What the run asks.
+    pub(crate) prompt: String,
+    /// A run resuming this session resumes it into a new one holding a copy of its history.
+    pub(crate) fork_from: Option<&'a str>,
+}
+
+impl Turn<'_> {
+    /// Whether a run resuming `target` forks it. Once the target is another (the fork's own
+    /// session after a retry, a fresh start) the run resumes as any other.
+    fn forks(&self, target: Option<&str>) -> bool {
+        target.is_some() && target == self.fork_from
+    }
+}
+
 impl JobContext {
     /// Runs a step until it succeeds, fails for good, or its attempts run out. Returns the last
     /// report, what the last run has not yet sent (its `run_finished` event at least, so the caller
@@ -26,13 +45,14 @@ impl JobContext {
         &self,
         job: &Job,
         cwd: &Path,
-        step: Step,
+        turn: &Turn<'_>,
         mut target: Option<SessionId>,
         (chain, claim): (Option<&str>, &Claim),
         signals: &JobSignals,
         carried: &Carried,
         settings: &RunSettings,
     ) -> Result<(RunReport, Held, bool), Stopped> {
+        let step = turn.step;
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(self.scheduling.retry_min_delay)
             .with_max_delay(self.scheduling.retry_max_delay)
@@ -52,13 +72,15 @@ impl JobContext {
                     Stopped::Interrupted(why)
                 })?;
             }
+            let forking = turn.forks(target.as_deref());
             let (report, unsent) = self
-                .run_step(job, cwd, step, target.as_deref(), signals, settings)
+                .run_step(job, cwd, turn, target.as_deref(), signals, settings)
                 .await?;
             // A CLI that keeps ids and answers a resume under another id started a fresh session
-            // without the history: the run is kept, but recorded as the fresh start it was.
+            // without the history: the run is kept, but recorded as the fresh start it was. A fork
+            // always answers under a new id.
             if let (true, Some(asked), Some(got)) = (
-                self.transcripts.keep_ids,
+                self.transcripts.keep_ids && !forking,
                 target.as_deref(),
                 report.session_id.as_deref(),
             ) && asked != got
@@ -142,11 +164,12 @@ impl JobContext {
         &self,
         job: &Job,
         cwd: &Path,
-        step: Step,
+        turn: &Turn<'_>,
         session: Option<&str>,
         signals: &JobSignals,
         settings: &RunSettings,
     ) -> Result<(RunReport, Held), Stopped> {
+        let step = turn.step;
         if signals.abort.is_cancelled() {
             return Err(Stopped::Cancelled);
         }
@@ -155,8 +178,9 @@ impl JobContext {
         }
         let request = RunRequest {
             cwd: cwd.to_path_buf(),
-            prompt: step.prompt(job, &self.step_prompts),
+            prompt: turn.prompt.clone(),
             resume: session.map(str::to_string),
+            fork_session: turn.forks(session),
             // A step that needs its own mode (a planning chat) has it whatever the job asked.
             permission_mode: step
                 .permission_mode()
@@ -170,7 +194,6 @@ impl JobContext {
             disallowed_tools: settings.disallowed_tools.clone(),
             append_system_prompt: settings.append_system_prompt.clone(),
             mcp_config: settings.mcp_config.clone(),
-            ..RunRequest::default()
         };
         let mut started = Event::new(EventType::RunStarted, &job.build_id, &job.project_id);
         started.step = Some(step.name().to_string());
@@ -252,7 +275,7 @@ impl JobContext {
 
     /// Why `step` cannot go on, when this worker's hold on its jobs has run out: another replica
     /// may take them over any moment, so a run now could resume a session beside its successor's.
-    pub(crate) fn hold_lapsed(&self, step: Step, consequence: &str) -> Option<String> {
+    pub(crate) fn hold_lapsed(&self, step: &Step, consequence: &str) -> Option<String> {
         self.hold.lapsed().map(|ago| {
             format!(
                 "{step}: this worker's hold on its jobs ran out {:.1} s ago (stalled, or cut off \

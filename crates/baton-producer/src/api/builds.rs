@@ -17,7 +17,7 @@ use super::error::{ApiError, ErrorBody, JsonBody, PathParam};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateBuild {
-    /// `create`, `update` or `chat_plan`.
+    /// `create`, `update`, `chat_plan`, `chat` or `plan`.
     #[schema(value_type = Kind)]
     kind: String,
     /// The project.
@@ -27,13 +27,14 @@ pub(crate) struct CreateBuild {
         pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
     )]
     project_id: String,
-    /// The version this build produces.
+    /// The version this build produces; a `chat` or a `plan` may name none.
+    #[serde(default)]
     #[schema(
         min_length = 1,
         max_length = 128,
         pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
     )]
-    version_id: String,
+    version_id: Option<String>,
     /// The project's owner; `BATON_USER` of the server when absent.
     #[serde(default)]
     #[schema(
@@ -84,6 +85,44 @@ pub(crate) struct CreateBuild {
     #[serde(default)]
     #[schema(min_length = 1, max_length = 2048, pattern = r"^https?://\S*$")]
     webhook_url: Option<String>,
+    /// A `chat`'s thread: its own session beside the project's main one.
+    #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+    )]
+    thread_id: Option<String>,
+    /// Where a `chat`'s new thread branches from: `main`, another thread of the project and
+    /// user, or a session id of the project's chains.
+    #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+    )]
+    fork_from: Option<String>,
+    /// A `plan`'s tasks (1 to 50, ids distinct), run in order in one session.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<PlanTask>>)]
+    tasks: Option<Vec<serde_json::Value>>,
+}
+
+/// One task of a plan.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Only its schema is used.
+pub(crate) struct PlanTask {
+    /// The task's id; its run is recorded as step `task:<id>`.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+    )]
+    id: String,
+    /// What the task asks.
+    #[schema(min_length = 1, max_length = 16384, pattern = r"^[^\x00]*\S[^\x00]*$")]
+    prompt: String,
 }
 
 /// A job's kind, as the schema names it.
@@ -97,6 +136,10 @@ pub(crate) enum Kind {
     Update,
     /// One plan-mode run on the newest session.
     ChatPlan,
+    /// One run in the thread `thread_id`.
+    Chat,
+    /// The `tasks`, in order, in one session.
+    Plan,
 }
 
 /// A job's own agent settings, as the job schema documents them; read as the worker reads them
@@ -228,10 +271,15 @@ pub(crate) async fn create(
         .map(serde_json::from_value)
         .transpose()
         .map_err(|e| ApiError::invalid("invalid_job", format!("invalid agent: {e}")))?;
+    let tasks = body
+        .tasks
+        .map(|tasks| serde_json::from_value(serde_json::Value::Array(tasks)))
+        .transpose()
+        .map_err(|e| ApiError::invalid("invalid_job", format!("invalid tasks: {e}")))?;
     let job = NewJob {
         kind: Some(kind),
         project_id: body.project_id,
-        version_id: body.version_id,
+        version_id: body.version_id.unwrap_or_default(),
         user_id: body
             .user_id
             .unwrap_or_else(|| api.inner.default_user.clone()),
@@ -242,6 +290,9 @@ pub(crate) async fn create(
         agent,
         steps: body.steps,
         webhook_url: body.webhook_url,
+        thread_id: body.thread_id,
+        fork_from: body.fork_from,
+        tasks,
     }
     .into_job(&api.inner.limits)
     .and_then(|job| {

@@ -11,6 +11,7 @@ mod events;
 mod operations;
 mod projects;
 mod sessions;
+mod threads;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -160,6 +161,9 @@ fn routes() -> OpenApiRouter<Api> {
         .routes(routes!(sessions::export))
         .routes(routes!(operations::webhooks))
         .routes(routes!(operations::retry_webhook))
+        .routes(routes!(threads::list))
+        .routes(routes!(threads::get, threads::delete))
+        .routes(routes!(threads::fork))
 }
 
 /// The OpenAPI document, as the server serves it.

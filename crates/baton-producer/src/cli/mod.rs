@@ -6,6 +6,7 @@ pub mod intake;
 pub mod print;
 pub mod serve;
 pub mod session;
+pub mod thread;
 pub mod webhooks;
 
 pub(crate) use super::EXIT_INVALID;

@@ -42,7 +42,7 @@ pub(crate) fn chain(project: &str, chain: &[Transition]) {
     }
     out!("session chain of project {project} (oldest first):");
     for t in chain {
-        let step = t.step.map_or("-", |s| s.name());
+        let step = t.step.as_ref().map_or("-", |s| s.name());
         let build = t.build_id.as_deref().unwrap_or("-");
         let old = match (&t.old_session_id, &t.fresh_reason) {
             (Some(old), _) => old.to_string(),
@@ -77,7 +77,7 @@ pub(crate) fn status(s: &BuildState) {
     out!("project   {}  version {}", s.project_id, s.version_id);
     match &s.current_step {
         Some(current) => out!("step      {current} (running)"),
-        None => out!("step      {}", s.step.map_or("-", |s| s.name())),
+        None => out!("step      {}", s.step.as_ref().map_or("-", |s| s.name())),
     }
     out!("attempt   {}", s.attempt);
     if let Some(e) = &s.last_error {
