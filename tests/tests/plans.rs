@@ -184,3 +184,41 @@ async fn with_sessions_off_each_task_starts_fresh_told_what_came_before() {
         "task 2 starts fresh: {second}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_task_ends_the_plan_with_its_reason_and_keeps_the_tasks_before() {
+    let mut env = TestEnv::new().await;
+    env.start_worker_with(&[
+        ("CLAUDE_EMULATOR_FAULT", "max_turns"),
+        ("CLAUDE_EMULATOR_FAULT_MATCH", "BREAK"),
+    ]);
+    let build = enqueue_plan(
+        &env,
+        &[
+            "Create App.tsx",
+            "BREAK: Create Header.tsx",
+            "Write the types",
+        ],
+    );
+    let done = env.wait_finished(&build, LIMIT);
+    assert_eq!(done["status"], "failed", "{done}");
+    let error = done["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("task:2"),
+        "the reason names the task: {error}"
+    );
+    assert_eq!(
+        steps(&runs_of(&env, &build)),
+        ["task:1"],
+        "task 1 stays recorded"
+    );
+    assert!(
+        !prompts(&env).iter().any(|p| p == "Write the types"),
+        "task 3 never ran"
+    );
+    let app = env.workspace().join("app");
+    assert!(
+        app.read_dir().unwrap().next().is_some(),
+        "task 1's work is in the project folder"
+    );
+}

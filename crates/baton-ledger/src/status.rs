@@ -60,9 +60,12 @@ pub struct BuildState {
     pub project_id: ProjectId,
     /// Its version.
     pub version_id: String,
-    /// What the job asks for: `create`, `update` or `chat_plan`, or, for a job refused because
-    /// it could not be read, what it said (`invalid` when nothing).
+    /// What the job asks for (`create`, `update`, `chat_plan`, `chat`, `plan`), or, for a job
+    /// refused because it could not be read, what it said (`invalid` when nothing).
     pub kind: String,
+    /// The thread of a `chat` job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<String>,
     /// Where it stands.
     pub status: BuildStatus,
     /// The last step recorded.
@@ -98,11 +101,11 @@ impl Ledger {
         .await?
         .ok_or_else(|| LedgerError::UnknownBuild(build_id.to_string()))?;
         let runs = self.run_summaries(build_id).await?;
-        // The job's own plan: its kind's steps, or those its `steps` chose.
-        let plan = row
+        // The job's own plan: its kind's steps, those its `steps` chose, or its tasks.
+        let job = row
             .payload
-            .and_then(|p| serde_json::from_value::<Job>(p).ok())
-            .map(|job| Step::plan_of(&job));
+            .and_then(|p| serde_json::from_value::<Job>(p).ok());
+        let plan = job.as_ref().map(Step::plan_of);
         let unexpected = |what: &str, value: &str| {
             LedgerError::Unexpected(format!("build {build_id} has {what} {value:?}"))
         };
@@ -120,6 +123,7 @@ impl Ledger {
             project_id: row.project_id.into(),
             version_id: row.version_id,
             kind: row.kind,
+            thread_id: job.and_then(|j| j.thread_id),
             status,
             step: row.step.as_deref().map(crate::step_named).transpose()?,
             current_step,

@@ -198,7 +198,7 @@ impl Ledger {
         let session_id = match state.runs.last() {
             Some(run) => Some(run.new_session_id.to_string()),
             None => self
-                .project_session(&state.project_id)
+                .chain_head(&state.project_id, state.thread_id.as_deref())
                 .await?
                 .map(String::from),
         };

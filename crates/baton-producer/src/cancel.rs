@@ -21,11 +21,11 @@ pub async fn cancel(
     let done = ledger.cancel_build(build_id).await?;
     match done {
         Cancel::Cancelled => {
-            // The followers of the build learn now that it ended; the project's session is as the
-            // last job left it.
+            // The followers of the build learn now that it ended; its chain's session (the
+            // project's, or its thread's) is as the last job left it.
             let mut event = Event::new(EventType::JobCancelled, build_id, &state.project_id);
             event.session_id = ledger
-                .project_session(&state.project_id)
+                .chain_head(&state.project_id, state.thread_id.as_deref())
                 .await?
                 .map(String::from);
             queue.publish_event(&event).await?;
