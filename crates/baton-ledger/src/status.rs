@@ -49,6 +49,10 @@ pub struct RunSummary {
     pub cache_read_input_tokens: Option<i64>,
     /// Cached input tokens written.
     pub cache_creation_input_tokens: Option<i64>,
+    /// How long the run took, as the CLI reported it.
+    pub duration_ms: Option<i64>,
+    /// When the run was recorded (it ended moments before).
+    pub recorded_at: DateTime<Utc>,
 }
 
 /// A build as the ledger knows it.
@@ -146,7 +150,8 @@ impl Ledger {
                       m.num_turns AS "num_turns?", m.cost_usd AS "cost_usd?",
                       m.input_tokens AS "input_tokens?", m.output_tokens AS "output_tokens?",
                       m.cache_read_input_tokens AS "cache_read_input_tokens?",
-                      m.cache_creation_input_tokens AS "cache_creation_input_tokens?"
+                      m.cache_creation_input_tokens AS "cache_creation_input_tokens?",
+                      m.duration_ms AS "duration_ms?", t.created_at
                FROM session_transitions t
                LEFT JOIN run_results r ON r.build_id = t.build_id AND r.step = t.step
                LEFT JOIN project_ai_session_metrics m ON m.build_id = t.build_id AND m.step = t.step
@@ -179,6 +184,8 @@ impl Ledger {
                     output_tokens: r.output_tokens,
                     cache_read_input_tokens: r.cache_read_input_tokens,
                     cache_creation_input_tokens: r.cache_creation_input_tokens,
+                    duration_ms: r.duration_ms,
+                    recorded_at: r.created_at,
                 })
             })
             .collect()

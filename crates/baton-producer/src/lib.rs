@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod cancel;
+mod dashboard;
 pub mod dead_letters;
 pub mod sessions;
 

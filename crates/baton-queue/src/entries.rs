@@ -482,4 +482,53 @@ impl Queue {
         let pending = count("pending").unwrap_or(0);
         Ok(self.stream_length().await?.saturating_sub(pending))
     }
+
+    /// The group's consumers (one per worker process), as Redis sees them: how many entries each
+    /// holds, and how long since it last read or claimed.
+    pub async fn consumers(&self) -> Result<Vec<ConsumerInfo>, QueueError> {
+        let mut conn = self.conn.clone();
+        let rows: Vec<HashMap<String, redis::Value>> = match redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .query_async(&mut conn)
+            .await
+        {
+            Ok(rows) => rows,
+            // No stream or no group yet: no consumers.
+            Err(e) if e.code() == Some("NOGROUP") || e.to_string().contains("no such key") => {
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(rows
+            .iter()
+            .map(|c| {
+                let int = |key: &str| {
+                    c.get(key)
+                        .and_then(|v| redis::from_redis_value_ref::<u64>(v).ok())
+                        .unwrap_or(0)
+                };
+                ConsumerInfo {
+                    name: c
+                        .get("name")
+                        .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+                        .unwrap_or_default(),
+                    pending: int("pending"),
+                    idle_ms: int("idle"),
+                }
+            })
+            .collect())
+    }
+}
+
+/// One consumer of the job stream's group, a worker process, as Redis sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConsumerInfo {
+    /// Its name (`<host>-<pid>-...`).
+    pub name: String,
+    /// Entries it holds: its running jobs and those waiting behind their projects.
+    pub pending: u64,
+    /// Milliseconds since it last read or claimed entries (its heartbeats claim its own).
+    pub idle_ms: u64,
 }

@@ -30,7 +30,7 @@ mod entries;
 mod events;
 
 pub use dead_letters::{DeadEntry, DeadLetter};
-pub use entries::{Consumer, Delivery, Ending, Holding, Start};
+pub use entries::{Consumer, ConsumerInfo, Delivery, Ending, Holding, Start};
 pub use events::{EventReader, Wake};
 
 use std::collections::HashMap;

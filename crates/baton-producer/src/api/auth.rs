@@ -1,11 +1,15 @@
-//! Bearer tokens (`BATON_API_TOKENS`): every `/v1` route needs one when any are set. Each is
-//! compared in constant time, so an answer's timing says nothing of how much of a guess matched.
+//! Bearer tokens (`BATON_API_TOKENS`): every `/v1` route needs one when any are set, or the
+//! dashboard's sign-in cookie, which is derived from one. Each is compared in constant time, so an
+//! answer's timing says nothing of how much of a guess matched.
 
 use axum::extract::{Request, State};
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::middleware::Next;
 use axum::response::Response;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use utoipa::Modify;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -45,9 +49,49 @@ impl Tokens {
             == 1
     }
 
-    fn is_empty(&self) -> bool {
+    /// Whether no token is set (the API and dashboard are then open, on loopback only).
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Whether `value` is the sign-in cookie of one of the tokens.
+    pub(crate) fn accepts_cookie(&self, value: &[u8]) -> bool {
+        self.0.iter().fold(0u8, |any, t| {
+            any | cookie_value(t).as_bytes().ct_eq(value).unwrap_u8()
+        }) == 1
+    }
+
+    /// Whether `headers` carry the sign-in cookie of one of the tokens.
+    pub(crate) fn signed_in(&self, headers: &HeaderMap) -> bool {
+        sign_in_cookie(headers).is_some_and(|v| self.accepts_cookie(v))
+    }
+}
+
+/// The sign-in cookie's name.
+pub(crate) const COOKIE_NAME: &str = "baton_session";
+
+/// The sign-in cookie's value for `token`: a keyed hash of it, so the cookie never holds the token.
+pub(crate) fn cookie_value(token: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(token).expect("HMAC takes any key");
+    mac.update(b"baton dashboard sign-in v1");
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The sign-in cookie's value in `headers`, if any.
+fn sign_in_cookie(headers: &HeaderMap) -> Option<&[u8]> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+        .find_map(|pair| {
+            let pair = pair.trim_ascii();
+            pair.strip_prefix(COOKIE_NAME.as_bytes())?
+                .strip_prefix(b"=")
+        })
 }
 
 /// Lets a request through when it carries an accepted token, or when the API has none.
@@ -66,6 +110,9 @@ pub(crate) async fn require_token(
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
     match given {
         Some(token) if tokens.accepts(token) => Ok(next.run(request).await),
+        // The dashboard's pages read the API with their sign-in cookie (SameSite=Strict, so no
+        // other site's page can send it).
+        None if tokens.signed_in(request.headers()) => Ok(next.run(request).await),
         Some(_) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -105,5 +152,21 @@ mod tests {
         assert!(!tokens.accepts(b"alphabet"));
         assert!(!tokens.accepts(b""));
         assert_eq!(format!("{tokens:?}"), "Tokens(2 set)");
+    }
+
+    #[test]
+    fn a_cookie_is_accepted_only_when_made_from_a_token() {
+        let tokens = Tokens::new(&["alpha".into()]);
+        let good = cookie_value(b"alpha");
+        assert!(!good.contains("alpha"));
+        assert!(tokens.accepts_cookie(good.as_bytes()));
+        assert!(!tokens.accepts_cookie(cookie_value(b"beta").as_bytes()));
+        assert!(!tokens.accepts_cookie(b"alpha"));
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            COOKIE,
+            format!("x=1; {COOKIE_NAME}={good}").parse().unwrap(),
+        );
+        assert!(tokens.signed_in(&headers));
     }
 }

@@ -4,7 +4,7 @@
 //! Routes and the OpenAPI document come from the same handler list ([`routes`]), so the document
 //! cannot drift from the server.
 
-mod auth;
+pub(crate) mod auth;
 mod builds;
 pub mod error;
 mod events;
@@ -127,18 +127,23 @@ impl Api {
         Router::new()
             .route("/healthz", axum::routing::get(healthz))
             .merge(v1)
+            .merge(crate::dashboard::router(self.clone()))
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(max_body))
             .with_state(self.clone())
     }
 
-    fn queue(&self) -> &Queue {
+    pub(crate) fn queue(&self) -> &Queue {
         &self.inner.queue
     }
 
-    fn ledger(&self) -> &Ledger {
+    pub(crate) fn ledger(&self) -> &Ledger {
         &self.inner.ledger
+    }
+
+    pub(crate) fn tokens(&self) -> &Tokens {
+        &self.inner.tokens
     }
 }
 
