@@ -57,6 +57,11 @@ conformance-real:
     cargo build -p claude-emulator --bins
     BATON_REAL_CLAUDE="$dir/node_modules/.bin/claude" cargo test -p baton-agent --test conformance
 
+# cargo-fuzz on everything Baton reads from outside (job payloads, the CLI's stream-json, checkpoints
+# and events, imported transcripts), SECONDS per target; a crash becomes a regression test.
+fuzz SECONDS="60":
+    scripts/fuzz {{SECONDS}}
+
 # Benchmark the pipeline against the machine's own limits (release build; see README for the table).
 # Modes: fast (default), slow, failover; e.g. `just bench --mode slow`.
 bench *ARGS:

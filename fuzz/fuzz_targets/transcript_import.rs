@@ -1,0 +1,4 @@
+//! cargo-fuzz target: baton_fuzz::transcript_import on every input libFuzzer makes.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| baton_fuzz::transcript_import(data));
