@@ -57,6 +57,12 @@ conformance-real:
     cargo build -p claude-emulator --bins
     BATON_REAL_CLAUDE="$dir/node_modules/.bin/claude" cargo test -p baton-agent --test conformance
 
+# Baton under mixed faults with its own Redis and PostgreSQL (see crates/baton-chaos): `just chaos`,
+# or e.g. `just chaos --duration 300 --seed 9 --workers 4`. Exits 1 when an invariant is broken.
+chaos *ARGS:
+    cargo build --workspace --bins
+    target/debug/baton-chaos {{ARGS}}
+
 # cargo-fuzz on everything Baton reads from outside (job payloads, the CLI's stream-json, checkpoints
 # and events, imported transcripts), SECONDS per target; a crash becomes a regression test.
 fuzz SECONDS="60":

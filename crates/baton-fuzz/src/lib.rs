@@ -6,8 +6,11 @@
 use baton_core::events::Event;
 use baton_core::{Checkpoint, Job, Limits, ReadableJob, Step};
 
+/// A target's check: it panics on a finding.
+pub type Check = fn(&[u8]);
+
 /// The targets, by name: each a folder of seeds and regressions, and a cargo-fuzz target.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("job_payload", job_payload),
     ("stream_lines", stream_lines),
     ("checkpoint_event", checkpoint_event),
