@@ -65,7 +65,7 @@ chaos *ARGS:
 
 # cargo-fuzz on everything Baton reads from outside (job payloads, the CLI's stream-json, checkpoints
 # and events, imported transcripts), SECONDS per target; a crash becomes a regression test.
-fuzz SECONDS="60":
+fuzz SECONDS="180":
     scripts/fuzz {{SECONDS}}
 
 # Benchmark the pipeline against the machine's own limits (release build; see README for the table).
