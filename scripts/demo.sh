@@ -34,6 +34,15 @@ else
   say "using claude-emulator (set BATON_CLAUDE_BIN to a real claude CLI to use it instead)"
 fi
 
+# A database of the demo's own, made afresh each time: the demo never touches a database that
+# holds anything else, and a database an older Baton migrated never stops it.
+base=${DATABASE_URL%%\?*}
+query=${DATABASE_URL#"$base"}
+export DATABASE_URL="${base%/*}/baton_demo$query"
+say "making the demo's database baton_demo afresh"
+psql "${base%/*}/postgres$query" -qc "DROP DATABASE IF EXISTS baton_demo WITH (FORCE)" -c "CREATE DATABASE baton_demo" >/dev/null \
+  || die "cannot make the database baton_demo at ${base%/*} (psql is needed)"
+
 say "applying migrations"
 "$BIN/baton" migrate
 
