@@ -63,10 +63,25 @@ pub fn checkpoint_event(data: &[u8]) {
     }
 }
 
-/// A transcript or archive an operator imports, and a transcript read as a conversation: what is
-/// accepted holds only the session's own files, within the bound.
+/// A transcript or archive an operator imports, a transcript read as a conversation, and stored
+/// pieces joined back for a restore: what is accepted holds only the session's own files, within
+/// the bound, and a restore gives back exactly the bytes whose length and hash were stored.
 pub fn transcript_import(data: &[u8]) {
     let _ = baton_transcript::conversation::messages(data);
+    // The input as stored pieces (split at its first byte's value), claimed to hold the input.
+    let cut = usize::from(data.first().copied().unwrap_or(0)).min(data.len());
+    let pieces = [data[..cut].to_vec(), data[cut..].to_vec()];
+    let whole: Vec<u8> = data.to_vec();
+    let file = baton_transcript::StoredFile {
+        path: "s.jsonl".into(),
+        length: whole.len() as i64,
+        sha256: baton_transcript::sha256(&whole),
+        pieces: 2,
+    };
+    if let Ok(restored) = baton_transcript::assemble(&file, &pieces) {
+        assert_eq!(restored.len() as i64, file.length);
+        assert_eq!(baton_transcript::sha256(&restored), file.sha256);
+    }
     const MAX: u64 = 1 << 20;
     if let Ok(imported) = baton_transcript::archive::read_import(Some("s.jsonl"), data, MAX) {
         baton_transcript::check_session_id(&imported.session_id).expect("a checked id");
