@@ -30,7 +30,7 @@ pub struct RunLabels {
 /// Labels of `baton_resume_decisions_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
-    /// `resumed`, `fresh_<reason>`, `refused`, `fallback`.
+    /// `resumed`, `forked`, `fresh_<reason>`, `refused`, `fallback`.
     pub decision: String,
 }
 
