@@ -27,11 +27,7 @@ pub async fn replay(
     let Some(letter) = queue.dead_letter_entry(id).await? else {
         return Ok(None);
     };
-    let build_id = letter
-        .fields
-        .get("payload")
-        .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
-        .and_then(|v| v.get("build_id")?.as_str().map(str::to_string));
+    let build_id = letter.build_id();
     if let Some(build) = &build_id {
         ledger.reopen_build(build).await?;
     }

@@ -28,6 +28,15 @@ pub struct DeadEntry {
     pub fields: std::collections::BTreeMap<String, String>,
 }
 
+impl DeadEntry {
+    /// The build its payload names, when the payload is a JSON object with a `build_id`.
+    pub fn build_id(&self) -> Option<String> {
+        let payload = self.fields.get("payload")?;
+        let value: serde_json::Value = serde_json::from_str(payload).ok()?;
+        value.get("build_id")?.as_str().map(str::to_string)
+    }
+}
+
 pub(crate) fn dead_entry(e: redis::streams::StreamId) -> DeadEntry {
     DeadEntry {
         fields: e

@@ -52,12 +52,10 @@ pub(crate) async fn retry(
 ) -> Result<Response, PageError> {
     let back = format!("/builds/{id}");
     let letters = api.queue().dead_letters(10_000).await?;
-    let letter = letters.iter().rev().find(|e| {
-        e.fields
-            .get("payload")
-            .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
-            .is_some_and(|v| v.get("build_id").and_then(|b| b.as_str()) == Some(id.as_str()))
-    });
+    let letter = letters
+        .iter()
+        .rev()
+        .find(|e| e.build_id().as_deref() == Some(id.as_str()));
     let Some(letter) = letter else {
         return Err(PageError::conflict(
             format!("Build {id} has no dead letter to replay."),

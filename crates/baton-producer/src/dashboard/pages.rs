@@ -320,14 +320,11 @@ pub(crate) async fn dead_letters(State(api): State<Api>) -> Result<Response, Pag
         .into_iter()
         .map(|e| {
             let field = |k: &str| e.fields.get(k).cloned().unwrap_or_default();
-            let payload = field("payload");
             DeadRow {
-                build_id: serde_json::from_str::<serde_json::Value>(&payload)
-                    .ok()
-                    .and_then(|v| v.get("build_id")?.as_str().map(str::to_string)),
+                build_id: e.build_id(),
                 reason: field("reason"),
                 attempts: field("attempts"),
-                payload,
+                payload: field("payload"),
                 id: e.id,
             }
         })
